@@ -1,0 +1,46 @@
+"""What every framework adapter shares: numpy in/out around multirnn.recurrence, and the smoke test."""
+from __future__ import annotations
+
+import numpy as np
+
+from multirnn import recurrence
+from multirnn.state import flatten_state, nest_state
+
+
+class FrameworkBackend:
+    """Subclasses supply the Ops protocol of multirnn.recurrence plus asarray/to_numpy/zeros/swap01."""
+
+    name = ""
+    version = ""
+
+    def forward(self, model, params, xs, flat_state):
+        """Time-major numpy in, numpy out: (outputs, flat final state)."""
+        ys, finals = recurrence.run(self, model, *self._to_framework(params, xs, flat_state))
+        return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
+
+    def _to_framework(self, params, xs, flat_state):
+        return ({k: self.asarray(v) for k, v in params.items()}, self.asarray(xs),
+                [tuple(self.asarray(a) for a in unit) for unit in flat_state])
+
+    def run_user(self, model, params, inputs, state=None):
+        """The recurrence on framework arrays in the user's conventions (batch_first, nested state);
+        what the native layers call."""
+        xs = self.swap01(inputs) if model.batch_first else inputs
+        if state is None:
+            zeros = self.zeros_state(xs, model.num_hiddens)
+            flat = [(zeros,) * model.state_arrays for _ in model.units()]
+        else:
+            flat = flatten_state(model, state)
+        ys, finals = recurrence.run(self, model, params, xs, flat)
+        return (self.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
+
+    def smoke_test(self) -> None:
+        """A tiny forward pass, so available() lists only backends that really run."""
+        from multirnn.spec import RNNScratch  # local: keeps the import graph one-way at load time
+
+        model = RNNScratch(2, 3)
+        params = {k: np.full(s, 0.1, np.float32) for k, s in model.param_shapes().items()}
+        xs = np.ones((2, 1, 2), np.float32)
+        ys, _ = self.forward(model, params, xs, [(np.zeros((1, 3), np.float32),)])
+        if ys.shape != (2, 1, 3) or not np.all(np.isfinite(ys)):
+            raise RuntimeError(f"{self.name} smoke test gave {ys!r}")

@@ -1,0 +1,82 @@
+"""JAX adapter: ``jax.lax.scan`` under ``jax.jit`` (compiled once per spec and shape), ``jax.grad``.
+
+float64 runs inside ``jax.experimental.enable_x64()`` rather than flipping JAX's global default for the
+whole process (which would change every other JAX user's dtypes).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import enable_x64
+
+from multirnn import recurrence
+
+from ._base import FrameworkBackend
+
+
+def _precision(dtype):
+    return enable_x64() if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
+
+
+class Backend(FrameworkBackend):
+    name = "jax"
+    version = jax.__version__
+    matmul = staticmethod(jnp.matmul)
+    tanh = staticmethod(jnp.tanh)
+    relu = staticmethod(jax.nn.relu)
+    sigmoid = staticmethod(jax.nn.sigmoid)
+    asarray = staticmethod(jnp.asarray)
+    to_numpy = staticmethod(np.asarray)
+
+    def __init__(self):
+        self._forward = jax.jit(self._forward_impl, static_argnums=0)
+        self._gradients = jax.jit(jax.grad(self._loss, argnums=1), static_argnums=0)
+
+    def concat(self, xs, axis):
+        return jnp.concatenate(xs, axis=axis)
+
+    def split(self, x, n):
+        return jnp.split(x, n, axis=-1)
+
+    def flip(self, x):
+        return jnp.flip(x, 0)
+
+    def swap01(self, x):
+        return jnp.swapaxes(x, 0, 1)
+
+    def zeros_state(self, xs, hidden):
+        return jnp.zeros((xs.shape[1], hidden), xs.dtype)
+
+    def scan(self, step, carry, xs):
+        return jax.lax.scan(step, carry, xs)
+
+    def _forward_impl(self, model, params, xs, flat_state):
+        return recurrence.run(self, model, params, xs, flat_state)
+
+    def _loss(self, model, params, xs, flat_state, cotangent):
+        return jnp.sum(recurrence.run(self, model, params, xs, flat_state)[0] * cotangent)
+
+    def forward(self, model, params, xs, flat_state):
+        with _precision(xs.dtype):
+            ys, finals = self._forward(model, *self._to_framework(params, xs, flat_state))
+            return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
+
+    def gradients(self, model, params, xs, flat_state, cotangent):
+        with _precision(xs.dtype):
+            grads = self._gradients(model, *self._to_framework(params, xs, flat_state),
+                                    jnp.asarray(cotangent))
+            return {name: self.to_numpy(value) for name, value in grads.items()}
+
+    def native_layer(self, model, params=None, seed=0, dtype="float32"):
+        """A Flax linen module bound to ``params`` (or to the seeded init): call it like a function.
+        For float64, call it inside ``jax.experimental.enable_x64()``."""
+        from .flax_module import RecurrentModule
+
+        module = RecurrentModule(model, seed=seed, dtype=str(np.dtype(dtype)))
+        if params is None:
+            return module.bind(module.init(jax.random.PRNGKey(0), jnp.zeros(
+                (1, 1, model.num_inputs), dtype)))
+        return module.bind({"params": {k: jnp.asarray(v) for k, v in params.items()}})

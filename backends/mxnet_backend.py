@@ -1,0 +1,87 @@
+"""MXNet adapter: NDArray ops recorded by ``mxnet.autograd``, a Python time loop."""
+from __future__ import annotations
+
+import numpy as np
+
+# MXNet 1.9.1 (archived) still calls numpy.bool, removed in numpy 1.24. Restore the alias here, just
+# before mxnet loads, and never at ``import multirnn``.
+if "bool" not in vars(np):  # not hasattr(): numpy 1.26 warns on that lookup
+    np.bool = bool
+import mxnet as mx  # noqa: E402
+
+from multirnn import recurrence
+from multirnn.backends import get  # noqa: E402
+from multirnn.params import init_params  # noqa: E402
+
+from ._base import FrameworkBackend  # noqa: E402
+
+
+class Backend(FrameworkBackend):
+    name = "mxnet"
+    version = mx.__version__
+    matmul = staticmethod(mx.nd.dot)  # contracts a's last axis with b's first, any rank
+    tanh = staticmethod(mx.nd.tanh)
+    relu = staticmethod(mx.nd.relu)
+    sigmoid = staticmethod(mx.nd.sigmoid)
+
+    def asarray(self, a):
+        return mx.nd.array(a, dtype=a.dtype)  # mx.nd.array would default to float32
+
+    def to_numpy(self, x):
+        return x.asnumpy()
+
+    def concat(self, xs, axis):
+        return mx.nd.concat(*xs, dim=axis)
+
+    def split(self, x, n):
+        return list(mx.nd.split(x, num_outputs=n, axis=-1)) if n > 1 else [x]
+
+    def flip(self, x):
+        return mx.nd.flip(x, axis=0)
+
+    def swap01(self, x):
+        return mx.nd.swapaxes(x, 0, 1)
+
+    def zeros_state(self, xs, hidden):
+        return mx.nd.zeros((xs.shape[1], hidden), dtype=xs.dtype)
+
+    def scan(self, step, carry, xs):
+        ys = []
+        for t in range(xs.shape[0]):
+            carry, y = step(carry, xs[t])
+            ys.append(y)
+        return carry, mx.nd.stack(*ys, axis=0)
+
+    def gradients(self, model, params, xs, flat_state, cotangent):
+        p, xs, flat_state = self._to_framework(params, xs, flat_state)
+        for value in p.values():
+            value.attach_grad()
+        with mx.autograd.record():
+            ys, _ = recurrence.run(self, model, p, xs, flat_state)
+        ys.backward(self.asarray(cotangent))
+        return {name: self.to_numpy(value.grad) for name, value in p.items()}
+
+    def native_layer(self, model, params=None, seed=0, dtype="float32"):
+        return RecurrentBlock(model, params if params is not None else init_params(model, seed, dtype))
+
+
+class RecurrentBlock(mx.gluon.Block):
+    """A Gluon ``Block``: ``block(inputs, state=None) -> (outputs, state)``; parameters under the canonical
+    names with '.' written as '__' (after Gluon's own block prefix)."""
+
+    def __init__(self, model, params, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+        self.canonical = {}
+        with self.name_scope():
+            for name, value in params.items():
+                self.canonical[name] = self.params.get(name.replace(".", "__"), shape=value.shape,
+                                                       dtype=value.dtype)
+        self.initialize(mx.init.Zero())
+        for name, value in params.items():
+            self.canonical[name].set_data(mx.nd.array(value, dtype=value.dtype))
+
+    def forward(self, inputs, state=None):
+        params = {name: param.data() for name, param in self.canonical.items()}
+        return get("mxnet").run_user(self.model, params, inputs, state)
+

@@ -1,0 +1,96 @@
+"""TensorFlow adapter: the recurrence traced once per spec into a ``tf.function`` (a ``tf.while_loop``
+over a TensorArray, so long sequences do not unroll the graph), gradients from ``tf.GradientTape``."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+# torch must be imported before tensorflow in a process that may load both (else segfault/hang).
+if importlib.util.find_spec("torch") is not None:
+    import torch  # noqa: F401
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CPU-feature banners out of outputs
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from multirnn import recurrence  # noqa: E402
+from multirnn.params import init_params  # noqa: E402
+
+from ._base import FrameworkBackend  # noqa: E402
+
+
+class Backend(FrameworkBackend):
+    name = "tensorflow"
+    version = tf.__version__
+    tanh = staticmethod(tf.tanh)
+    relu = staticmethod(tf.nn.relu)
+    sigmoid = staticmethod(tf.sigmoid)
+    asarray = staticmethod(tf.convert_to_tensor)
+
+    def __init__(self):
+        self._compiled: dict = {}
+
+    def to_numpy(self, x):
+        return x.numpy()
+
+    def matmul(self, a, b):
+        return tf.tensordot(a, b, axes=1) if a.shape.rank > 2 else tf.matmul(a, b)
+
+    def concat(self, xs, axis):
+        return tf.concat(list(xs), axis=axis)
+
+    def split(self, x, n):
+        return tf.split(x, n, axis=-1)
+
+    def flip(self, x):
+        return tf.reverse(x, [0])
+
+    def swap01(self, x):
+        return tf.experimental.numpy.swapaxes(x, 0, 1)
+
+    def zeros_state(self, xs, hidden):
+        return tf.zeros((tf.shape(xs)[1], hidden), xs.dtype)
+
+    def scan(self, step, carry, xs):
+        steps = tf.shape(xs)[0]
+        outputs = tf.TensorArray(xs.dtype, size=steps, element_shape=carry[0].shape)
+
+        def body(t, carry, outputs):
+            carry, y = step(carry, xs[t])
+            return t + 1, carry, outputs.write(t, y)
+
+        _, carry, outputs = tf.while_loop(lambda t, *_: t < steps, body, (0, carry, outputs))
+        return carry, outputs.stack()
+
+    def _function(self, kind, model):
+        """One tf.function per (kind, spec); it retraces only for new shapes or dtypes."""
+        key = (kind, model)
+        if key not in self._compiled:
+            self._compiled[key] = tf.function(functools.partial(getattr(self, kind), model),
+                                              reduce_retracing=True)
+        return self._compiled[key]
+
+    def _run_graph(self, model, params, xs, flat_state):
+        return recurrence.run(self, model, params, xs, flat_state)
+
+    def _grad_graph(self, model, params, xs, flat_state, cotangent):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            ys, _ = recurrence.run(self, model, params, xs, flat_state)
+            loss = tf.reduce_sum(ys * cotangent)
+        return tape.gradient(loss, params)
+
+    def forward(self, model, params, xs, flat_state):
+        ys, finals = self._function("_run_graph", model)(*self._to_framework(params, xs, flat_state))
+        return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
+
+    def gradients(self, model, params, xs, flat_state, cotangent):
+        grads = self._function("_grad_graph", model)(*self._to_framework(params, xs, flat_state),
+                                                      self.asarray(cotangent))
+        return {name: self.to_numpy(value) for name, value in grads.items()}
+
+    def native_layer(self, model, params=None, seed=0, dtype="float32"):
+        from .keras_layer import RecurrentLayer
+
+        return RecurrentLayer(model, params if params is not None else init_params(model, seed, dtype))

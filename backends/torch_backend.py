@@ -1,0 +1,80 @@
+"""PyTorch adapter: eager ops, a Python time loop (torch's fastest non-fused option on CPU), autograd."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from multirnn import recurrence
+from multirnn.backends import get
+from multirnn.params import init_params
+
+from ._base import FrameworkBackend
+
+
+class Backend(FrameworkBackend):
+    name = "torch"
+    version = torch.__version__
+    matmul = staticmethod(torch.matmul)
+    tanh = staticmethod(torch.tanh)
+    relu = staticmethod(torch.relu)
+    sigmoid = staticmethod(torch.sigmoid)
+
+    def asarray(self, a):
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy()
+
+    def concat(self, xs, axis):
+        return torch.cat(list(xs), dim=axis)
+
+    def split(self, x, n):
+        return torch.chunk(x, n, dim=-1)
+
+    def flip(self, x):
+        return torch.flip(x, (0,))
+
+    def swap01(self, x):
+        return x.transpose(0, 1)
+
+    def zeros_state(self, xs, hidden):
+        return xs.new_zeros((xs.shape[1], hidden))
+
+    def scan(self, step, carry, xs):
+        ys = []
+        for x in xs.unbind(0):
+            carry, y = step(carry, x)
+            ys.append(y)
+        return carry, torch.stack(ys)
+
+    def gradients(self, model, params, xs, flat_state, cotangent):
+        p, xs, flat_state = self._to_framework(params, xs, flat_state)
+        for value in p.values():
+            value.requires_grad_(True)
+        ys, _ = recurrence.run(self, model, p, xs, flat_state)
+        ys.backward(self.asarray(cotangent))  # vector-Jacobian product = d sum(ys * cotangent)
+        return {name: self.to_numpy(value.grad) for name, value in p.items()}
+
+    def native_layer(self, model, params=None, seed=0, dtype="float32"):
+        return RecurrentModule(model, params if params is not None else init_params(model, seed, dtype))
+
+
+class RecurrentModule(torch.nn.Module):
+    """A torch ``nn.Module`` of any multirnn spec; ``forward(inputs, state=None) -> (outputs, state)``.
+
+    Parameters are registered under the canonical names with '.' written as '__' (torch forbids dots).
+    """
+
+    def __init__(self, model, params):
+        super().__init__()
+        self.model = model
+        self.weights = torch.nn.ParameterDict(
+            {name.replace(".", "__"): torch.nn.Parameter(torch.tensor(params[name]))
+             for name in model.param_shapes()})
+
+    def canonical_params(self) -> dict:
+        return {name.replace("__", "."): value for name, value in self.weights.items()}
+
+    def forward(self, inputs, state=None):
+        return get("torch").run_user(self.model, self.canonical_params(), inputs, state)
+

@@ -1,0 +1,20 @@
+"""multirnn: recurrent networks defined once, run on PyTorch, TensorFlow, JAX/Flax and MXNet alike.
+
+``import multirnn`` imports no framework; a backend's framework is imported the first time it is used.
+"""
+from .api import forward, gradients, native_layer
+from .params import init_params
+from .spec import BiRNNScratch, RecurrentSpec, RNNScratch
+
+__version__ = "0.1.0"
+
+__all__ = ["RNNScratch", "BiRNNScratch", "RecurrentSpec", "init_params", "forward", "gradients",
+           "native_layer", "backends"]
+
+
+def __getattr__(name):
+    if name == "backends":  # the registry (imports no framework); loaded on first mention
+        import importlib
+
+        return importlib.import_module("multirnn.backends")
+    raise AttributeError(f"module 'multirnn' has no attribute {name!r}")

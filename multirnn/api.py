@@ -1,0 +1,67 @@
+"""The public functions: one spec, any backend, NumPy arrays in and out."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import validate
+from .spec import RecurrentSpec
+from .state import nest_state
+
+
+def _prepare(model, params, inputs, state, backend):
+    from multirnn import backends  # the registry imports no framework itself
+
+    validate.check_model(model)
+    dtype = validate.check_params(model, params)
+    xs = validate.check_inputs(model, inputs, dtype)
+    flat = validate.check_state(model, state, xs.shape[1], dtype)
+    return backends.get(backend), dtype, xs, flat
+
+
+def _user_layout(model: RecurrentSpec, ys: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(ys.swapaxes(0, 1)) if model.batch_first else ys
+
+
+def forward(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None, backend: str = "numpy"):
+    """Run ``model`` with ``params`` on ``inputs`` using ``backend``; returns ``(outputs, state)``.
+
+    inputs: (num_steps, batch, num_inputs), or (batch, num_steps, num_inputs) when model.batch_first,
+    in the params' dtype. state: see multirnn.spec (None = zeros). outputs: same layout as inputs with
+    model.output_size features. A zero-length sequence gives empty outputs and the state unchanged.
+    """
+    impl, dtype, xs, flat = _prepare(model, params, inputs, state, backend)
+    if xs.shape[0] == 0:
+        ys = np.zeros((0, xs.shape[1], model.output_size), dtype)
+        return _user_layout(model, ys), nest_state(model, [tuple(a.copy() for a in u) for u in flat])
+    ys, finals = impl.forward(model, params, np.ascontiguousarray(xs), flat)
+    return _user_layout(model, ys), nest_state(model, finals)
+
+
+def gradients(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None,
+              backend: str = "numpy", cotangent: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Gradients of ``sum(outputs * cotangent)`` (cotangent defaults to ones) for every parameter,
+    computed by the backend's own autodiff (by hand-written BPTT for ``numpy``)."""
+    impl, dtype, xs, flat = _prepare(model, params, inputs, state, backend)
+    steps, batch = xs.shape[:2]
+    out_shape = (batch, steps) if model.batch_first else (steps, batch)
+    if cotangent is None:
+        cotangent = np.ones(out_shape + (model.output_size,), dtype)
+    cotangent = validate.check_array("cotangent", cotangent, out_shape + (model.output_size,), dtype)
+    if steps == 0:
+        return {name: np.zeros_like(value) for name, value in params.items()}
+    cot = cotangent.swapaxes(0, 1) if model.batch_first else cotangent
+    return impl.gradients(model, params, np.ascontiguousarray(xs), flat, np.ascontiguousarray(cot))
+
+
+def native_layer(model: RecurrentSpec, params: dict | None = None, backend: str = "torch",
+                 seed: int = 0, dtype="float32"):
+    """The framework's own trainable layer for ``model`` (torch nn.Module, Keras Layer, bound Flax
+    module, Gluon Block) holding ``params`` (or the seeded init); it returns ``(outputs, state)``."""
+    from multirnn import backends
+
+    validate.check_model(model)
+    if params is not None:
+        validate.check_params(model, params)
+    if backend == "numpy":
+        raise ValueError("backend must be a framework for native_layer, got 'numpy'")
+    return backends.get(backend).native_layer(model, params, seed=seed, dtype=dtype)

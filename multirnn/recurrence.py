@@ -1,0 +1,130 @@
+"""The recurrence, written once against a small array protocol (``Ops``) that each backend provides.
+
+Backends never re-implement a cell: they supply ``matmul``/``tanh``/``scan``/... and this module builds
+every network of the spec from them. The input projection X·W of a whole sequence is hoisted out of the
+time loop into one big matmul; the loop body only does the recurrent matmul and the gate arithmetic.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+from .spec import CELL_GATES, RecurrentSpec
+
+Array = Any
+
+
+class Ops(Protocol):
+    """What the recurrence needs from a framework. ``+``, ``-`` and ``*`` come from operator overloads."""
+
+    def matmul(self, a: Array, b: Array) -> Array: ...  # contract a's last axis with b's first
+    def tanh(self, x: Array) -> Array: ...
+    def relu(self, x: Array) -> Array: ...
+    def sigmoid(self, x: Array) -> Array: ...
+    def concat(self, xs: Sequence[Array], axis: int) -> Array: ...
+    def split(self, x: Array, n: int) -> list: ...  # n equal parts along the last axis
+    def flip(self, x: Array) -> Array: ...  # reverse axis 0 (time)
+    def scan(self, step: Callable, carry: tuple, xs: Array) -> tuple[tuple, Array]: ...
+    # scan: carry, y = step(carry, xs[t]) for t in order; returns (final carry, stacked ys)
+
+
+def unit_params(params: dict, prefix: str) -> dict:
+    """The unprefixed parameters of one (layer, direction) unit."""
+    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)
+            and "." not in name[len(prefix):]}
+
+
+def input_projection(ops: Ops, model: RecurrentSpec, p: dict) -> tuple[Array, Array | None]:
+    """Weights and bias of the hoisted X·W for all gates at once, gates concatenated in canonical order.
+
+    A recurrent bias that is only ever added (all but a reset-after GRU's candidate) is folded into the
+    hoisted bias, so the time loop adds one bias less.
+    """
+    gates = CELL_GATES[model.cell]
+    if model.cell == "rnn":
+        return p["W_xh"], p.get("b_h")
+    weight = ops.concat([p[f"W_x{g}"] for g in gates], axis=1)
+    if not model.bias:
+        return weight, None
+    biases = [p[f"b_x{g}"] if (model.cell == "gru" and model.reset_after and g == "h")
+              else p[f"b_x{g}"] + p[f"b_h{g}"] for g in gates]
+    return weight, ops.concat(biases, axis=0)
+
+
+def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
+    """The per-step function ``(carry, projected x_t) -> (carry, h_t)`` of one unit."""
+    gates = CELL_GATES[model.cell]
+    if model.cell == "rnn":
+        act = ops.tanh if model.nonlinearity == "tanh" else ops.relu
+        w_hh = p["W_hh"]
+
+        def rnn_step(carry, xp):
+            h = act(xp + ops.matmul(carry[0], w_hh))
+            return (h,), h
+        return rnn_step
+
+    w_h = ops.concat([p[f"W_h{g}"] for g in gates], axis=1)
+    if model.cell == "lstm":
+        def lstm_step(carry, xp):
+            h, c = carry
+            i, f, o, c_tilde = ops.split(xp + ops.matmul(h, w_h), 4)
+            c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(c_tilde)
+            h = ops.sigmoid(o) * ops.tanh(c)
+            return (h, c), h
+        return lstm_step
+
+    if model.reset_after:  # torch/cuDNN/Keras default: r multiplies (h W_hh + b_hh)
+        b_hn = p["b_hh"] if model.bias else None
+
+        def gru_after_step(carry, xp):
+            (h,) = carry
+            xz, xr, xn = ops.split(xp, 3)
+            hz, hr, hn = ops.split(ops.matmul(h, w_h), 3)
+            z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
+            n = ops.tanh(xn + r * (hn if b_hn is None else hn + b_hn))
+            h = z * h + (1 - z) * n
+            return (h,), h
+        return gru_after_step
+
+    w_zr = ops.concat([p["W_hz"], p["W_hr"]], axis=1)
+    w_hh = p["W_hh"]
+
+    def gru_before_step(carry, xp):  # d2l / ONNX default: r multiplies h before the matmul
+        (h,) = carry
+        xz, xr, xn = ops.split(xp, 3)
+        hz, hr = ops.split(ops.matmul(h, w_zr), 2)
+        z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
+        n = ops.tanh(xn + ops.matmul(r * h, w_hh))
+        h = z * h + (1 - z) * n
+        return (h,), h
+    return gru_before_step
+
+
+def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple):
+    """One unit over a time-major sequence: returns (outputs (T, B, H), final state tuple)."""
+    weight, bias = input_projection(ops, model, p)
+    projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
+    if bias is not None:
+        projected = projected + bias
+    final, ys = ops.scan(make_step(ops, model, p), tuple(state), projected)
+    return ys, final
+
+
+def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: list,
+        between_layers: Callable[[int, Array], Array] | None = None):
+    """The whole network on time-major ``xs``; ``flat_state`` as in multirnn.state.
+
+    Returns (outputs (T, B, output_size), flat final state). ``between_layers(layer, ys)`` is applied to
+    each layer's output before the next layer sees it (dropout hooks in here).
+    """
+    finals, outputs, layer_in = [], [], xs
+    for index, (layer, direction, prefix, _) in enumerate(model.units()):
+        if direction == "fwd" and layer > 0:
+            layer_in = outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)
+            if between_layers is not None:
+                layer_in = between_layers(layer, layer_in)
+            outputs = []
+        seq = ops.flip(layer_in) if direction == "bwd" else layer_in
+        ys, final = run_direction(ops, model, unit_params(params, prefix), seq, flat_state[index])
+        outputs.append(ops.flip(ys) if direction == "bwd" else ys)
+        finals.append(final)
+    return (outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)), finals

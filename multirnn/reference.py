@@ -1,0 +1,197 @@
+"""The NumPy reference: forward and hand-written BPTT, the oracle every backend is tested against.
+
+Written independently of multirnn.recurrence (plain per-gate equations, no fused weights, no folded
+biases) so that a shared mistake is unlikely. It computes in the dtype of the params it is given; the
+tests give it float64.
+
+Everything here is time-major with the flat state of multirnn.state; multirnn.api adapts user input.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .recurrence import unit_params
+from .spec import CELL_GATES, RecurrentSpec
+
+
+def _sigmoid(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def _affine(p, gate, x, h, bias):
+    """x W_xg + h W_hg (+ both biases): the pre-activation of one gate."""
+    a = x @ p[f"W_x{gate}"] + h @ p[f"W_h{gate}"]
+    return a + p[f"b_x{gate}"] + p[f"b_h{gate}"] if bias else a
+
+
+def _affine_backward(p, g, gate, da, x, h, bias):
+    """Accumulate the gradients of _affine; return (dx, dh)."""
+    g[f"W_x{gate}"] += x.T @ da
+    g[f"W_h{gate}"] += h.T @ da
+    if bias:
+        g[f"b_x{gate}"] += da.sum(0)
+        g[f"b_h{gate}"] += da.sum(0)
+    return da @ p[f"W_x{gate}"].T, da @ p[f"W_h{gate}"].T
+
+
+# ---- one time step of each cell: forward returns (new state, cache); backward accumulates into g ----
+
+def _rnn_step(model, p, x, state):
+    (h,) = state
+    a = x @ p["W_xh"] + h @ p["W_hh"]
+    if model.bias:
+        a = a + p["b_h"]
+    h_new = np.tanh(a) if model.nonlinearity == "tanh" else np.maximum(a, 0)
+    return (h_new,), (x, h, h_new)
+
+
+def _rnn_step_backward(model, p, g, cache, d_state):
+    x, h, h_new = cache
+    (dh_new,) = d_state
+    da = dh_new * ((1 - h_new ** 2) if model.nonlinearity == "tanh" else (h_new > 0))
+    g["W_xh"] += x.T @ da
+    g["W_hh"] += h.T @ da
+    if model.bias:
+        g["b_h"] += da.sum(0)
+    return da @ p["W_xh"].T, (da @ p["W_hh"].T,)
+
+
+def _gru_step(model, p, x, state):
+    (h,) = state
+    z = _sigmoid(_affine(p, "z", x, h, model.bias))
+    r = _sigmoid(_affine(p, "r", x, h, model.bias))
+    bx, bh = (p["b_xh"], p["b_hh"]) if model.bias else (0.0, 0.0)
+    if model.reset_after:
+        u = h @ p["W_hh"] + bh  # recurrent candidate term, multiplied by r
+        n = np.tanh(x @ p["W_xh"] + bx + r * u)
+    else:
+        u = r * h  # reset hidden state, multiplied by W_hh
+        n = np.tanh(x @ p["W_xh"] + bx + u @ p["W_hh"] + bh)
+    h_new = z * h + (1 - z) * n
+    return (h_new,), (x, h, z, r, n, u)
+
+
+def _gru_step_backward(model, p, g, cache, d_state):
+    x, h, z, r, n, u = cache
+    (dh_new,) = d_state
+    dh = dh_new * z
+    dz = dh_new * (h - n)
+    dan = dh_new * (1 - z) * (1 - n ** 2)
+    g["W_xh"] += x.T @ dan
+    dx = dan @ p["W_xh"].T
+    if model.bias:
+        g["b_xh"] += dan.sum(0)
+    if model.reset_after:
+        du = dan * r
+        dr = dan * u
+        g["W_hh"] += h.T @ du
+        if model.bias:
+            g["b_hh"] += du.sum(0)
+        dh = dh + du @ p["W_hh"].T
+    else:
+        g["W_hh"] += u.T @ dan
+        if model.bias:
+            g["b_hh"] += dan.sum(0)
+        du = dan @ p["W_hh"].T
+        dr = du * h
+        dh = dh + du * r
+    for gate, s, ds in (("z", z, dz), ("r", r, dr)):
+        dx_gate, dh_gate = _affine_backward(p, g, gate, ds * s * (1 - s), x, h, model.bias)
+        dx, dh = dx + dx_gate, dh + dh_gate
+    return dx, (dh,)
+
+
+def _lstm_step(model, p, x, state):
+    h, c = state
+    i = _sigmoid(_affine(p, "i", x, h, model.bias))
+    f = _sigmoid(_affine(p, "f", x, h, model.bias))
+    o = _sigmoid(_affine(p, "o", x, h, model.bias))
+    c_tilde = np.tanh(_affine(p, "c", x, h, model.bias))
+    c_new = f * c + i * c_tilde
+    tanh_c = np.tanh(c_new)
+    return (o * tanh_c, c_new), (x, h, c, i, f, o, c_tilde, tanh_c)
+
+
+def _lstm_step_backward(model, p, g, cache, d_state):
+    x, h, c, i, f, o, c_tilde, tanh_c = cache
+    dh_new, dc_new = d_state
+    dc = dc_new + dh_new * o * (1 - tanh_c ** 2)
+    pre_activation_grads = {
+        "i": dc * c_tilde * i * (1 - i),
+        "f": dc * c * f * (1 - f),
+        "o": dh_new * tanh_c * o * (1 - o),
+        "c": dc * i * (1 - c_tilde ** 2),
+    }
+    dx, dh = 0.0, 0.0
+    for gate, da in pre_activation_grads.items():
+        dx_gate, dh_gate = _affine_backward(p, g, gate, da, x, h, model.bias)
+        dx, dh = dx + dx_gate, dh + dh_gate
+    return dx, (dh, dc * f)
+
+
+_STEPS = {"rnn": (_rnn_step, _rnn_step_backward),
+          "gru": (_gru_step, _gru_step_backward),
+          "lstm": (_lstm_step, _lstm_step_backward)}
+assert set(_STEPS) == set(CELL_GATES)
+
+
+# ---- a whole network ----
+
+def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list):
+    """Time-major forward (num_steps >= 1). Returns (outputs, flat final state, tape for backward)."""
+    step = _STEPS[model.cell][0]
+    tape, finals, outputs, layer_in = [], [], [], xs
+    for index, (layer, direction, prefix, _) in enumerate(model.units()):
+        if direction == "fwd" and layer > 0:
+            layer_in, outputs = np.concatenate(outputs, axis=-1), []
+        p = unit_params(params, prefix)
+        seq = layer_in[::-1] if direction == "bwd" else layer_in
+        state, caches, ys = tuple(flat_state[index]), [], []
+        for x in seq:
+            state, cache = step(model, p, x, state)
+            caches.append(cache)
+            ys.append(state[0])
+        ys = np.stack(ys)
+        outputs.append(ys[::-1] if direction == "bwd" else ys)
+        finals.append(state)
+        tape.append(caches)
+    return np.concatenate(outputs, axis=-1), finals, tape
+
+
+def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarray,
+             d_finals: list | None = None):
+    """BPTT through a forward tape (num_steps >= 1). ``d_outputs`` is the cotangent of the outputs,
+    ``d_finals`` (optional) that of the flat final state.
+    Returns (param grads, input grads, flat initial-state grads)."""
+    step_backward = _STEPS[model.cell][1]
+    units = list(model.units())
+    hidden, per_layer = model.num_hiddens, len(model.directions)
+    grads = {name: np.zeros_like(value) for name, value in params.items()}
+    d_initial = [None] * len(units)
+    d_layer_out = d_outputs
+    for layer in reversed(range(model.num_layers)):
+        d_layer_in = 0.0
+        for d_index, direction in enumerate(model.directions):
+            index = layer * per_layer + d_index
+            prefix = units[index][2]
+            p = unit_params(params, prefix)
+            g = {name: np.zeros_like(value) for name, value in p.items()}
+            dys = d_layer_out[..., d_index * hidden:(d_index + 1) * hidden]
+            if direction == "bwd":
+                dys = dys[::-1]
+            if d_finals is None:
+                d_state = (np.zeros_like(dys[0]),) * model.state_arrays
+            else:
+                d_state = tuple(d_finals[index])
+            dxs = []
+            for t in reversed(range(len(dys))):
+                d_state = (d_state[0] + dys[t],) + d_state[1:]  # h_t feeds the output and step t+1
+                dx, d_state = step_backward(model, p, g, tape[index][t], d_state)
+                dxs.append(dx)
+            dxs = np.stack(dxs[::-1])
+            d_layer_in = d_layer_in + (dxs[::-1] if direction == "bwd" else dxs)
+            d_initial[index] = d_state
+            for name, value in g.items():
+                grads[prefix + name] += value
+        d_layer_out = d_layer_in
+    return grads, d_layer_out, d_initial

@@ -1,0 +1,131 @@
+"""Backend-neutral model specs and the one canonical parameter layout.
+
+A spec is a small frozen (hashable) dataclass: it says *what* network to run, never *how*. Every backend
+and the NumPy reference read the same spec, so one spec object is one model everywhere.
+
+Canonical parameter layout (a flat ``dict[str, numpy.ndarray]``)
+-----------------------------------------------------------------
+Names follow d2l. Matrices are ``(fan_in, num_hiddens)`` so a step is ``X @ W`` (not ``W @ X``):
+
+=====  =====================================================================================
+cell   names per direction (``in`` = layer input width, ``H`` = num_hiddens)
+=====  =====================================================================================
+rnn    ``W_xh (in, H)``, ``W_hh (H, H)``, ``b_h (H,)``
+gru    for each gate g in z, r, h: ``W_xg (in, H)``, ``W_hg (H, H)``, ``b_xg (H,)``, ``b_hg (H,)``
+lstm   for each gate g in i, f, o, c: ``W_xg (in, H)``, ``W_hg (H, H)``, ``b_xg (H,)``, ``b_hg (H,)``
+=====  =====================================================================================
+
+GRU and LSTM keep separate input and recurrent biases so that every framework's weights (torch has
+two biases, a reset-after GRU needs ``b_hh`` inside the reset product) are representable exactly.
+With ``bias=False`` no bias entries exist.
+
+Each name gets a prefix: ``l{k}.`` when ``num_layers > 1`` and ``fwd.``/``bwd.`` when bidirectional,
+in that order, e.g. ``W_xh`` (RNNScratch), ``bwd.W_hh`` (BiRNNScratch), ``l1.fwd.b_h`` (stacks).
+Layer ``k > 0`` of a bidirectional stack takes ``2·H`` inputs ([fwd, bwd] outputs concatenated).
+
+State convention (passed in and returned alike, so a returned state can be fed straight back):
+one direction's state is ``H`` (an array ``(batch, H)``) for rnn/gru and the pair ``(H, C)`` for lstm;
+a layer's state is that, or ``(fwd_state, bwd_state)`` when bidirectional; the model's state is the
+layer's state when ``num_layers == 1`` and otherwise a tuple with one entry per layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Gate letters per cell, in canonical order. The rnn cell has one "gate": the hidden update itself.
+CELL_GATES = {"rnn": ("h",), "gru": ("z", "r", "h"), "lstm": ("i", "f", "o", "c")}
+NONLINEARITIES = ("tanh", "relu")
+
+
+@dataclass(frozen=True)
+class RecurrentSpec:
+    """Any recurrent network of the family: cell type, sizes, depth and direction."""
+
+    num_inputs: int
+    num_hiddens: int
+    cell: str = "rnn"
+    num_layers: int = 1
+    bidirectional: bool = False
+    nonlinearity: str = "tanh"  # rnn cells only; gru/lstm use sigmoid gates and tanh
+    bias: bool = True
+    sigma: float = 0.01  # std of the normal(0, sigma) weight init, as in d2l
+    batch_first: bool = False
+    reset_after: bool = False  # gru only: reset gate after the recurrent matmul (torch/cuDNN/Keras)
+
+    def __post_init__(self):
+        for name in ("num_inputs", "num_hiddens", "num_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.cell not in CELL_GATES:
+            raise ValueError(f"cell must be one of {sorted(CELL_GATES)}, got {self.cell!r}")
+        if self.nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {self.nonlinearity!r}")
+        if self.nonlinearity != "tanh" and self.cell != "rnn":
+            raise ValueError(f"nonlinearity={self.nonlinearity!r} applies to cell='rnn' only")
+        if not (isinstance(self.sigma, (int, float)) and self.sigma >= 0):
+            raise ValueError(f"sigma must be a non-negative float, got {self.sigma!r}")
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("fwd", "bwd") if self.bidirectional else ("fwd",)
+
+    @property
+    def output_size(self) -> int:
+        return self.num_hiddens * len(self.directions)
+
+    @property
+    def state_arrays(self) -> int:
+        """Arrays in one direction's state: H, or (H, C) for lstm."""
+        return 2 if self.cell == "lstm" else 1
+
+    def units(self):
+        """(layer, direction, name prefix, input width) for each recurrent unit, in canonical order."""
+        for layer in range(self.num_layers):
+            width = self.num_inputs if layer == 0 else self.output_size
+            for direction in self.directions:
+                prefix = (f"l{layer}." if self.num_layers > 1 else "")
+                prefix += (f"{direction}." if self.bidirectional else "")
+                yield layer, direction, prefix, width
+
+    def unit_shapes(self, width: int) -> dict[str, tuple[int, ...]]:
+        """Unprefixed parameter shapes of one direction of one layer."""
+        hidden = self.num_hiddens
+        shapes: dict[str, tuple[int, ...]] = {}
+        if self.cell == "rnn":
+            shapes = {"W_xh": (width, hidden), "W_hh": (hidden, hidden)}
+            if self.bias:
+                shapes["b_h"] = (hidden,)
+            return shapes
+        for gate in CELL_GATES[self.cell]:
+            shapes[f"W_x{gate}"] = (width, hidden)
+            shapes[f"W_h{gate}"] = (hidden, hidden)
+            if self.bias:
+                shapes[f"b_x{gate}"] = (hidden,)
+                shapes[f"b_h{gate}"] = (hidden,)
+        return shapes
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every canonical parameter name with its shape, in canonical (= seeded draw) order."""
+        return {prefix + name: shape
+                for _, _, prefix, width in self.units()
+                for name, shape in self.unit_shapes(width).items()}
+
+
+@dataclass(frozen=True)
+class RNNScratch(RecurrentSpec):
+    """d2l's RNNScratch: H_t = φ(X_t W_xh + H_{t-1} W_hh + b_h), φ = tanh or relu."""
+
+    cell: str = field(default="rnn", init=False)
+    bidirectional: bool = field(default=False, init=False)
+    reset_after: bool = field(default=False, init=False)
+
+
+@dataclass(frozen=True)
+class BiRNNScratch(RecurrentSpec):
+    """d2l's BiRNNScratch: a forward RNN and one over the reversed inputs, outputs concatenated
+    per step as [fwd, bwd] (width 2·num_hiddens); state is (H_fwd, H_bwd)."""
+
+    cell: str = field(default="rnn", init=False)
+    bidirectional: bool = field(default=True, init=False)
+    reset_after: bool = field(default=False, init=False)

@@ -1,0 +1,103 @@
+"""Input checks shared by every public entry point: fail early, name the argument, say what was expected."""
+from __future__ import annotations
+
+import numpy as np
+
+from .params import FLOAT_DTYPES
+from .spec import RecurrentSpec
+from .state import flatten_state
+
+
+def check_model(model) -> RecurrentSpec:
+    if not isinstance(model, RecurrentSpec):
+        raise TypeError(f"model must be a multirnn spec (e.g. RNNScratch), got {type(model).__name__}")
+    return model
+
+
+def check_params(model: RecurrentSpec, params) -> np.dtype:
+    """Exactly the canonical keys and shapes, one float dtype. Returns that dtype."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of numpy arrays, got {type(params).__name__}")
+    expected = model.param_shapes()
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    if missing or extra:
+        raise ValueError(f"params do not match the layout of {model}: missing {missing}, unexpected {extra}")
+    dtypes = set()
+    for name, shape in expected.items():
+        value = params[name]
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"params[{name!r}] must be a numpy.ndarray, got {type(value).__name__}")
+        if value.shape != shape:
+            raise ValueError(f"params[{name!r}] must have shape {shape}, got {value.shape}")
+        if value.dtype.name not in FLOAT_DTYPES:
+            raise TypeError(f"params[{name!r}] must be float32 or float64, got {value.dtype}")
+        dtypes.add(value.dtype)
+    if len(dtypes) != 1:
+        raise TypeError(f"params must share one dtype, got {sorted(d.name for d in dtypes)}")
+    return dtypes.pop()
+
+
+def check_array(name: str, value, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """A numpy array of exactly ``shape`` (None = any size) and ``dtype``."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(value).__name__}")
+    shown = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+    if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
+        raise ValueError(f"{name} must have shape {shown}, got {value.shape}")
+    if value.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} (the params' dtype), got {value.dtype}")
+    return value
+
+
+def check_inputs(model: RecurrentSpec, inputs, dtype: np.dtype) -> np.ndarray:
+    """Returns the inputs time-major: (num_steps, batch, num_inputs)."""
+    layout = ("batch", "num_steps") if model.batch_first else ("num_steps", "batch")
+    if isinstance(inputs, np.ndarray) and inputs.ndim != 3:
+        raise ValueError(f"inputs must have rank 3 {layout + ('num_inputs',)}, got shape {inputs.shape}")
+    check_array("inputs", inputs, (None, None, model.num_inputs), dtype)
+    return inputs.swapaxes(0, 1) if model.batch_first else inputs
+
+
+def check_state(model: RecurrentSpec, state, batch: int, dtype: np.dtype) -> list[tuple]:
+    """The user's nested state (or None = zeros) as the flat per-unit list of multirnn.state."""
+    shape = (batch, model.num_hiddens)
+    if state is None:
+        return [tuple(np.zeros(shape, dtype) for _ in range(model.state_arrays))
+                for _ in model.units()]
+    _check_nesting(model, state)
+    flat = flatten_state(model, state)
+    for (layer, direction, _, _), unit in zip(model.units(), flat):
+        for k, array in enumerate(unit):
+            where = f"state (layer {layer}, {direction}{', ' + 'HC'[k] if model.cell == 'lstm' else ''})"
+            check_array(where, array, shape, dtype)
+    return flat
+
+
+def _check_nesting(model: RecurrentSpec, state) -> None:
+    """Tuples where the convention has tuples, with the right lengths."""
+    def expect(value, length, what):
+        if not isinstance(value, (tuple, list)) or len(value) != length:
+            raise TypeError(f"state: {what} must be a tuple of {length}, got {type(value).__name__}"
+                            + (f" of {len(value)}" if isinstance(value, (tuple, list)) else ""))
+
+    def check_direction(value, what):
+        if model.cell == "lstm":
+            expect(value, 2, f"{what} (an lstm state (H, C))")
+        elif not isinstance(value, np.ndarray):
+            raise TypeError(f"state: {what} must be a numpy.ndarray H, got {type(value).__name__}")
+
+    def check_layer(value, what):
+        if model.bidirectional:
+            expect(value, 2, f"{what} (bidirectional: (fwd_state, bwd_state))")
+            for direction, part in zip(model.directions, value):
+                check_direction(part, f"{what} {direction}")
+        else:
+            check_direction(value, what)
+
+    if model.num_layers > 1:
+        expect(state, model.num_layers, f"the model's state (one entry per layer, {model.num_layers})")
+        for layer, value in enumerate(state):
+            check_layer(value, f"layer {layer}")
+    else:
+        check_layer(state, "the state")
