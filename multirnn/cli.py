@@ -1,0 +1,50 @@
+"""The ``multirnn`` command. Each subcommand lives in its own module with ``register(subparsers)``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+SUBCOMMAND_MODULES: list[str] = []  # e.g. "multirnn.port.cli": modules adding more subcommands
+
+
+def _compare(args) -> int:
+    from multirnn import backends, compare
+
+    names = args.backends.split(",") if args.backends else list(backends.FRAMEWORKS)
+    unknown = [n for n in names if n not in backends.NAMES]
+    if unknown:
+        raise SystemExit(f"multirnn compare: --backends: unknown {unknown}; choose from {backends.NAMES}")
+    rows = compare.run(names, compare.default_models(), seed=args.seed, dtype=args.dtype)
+    if args.json:
+        json.dump({"dtype": args.dtype, "seed": args.seed, "tolerance": compare.TOLERANCES[args.dtype],
+                   "rows": rows}, sys.stdout, indent=2)
+        print()
+    else:
+        print(compare.format_table(rows, args.dtype))
+    return 0 if all(r["pass"] for r in rows) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multirnn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("compare", help="run one seeded spec on every backend and print the parity table")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backends", help="comma-separated subset (default: all frameworks)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_compare)
+    import importlib
+
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

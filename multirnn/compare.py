@@ -1,0 +1,94 @@
+"""``multirnn compare``: one seeded spec on every installed backend, held against the NumPy float64
+reference. The measures are those of the test suite (see the tolerances below and in the README)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import api
+from .params import init_params, randomize_biases
+from .spec import RecurrentSpec
+
+# float64: max absolute difference; float32: max absolute difference relative to the reference's
+# largest magnitude (normwise, so values near zero do not blow the ratio up).
+TOLERANCES = {"float64": 1e-10, "float32": 1e-5}
+
+
+def default_models(num_inputs=8, num_hiddens=16) -> dict[str, RecurrentSpec]:
+    from .spec import BiRNNScratch, RNNScratch
+
+    return {"RNNScratch": RNNScratch(num_inputs, num_hiddens),
+            "BiRNNScratch": BiRNNScratch(num_inputs, num_hiddens)}
+
+
+def error(actual, expected, dtype) -> float:
+    err = float(np.max(np.abs(np.asarray(actual, np.float64) - expected), initial=0.0))
+    if dtype == "float32":
+        err /= max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
+    return err if np.all(np.isfinite(actual)) else float("inf")
+
+
+def _state_arrays(state):
+    if isinstance(state, (tuple, list)):
+        return [a for part in state for a in _state_arrays(part)]
+    return [state]
+
+
+def compare_one(model, backend, seed, dtype, steps=16, batch=4) -> dict:
+    """One model on one backend: the max errors of outputs, states and gradients vs the reference."""
+    # d2l's sigma=0.01 makes tanh nearly linear; scaled weights and random biases exercise the
+    # nonlinearity and the biases, so a wrong layout cannot hide.
+    base = randomize_biases(model, init_params(model, seed, "float64"), seed + 1, 0.5)
+    params64 = {k: (v * 30 if k.rsplit(".", 1)[-1].startswith("W_") else v) for k, v in base.items()}
+    rng = np.random.default_rng(seed + 2)
+    shape = (batch, steps) if model.batch_first else (steps, batch)
+    inputs64 = rng.normal(size=shape + (model.num_inputs,))
+    cot64 = rng.normal(size=shape + (model.output_size,))
+    ref_out, ref_state = api.forward(model, params64, inputs64)
+    ref_grads = api.gradients(model, params64, inputs64, cotangent=cot64)
+
+    params = {k: v.astype(dtype) for k, v in params64.items()}
+    out, state = api.forward(model, params, inputs64.astype(dtype), backend=backend)
+    grads = api.gradients(model, params, inputs64.astype(dtype), backend=backend,
+                          cotangent=cot64.astype(dtype))
+    row = {"outputs": error(out, ref_out, dtype),
+           "states": max(error(a, b, dtype) for a, b in zip(_state_arrays(state), _state_arrays(ref_state))),
+           "gradients": max(error(grads[k], ref_grads[k], dtype) for k in params)}
+    row["pass"] = all(row[k] <= TOLERANCES[dtype] for k in ("outputs", "states", "gradients"))
+    return row
+
+
+def run(backend_names, models, seed=0, dtype="float32") -> list[dict]:
+    """Rows for every backend x model; an unavailable backend gives one row saying how to install it."""
+    from multirnn import backends
+
+    rows = []
+    for name in backend_names:
+        try:
+            version = backends.get(name).version
+        except backends.BackendUnavailable as exc:
+            rows.append({"backend": name, "version": None, "model": None, "error": str(exc), "pass": False})
+            continue
+        for label, model in models.items():
+            row = {"backend": name, "version": version, "model": label, "dtype": dtype,
+                   "tolerance": TOLERANCES[dtype]}
+            row.update(compare_one(model, name, seed, dtype))
+            rows.append(row)
+    return rows
+
+
+def format_table(rows, dtype) -> str:
+    kind = "max abs diff" if dtype == "float64" else "max diff / max|ref|"
+    header = ["backend", "version", "model", "outputs", "states", "gradients", "result"]
+    lines = [header]
+    for r in rows:
+        if r.get("error"):
+            lines.append([r["backend"], "-", "-", "-", "-", "-", "UNAVAILABLE"])
+            continue
+        lines.append([r["backend"], r["version"], r["model"], *(f"{r[k]:.2e}" for k in
+                      ("outputs", "states", "gradients")), "pass" if r["pass"] else "FAIL"])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    text = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"{dtype}: {kind} vs the NumPy float64 reference; tolerance {TOLERANCES[dtype]:.0e}"]
+    notes += [f"{r['backend']}: {r['error']}" for r in rows if r.get("error")]
+    return "\n".join(text + [""] + notes)

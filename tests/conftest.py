@@ -1,0 +1,86 @@
+"""Shared fixtures. A backend that cannot load is skipped on a user's machine but FAILS in CI
+(CI=true or MULTIRNN_REQUIRE_BACKENDS=1): a skipped backend must never count as a pass there."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import multirnn
+from multirnn import backends
+from multirnn.params import randomize_biases
+
+FRAMEWORKS = backends.FRAMEWORKS
+REQUIRE_ALL = bool(os.environ.get("MULTIRNN_REQUIRE_BACKENDS") or os.environ.get("CI"))
+
+# Tolerances of the issue: float64 absolute, float32 relative to the reference's largest magnitude.
+ATOL_FLOAT64 = 1e-10
+RTOL_FLOAT32 = 1e-5
+
+
+def load_backend(name: str):
+    """The backend, or skip (user machine) / fail (CI) when its framework is missing."""
+    try:
+        backend = backends.get(name)
+    except backends.BackendUnavailable as exc:
+        if REQUIRE_ALL:
+            pytest.fail(f"backend {name} is required in CI but unavailable: {exc}")
+        pytest.skip(str(exc))
+    return backend
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def backend(request) -> str:
+    load_backend(request.param)
+    return request.param
+
+
+def max_error(actual: np.ndarray, expected: np.ndarray, dtype) -> float:
+    """Absolute error for float64; for float32, error relative to the reference's largest magnitude."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert np.all(np.isfinite(actual)), "non-finite values"
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected), initial=0.0))
+    if np.dtype(dtype) == np.float32:
+        err /= max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
+    return err
+
+
+def tolerance(dtype) -> float:
+    return ATOL_FLOAT64 if np.dtype(dtype) == np.float64 else RTOL_FLOAT32
+
+
+def assert_close(actual, expected, dtype, what=""):
+    err = max_error(np.asarray(actual), np.asarray(expected), dtype)
+    assert err <= tolerance(dtype), f"{what}: error {err:.3g} > {tolerance(dtype):.0e} ({np.dtype(dtype)})"
+
+
+def make_case(model, seed=0, steps=5, batch=3, dtype="float64", scale=20.0):
+    """Seeded params (weights scaled up from d2l's tiny sigma so the nonlinearities really bend,
+    random biases so bias bugs show) and inputs in the model's layout."""
+    params = multirnn.init_params(model, seed, "float64")
+    params = randomize_biases(model, {k: v * scale for k, v in params.items()}, seed + 1, 0.5)
+    rng = np.random.default_rng(seed + 2)
+    shape = (batch, steps) if model.batch_first else (steps, batch)
+    inputs = rng.normal(size=shape + (model.num_inputs,))
+    cast = {k: v.astype(dtype) for k, v in params.items()}
+    return cast, inputs.astype(dtype)
+
+
+def random_state(model, batch, seed, dtype):
+    """A nonzero state in the documented nested convention."""
+    from multirnn.state import nest_state
+
+    rng = np.random.default_rng(seed)
+    flat = [tuple(rng.normal(scale=0.5, size=(batch, model.num_hiddens)).astype(dtype)
+                  for _ in range(model.state_arrays)) for _ in model.units()]
+    return nest_state(model, flat)
+
+
+def to_float64(tree):
+    """Cast arrays (in dicts/tuples/lists) to float64: the reference runs there."""
+    if isinstance(tree, dict):
+        return {k: to_float64(v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(to_float64(v) for v in tree)
+    return None if tree is None else np.asarray(tree, np.float64)

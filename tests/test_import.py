@@ -1,0 +1,32 @@
+"""``import multirnn`` must import no framework (array-api-compat style), and stay quick."""
+import subprocess
+import sys
+import tempfile
+
+FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet")
+
+
+def run_python(code: str) -> str:
+    # Run outside the checkout: the repo root on sys.path would expose its bare backends/ folder.
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                          cwd=tempfile.gettempdir()).stdout.strip()
+
+
+def test_import_multirnn_imports_no_framework():
+    loaded = run_python(
+        "import sys, multirnn, multirnn.backends, multirnn.reference\n"
+        "multirnn.RNNScratch(2, 3); multirnn.backends.NAMES\n"
+        f"print(','.join(m for m in {FRAMEWORK_MODULES!r} if m in sys.modules))")
+    assert loaded == ""
+
+
+def test_import_does_not_touch_numpy_bool_alias():
+    # The mxnet adapter restores numpy.bool; plain import must leave numpy as it found it.
+    assert run_python("import numpy, multirnn; print('bool' in vars(numpy))") == "False"
+
+
+def test_backends_install_under_multirnn_namespace():
+    # backends/ is mapped to multirnn.backends; no bare top-level "backends" package is importable.
+    out = run_python("import importlib.util, multirnn.backends as b; "
+                     "print(importlib.util.find_spec('backends') is None, b.__name__)")
+    assert out == "True multirnn.backends"
