@@ -13,14 +13,16 @@ class FrameworkBackend:
     name = ""
     version = ""
 
-    def forward(self, model, params, xs, flat_state):
+    def forward(self, model, params, xs, flat_state, masks=None):
         """Time-major numpy in, numpy out: (outputs, flat final state)."""
-        ys, finals = recurrence.run(self, model, *self._to_framework(params, xs, flat_state))
+        ys, finals = recurrence.run(self, model, *self._to_framework(params, xs, flat_state, masks))
         return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
-    def _to_framework(self, params, xs, flat_state):
+    def _to_framework(self, params, xs, flat_state, masks=None):
+        """numpy -> framework arrays for the arguments of multirnn.recurrence.run."""
         return ({k: self.asarray(v) for k, v in params.items()}, self.asarray(xs),
-                [tuple(self.asarray(a) for a in unit) for unit in flat_state])
+                [tuple(self.asarray(a) for a in unit) for unit in flat_state],
+                None if masks is None else [self.asarray(m) for m in masks])
 
     def run_user(self, model, params, inputs, state=None):
         """The recurrence on framework arrays in the user's conventions (batch_first, nested state);

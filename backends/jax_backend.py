@@ -53,20 +53,20 @@ class Backend(FrameworkBackend):
     def scan(self, step, carry, xs):
         return jax.lax.scan(step, carry, xs)
 
-    def _forward_impl(self, model, params, xs, flat_state):
-        return recurrence.run(self, model, params, xs, flat_state)
+    def _forward_impl(self, model, params, xs, flat_state, masks):
+        return recurrence.run(self, model, params, xs, flat_state, masks)
 
-    def _loss(self, model, params, xs, flat_state, cotangent):
-        return jnp.sum(recurrence.run(self, model, params, xs, flat_state)[0] * cotangent)
+    def _loss(self, model, params, xs, flat_state, masks, cotangent):
+        return jnp.sum(recurrence.run(self, model, params, xs, flat_state, masks)[0] * cotangent)
 
-    def forward(self, model, params, xs, flat_state):
+    def forward(self, model, params, xs, flat_state, masks=None):
         with _precision(xs.dtype):
-            ys, finals = self._forward(model, *self._to_framework(params, xs, flat_state))
+            ys, finals = self._forward(model, *self._to_framework(params, xs, flat_state, masks))
             return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
-    def gradients(self, model, params, xs, flat_state, cotangent):
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
         with _precision(xs.dtype):
-            grads = self._gradients(model, *self._to_framework(params, xs, flat_state),
+            grads = self._gradients(model, *self._to_framework(params, xs, flat_state, masks),
                                     jnp.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 

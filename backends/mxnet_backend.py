@@ -52,12 +52,12 @@ class Backend(FrameworkBackend):
             ys.append(y)
         return carry, mx.nd.stack(*ys, axis=0)
 
-    def gradients(self, model, params, xs, flat_state, cotangent):
-        p, xs, flat_state = self._to_framework(params, xs, flat_state)
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
+        p, xs, flat_state, masks = self._to_framework(params, xs, flat_state, masks)
         for value in p.values():
             value.attach_grad()
         with mx.autograd.record():
-            ys, _ = recurrence.run(self, model, p, xs, flat_state)
+            ys, _ = recurrence.run(self, model, p, xs, flat_state, masks)
         ys.backward(self.asarray(cotangent))
         return {name: self.to_numpy(value.grad) for name, value in p.items()}
 

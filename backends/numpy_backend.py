@@ -50,10 +50,10 @@ class NumpyOps(FrameworkBackend):
 class Backend(NumpyOps):
     name = "numpy"
 
-    def forward(self, model, params, xs, flat_state):
-        ys, finals, _ = reference.forward(model, params, xs, flat_state)
+    def forward(self, model, params, xs, flat_state, masks=None):
+        ys, finals, _ = reference.forward(model, params, xs, flat_state, masks)
         return ys, finals
 
-    def gradients(self, model, params, xs, flat_state, cotangent):
-        _, _, tape = reference.forward(model, params, xs, flat_state)
-        return reference.backward(model, params, tape, cotangent)[0]
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
+        _, _, tape = reference.forward(model, params, xs, flat_state, masks)
+        return reference.backward(model, params, tape, cotangent, masks=masks)[0]

@@ -71,22 +71,23 @@ class Backend(FrameworkBackend):
                                               reduce_retracing=True)
         return self._compiled[key]
 
-    def _run_graph(self, model, params, xs, flat_state):
-        return recurrence.run(self, model, params, xs, flat_state)
+    def _run_graph(self, model, params, xs, flat_state, masks):
+        return recurrence.run(self, model, params, xs, flat_state, masks)
 
-    def _grad_graph(self, model, params, xs, flat_state, cotangent):
+    def _grad_graph(self, model, params, xs, flat_state, masks, cotangent):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            ys, _ = recurrence.run(self, model, params, xs, flat_state)
+            ys, _ = recurrence.run(self, model, params, xs, flat_state, masks)
             loss = tf.reduce_sum(ys * cotangent)
         return tape.gradient(loss, params)
 
-    def forward(self, model, params, xs, flat_state):
-        ys, finals = self._function("_run_graph", model)(*self._to_framework(params, xs, flat_state))
+    def forward(self, model, params, xs, flat_state, masks=None):
+        ys, finals = self._function("_run_graph", model)(
+            *self._to_framework(params, xs, flat_state, masks))
         return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
-    def gradients(self, model, params, xs, flat_state, cotangent):
-        grads = self._function("_grad_graph", model)(*self._to_framework(params, xs, flat_state),
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
+        grads = self._function("_grad_graph", model)(*self._to_framework(params, xs, flat_state, masks),
                                                       self.asarray(cotangent))
         return {name: self.to_numpy(value) for name, value in grads.items()}
 

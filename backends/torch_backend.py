@@ -47,11 +47,11 @@ class Backend(FrameworkBackend):
             ys.append(y)
         return carry, torch.stack(ys)
 
-    def gradients(self, model, params, xs, flat_state, cotangent):
-        p, xs, flat_state = self._to_framework(params, xs, flat_state)
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
+        p, xs, flat_state, masks = self._to_framework(params, xs, flat_state, masks)
         for value in p.values():
             value.requires_grad_(True)
-        ys, _ = recurrence.run(self, model, p, xs, flat_state)
+        ys, _ = recurrence.run(self, model, p, xs, flat_state, masks)
         ys.backward(self.asarray(cotangent))  # vector-Jacobian product = d sum(ys * cotangent)
         return {name: self.to_numpy(value.grad) for name, value in p.items()}
 

@@ -4,11 +4,11 @@
 """
 from .api import forward, gradients, native_layer
 from .params import init_params
-from .spec import BiRNNScratch, RecurrentSpec, RNNScratch
+from .spec import BiRNNScratch, GRUScratch, LSTMScratch, RecurrentSpec, RNNScratch
 
 __version__ = "0.1.0"
 
-__all__ = ["RNNScratch", "BiRNNScratch", "RecurrentSpec", "init_params", "forward", "gradients",
+__all__ = ["RNNScratch", "BiRNNScratch", "GRUScratch", "LSTMScratch", "RecurrentSpec", "init_params", "forward", "gradients",
            "native_layer", "backends"]
 
 

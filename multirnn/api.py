@@ -4,44 +4,53 @@ from __future__ import annotations
 import numpy as np
 
 from . import validate
+from .dropout import dropout_masks
 from .spec import RecurrentSpec
 from .state import nest_state
 
 
-def _prepare(model, params, inputs, state, backend):
+def _prepare(model, params, inputs, state, backend, training, dropout_seed):
     from multirnn import backends  # the registry imports no framework itself
 
     validate.check_model(model)
     dtype = validate.check_params(model, params)
     xs = validate.check_inputs(model, inputs, dtype)
     flat = validate.check_state(model, state, xs.shape[1], dtype)
-    return backends.get(backend), dtype, xs, flat
+    if not isinstance(training, bool):
+        raise TypeError(f"training must be a bool, got {type(training).__name__}")
+    masks = dropout_masks(model, xs.shape[0], xs.shape[1], dropout_seed, dtype) if training else None
+    return backends.get(backend), dtype, xs, flat, masks
 
 
 def _user_layout(model: RecurrentSpec, ys: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ys.swapaxes(0, 1)) if model.batch_first else ys
 
 
-def forward(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None, backend: str = "numpy"):
+def forward(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None, backend: str = "numpy",
+            *, training: bool = False, dropout_seed=None):
     """Run ``model`` with ``params`` on ``inputs`` using ``backend``; returns ``(outputs, state)``.
 
     inputs: (num_steps, batch, num_inputs), or (batch, num_steps, num_inputs) when model.batch_first,
     in the params' dtype. state: see multirnn.spec (None = zeros). outputs: same layout as inputs with
     model.output_size features. A zero-length sequence gives empty outputs and the state unchanged.
+    With ``training=True`` and ``model.dropout > 0``, dropout masks between layers are drawn in NumPy
+    from ``dropout_seed``, so every backend drops the same units.
     """
-    impl, dtype, xs, flat = _prepare(model, params, inputs, state, backend)
+    impl, dtype, xs, flat, masks = _prepare(model, params, inputs, state, backend, training, dropout_seed)
     if xs.shape[0] == 0:
         ys = np.zeros((0, xs.shape[1], model.output_size), dtype)
         return _user_layout(model, ys), nest_state(model, [tuple(a.copy() for a in u) for u in flat])
-    ys, finals = impl.forward(model, params, np.ascontiguousarray(xs), flat)
+    ys, finals = impl.forward(model, params, np.ascontiguousarray(xs), flat, masks)
     return _user_layout(model, ys), nest_state(model, finals)
 
 
 def gradients(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None,
-              backend: str = "numpy", cotangent: np.ndarray | None = None) -> dict[str, np.ndarray]:
+              backend: str = "numpy", cotangent: np.ndarray | None = None, *, training: bool = False,
+              dropout_seed=None) -> dict[str, np.ndarray]:
     """Gradients of ``sum(outputs * cotangent)`` (cotangent defaults to ones) for every parameter,
-    computed by the backend's own autodiff (by hand-written BPTT for ``numpy``)."""
-    impl, dtype, xs, flat = _prepare(model, params, inputs, state, backend)
+    computed by the backend's own autodiff (by hand-written BPTT for ``numpy``); ``training`` and
+    ``dropout_seed`` as in forward."""
+    impl, dtype, xs, flat, masks = _prepare(model, params, inputs, state, backend, training, dropout_seed)
     steps, batch = xs.shape[:2]
     out_shape = (batch, steps) if model.batch_first else (steps, batch)
     if cotangent is None:
@@ -50,7 +59,8 @@ def gradients(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None
     if steps == 0:
         return {name: np.zeros_like(value) for name, value in params.items()}
     cot = cotangent.swapaxes(0, 1) if model.batch_first else cotangent
-    return impl.gradients(model, params, np.ascontiguousarray(xs), flat, np.ascontiguousarray(cot))
+    return impl.gradients(model, params, np.ascontiguousarray(xs), flat, np.ascontiguousarray(cot),
+                          masks=masks)
 
 
 def native_layer(model: RecurrentSpec, params: dict | None = None, backend: str = "torch",

@@ -109,19 +109,18 @@ def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tup
     return ys, final
 
 
-def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: list,
-        between_layers: Callable[[int, Array], Array] | None = None):
+def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: list, masks=None):
     """The whole network on time-major ``xs``; ``flat_state`` as in multirnn.state.
 
-    Returns (outputs (T, B, output_size), flat final state). ``between_layers(layer, ys)`` is applied to
-    each layer's output before the next layer sees it (dropout hooks in here).
+    Returns (outputs (T, B, output_size), flat final state). ``masks[k - 1]`` (optional, drawn by
+    multirnn.dropout) scales the input of layer k: dropout between layers.
     """
     finals, outputs, layer_in = [], [], xs
     for index, (layer, direction, prefix, _) in enumerate(model.units()):
         if direction == "fwd" and layer > 0:
             layer_in = outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)
-            if between_layers is not None:
-                layer_in = between_layers(layer, layer_in)
+            if masks is not None:
+                layer_in = layer_in * masks[layer - 1]
             outputs = []
         seq = ops.flip(layer_in) if direction == "bwd" else layer_in
         ys, final = run_direction(ops, model, unit_params(params, prefix), seq, flat_state[index])

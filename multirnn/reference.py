@@ -137,13 +137,16 @@ assert set(_STEPS) == set(CELL_GATES)
 
 # ---- a whole network ----
 
-def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list):
-    """Time-major forward (num_steps >= 1). Returns (outputs, flat final state, tape for backward)."""
+def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list, masks=None):
+    """Time-major forward (num_steps >= 1). ``masks[k - 1]`` (optional) scales layer k's input
+    (dropout). Returns (outputs, flat final state, tape for backward)."""
     step = _STEPS[model.cell][0]
     tape, finals, outputs, layer_in = [], [], [], xs
     for index, (layer, direction, prefix, _) in enumerate(model.units()):
         if direction == "fwd" and layer > 0:
             layer_in, outputs = np.concatenate(outputs, axis=-1), []
+            if masks is not None:
+                layer_in = layer_in * masks[layer - 1]
         p = unit_params(params, prefix)
         seq = layer_in[::-1] if direction == "bwd" else layer_in
         state, caches, ys = tuple(flat_state[index]), [], []
@@ -159,7 +162,7 @@ def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list
 
 
 def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarray,
-             d_finals: list | None = None):
+             d_finals: list | None = None, masks=None):
     """BPTT through a forward tape (num_steps >= 1). ``d_outputs`` is the cotangent of the outputs,
     ``d_finals`` (optional) that of the flat final state.
     Returns (param grads, input grads, flat initial-state grads)."""
@@ -193,5 +196,5 @@ def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarr
             d_initial[index] = d_state
             for name, value in g.items():
                 grads[prefix + name] += value
-        d_layer_out = d_layer_in
+        d_layer_out = d_layer_in if (masks is None or layer == 0) else d_layer_in * masks[layer - 1]
     return grads, d_layer_out, d_initial

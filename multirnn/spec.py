@@ -51,6 +51,7 @@ class RecurrentSpec:
     sigma: float = 0.01  # std of the normal(0, sigma) weight init, as in d2l
     batch_first: bool = False
     reset_after: bool = False  # gru only: reset gate after the recurrent matmul (torch/cuDNN/Keras)
+    dropout: float = 0.0  # between stacked layers (not after the last), in training mode only
 
     def __post_init__(self):
         for name in ("num_inputs", "num_hiddens", "num_layers"):
@@ -65,6 +66,10 @@ class RecurrentSpec:
             raise ValueError(f"nonlinearity={self.nonlinearity!r} applies to cell='rnn' only")
         if not (isinstance(self.sigma, (int, float)) and self.sigma >= 0):
             raise ValueError(f"sigma must be a non-negative float, got {self.sigma!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
+        if self.reset_after and self.cell != "gru":
+            raise ValueError("reset_after applies to cell='gru' only")
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -128,4 +133,24 @@ class BiRNNScratch(RecurrentSpec):
 
     cell: str = field(default="rnn", init=False)
     bidirectional: bool = field(default=True, init=False)
+    reset_after: bool = field(default=False, init=False)
+
+
+@dataclass(frozen=True)
+class GRUScratch(RecurrentSpec):
+    """GRU (gates z, r and candidate h). ``reset_after=False`` is d2l's GRUScratch (= ONNX
+    linear_before_reset=0, Keras reset_after=False): H~ = tanh(X W_xh + b_xh + (R*H) W_hh + b_hh);
+    ``reset_after=True`` is torch/cuDNN/MXNet/Flax/Keras-default: H~ = tanh(X W_xh + b_xh + R*(H W_hh + b_hh)).
+    H_t = Z*H_{t-1} + (1-Z)*H~."""
+
+    cell: str = field(default="gru", init=False)
+    nonlinearity: str = field(default="tanh", init=False)
+
+
+@dataclass(frozen=True)
+class LSTMScratch(RecurrentSpec):
+    """LSTM (input, forget, output gates, candidate c; memory cell C). State per direction is (H, C)."""
+
+    cell: str = field(default="lstm", init=False)
+    nonlinearity: str = field(default="tanh", init=False)
     reset_after: bool = field(default=False, init=False)
