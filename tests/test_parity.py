@@ -10,6 +10,7 @@ import pytest
 from conftest import assert_close, make_case, random_state, to_float64
 
 import multirnn
+from multirnn.spec import RecurrentSpec
 from multirnn.state import flatten_state
 
 
@@ -78,3 +79,47 @@ def test_d2l_default_init_runs_everywhere(backend):
     params = multirnn.init_params(model, seed=0, dtype="float32")
     inputs = np.random.default_rng(0).normal(size=(35, 4, 28)).astype("float32")
     check_against_reference(model, params, inputs, None, backend, "float32")
+
+
+CELL_VARIANTS = {
+    "gru_reset_before": dict(cell="gru"),
+    "gru_reset_after": dict(cell="gru", reset_after=True),
+    "lstm": dict(cell="lstm"),
+    "rnn_relu": dict(cell="rnn", nonlinearity="relu"),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (1, True), (2, False), (2, True)],
+                         ids=["1layer_uni", "1layer_bi", "2layer_uni", "2layer_bi"])
+@pytest.mark.parametrize("variant", CELL_VARIANTS)
+def test_cells_and_stacks_match_reference(backend, variant, layers, bidirectional, dtype):
+    model = RecurrentSpec(3, 4, num_layers=layers, bidirectional=bidirectional, **CELL_VARIANTS[variant])
+    params, inputs = make_case(model, seed=11, steps=5, batch=2, dtype=dtype, scale=10.0)
+    state = random_state(model, 2, seed=12, dtype=dtype)
+    cotangent = np.random.default_rng(13).normal(size=(5, 2, model.output_size)).astype(dtype)
+    check_against_reference(model, params, inputs, state, backend, dtype, cotangent)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_no_bias_models_match_reference(backend, cell):
+    model = RecurrentSpec(3, 4, cell=cell, bias=False, bidirectional=True, num_layers=2)
+    assert not any(".b_" in name for name in model.param_shapes())
+    params, inputs = make_case(model, dtype="float64")
+    check_against_reference(model, params, inputs, None, backend, "float64")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_dropout_masks_are_identical_across_backends(backend, dtype):
+    model = multirnn.LSTMScratch(3, 4, num_layers=3, bidirectional=True, dropout=0.3)
+    params, inputs = make_case(model, steps=6, batch=3, dtype=dtype, scale=10.0)
+    kwargs = dict(training=True, dropout_seed=21)
+    ref_out, _ = multirnn.forward(model, to_float64(params), to_float64(inputs), **kwargs)
+    out, _ = multirnn.forward(model, params, inputs, backend=backend, **kwargs)
+    assert_close(out, ref_out, dtype, "outputs")
+    eval_out, _ = multirnn.forward(model, params, inputs, backend=backend)
+    assert np.max(np.abs(out - eval_out)) > 1e-3  # training mode really dropped something
+    ref_grads = multirnn.gradients(model, to_float64(params), to_float64(inputs), **kwargs)
+    grads = multirnn.gradients(model, params, inputs, backend=backend, **kwargs)
+    for name in params:
+        assert_close(grads[name], ref_grads[name], dtype, f"d/d{name}")
