@@ -75,8 +75,11 @@ class Backend(FrameworkBackend):
         For float64, call it inside ``jax.experimental.enable_x64()``."""
         from .flax_module import RecurrentModule
 
+        if params is not None:
+            dtype = next(iter(params.values())).dtype
         module = RecurrentModule(model, seed=seed, dtype=str(np.dtype(dtype)))
-        if params is None:
-            return module.bind(module.init(jax.random.PRNGKey(0), jnp.zeros(
-                (1, 1, model.num_inputs), dtype)))
-        return module.bind({"params": {k: jnp.asarray(v) for k, v in params.items()}})
+        with _precision(dtype):  # else float64 weights would be cut to float32 here
+            if params is None:
+                return module.bind(module.init(jax.random.PRNGKey(0), jnp.zeros(
+                    (1, 1, model.num_inputs), dtype)))
+            return module.bind({"params": {k: jnp.asarray(v) for k, v in params.items()}})

@@ -15,7 +15,14 @@ def _compare(args) -> int:
     unknown = [n for n in names if n not in backends.NAMES]
     if unknown:
         raise SystemExit(f"multirnn compare: --backends: unknown {unknown}; choose from {backends.NAMES}")
-    rows = compare.run(names, compare.default_models(), seed=args.seed, dtype=args.dtype)
+    models = compare.default_models()
+    if args.models:
+        wanted = [m.strip() for m in args.models.split(",")]
+        unknown = [m for m in wanted if m not in models]
+        if unknown:
+            raise SystemExit(f"multirnn compare: --models: unknown {unknown}; choose from {list(models)}")
+        models = {m: models[m] for m in wanted}
+    rows = compare.run(names, models, seed=args.seed, dtype=args.dtype)
     if args.json:
         json.dump({"dtype": args.dtype, "seed": args.seed, "tolerance": compare.TOLERANCES[args.dtype],
                    "rows": rows}, sys.stdout, indent=2)
@@ -32,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backends", help="comma-separated subset (default: all frameworks)")
+    p.add_argument("--models", help="comma-separated subset of model labels (default: all; "
+                   "e.g. 'RNNScratch,BiRNNScratch,lstm bi x2')")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_compare)
     import importlib

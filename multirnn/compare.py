@@ -13,11 +13,26 @@ from .spec import RecurrentSpec
 TOLERANCES = {"float64": 1e-10, "float32": 1e-5}
 
 
+CELL_VARIANTS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"},
+                 "gru-after": {"cell": "gru", "reset_after": True}, "lstm": {"cell": "lstm"}}
+
+
 def default_models(num_inputs=8, num_hiddens=16) -> dict[str, RecurrentSpec]:
+    """d2l's RNNScratch and BiRNNScratch, then every cell x direction x depth (1 or 2 layers).
+    "gru" resets before the recurrent matmul (d2l, ONNX default), "gru-after" after it (torch, Keras)."""
     from .spec import BiRNNScratch, RNNScratch
 
-    return {"RNNScratch": RNNScratch(num_inputs, num_hiddens),
-            "BiRNNScratch": BiRNNScratch(num_inputs, num_hiddens)}
+    models = {"RNNScratch": RNNScratch(num_inputs, num_hiddens),
+              "BiRNNScratch": BiRNNScratch(num_inputs, num_hiddens)}
+    for label, kwargs in CELL_VARIANTS.items():
+        for bidirectional in (False, True):
+            for layers in (1, 2):
+                if label == "rnn" and layers == 1:
+                    continue  # that is RNNScratch / BiRNNScratch above
+                name = f"{label} {'bi' if bidirectional else 'uni'} x{layers}"
+                models[name] = RecurrentSpec(num_inputs, num_hiddens, num_layers=layers,
+                                             bidirectional=bidirectional, **kwargs)
+    return models
 
 
 def error(actual, expected, dtype) -> float:

@@ -1,0 +1,66 @@
+"""`multirnn compare` end to end, and the backend registry's errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+
+import pytest
+from conftest import FRAMEWORKS, REQUIRE_ALL
+
+from multirnn import backends, cli
+
+
+def test_compare_json_lists_every_backend_and_passes(capsys):
+    code = cli.main(["compare", "--json", "--dtype", "float64", "--models", "RNNScratch,BiRNNScratch"])
+    report = json.loads(capsys.readouterr().out)
+    rows = report["rows"]
+    assert report["tolerance"] == 1e-10
+    available = [r["backend"] for r in rows if not r.get("error")]
+    if REQUIRE_ALL:
+        assert sorted(set(available)) == sorted(FRAMEWORKS)
+    assert available, "no backend ran"
+    for row in rows:
+        if row.get("error"):
+            assert "pip install 'multirnn[" in row["error"]
+            continue
+        assert row["model"] in ("RNNScratch", "BiRNNScratch")
+        for key in ("outputs", "states", "gradients"):
+            assert 0 <= row[key] <= 1e-10, row
+        assert row["pass"] is True
+    assert code == (0 if all(r["pass"] for r in rows) else 1)
+
+
+def test_compare_table_prints_tolerance(capsys):
+    assert cli.main(["compare", "--backends", "numpy", "--models", "lstm bi x2"]) == 0
+    out = capsys.readouterr().out
+    assert "lstm bi x2" in out and "tolerance 1e-05" in out and "pass" in out
+
+
+def test_compare_rejects_unknown_names():
+    with pytest.raises(SystemExit, match="unknown"):
+        cli.main(["compare", "--backends", "theano"])
+    with pytest.raises(SystemExit, match="unknown"):
+        cli.main(["compare", "--models", "transformer"])
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        backends.get("caffe")
+
+
+def test_missing_frameworks_name_their_extras():
+    """Hide every framework (sys.modules[x] = None makes its import fail) and ask for each backend."""
+    code = ("import sys\n"
+            f"for m in {FRAMEWORKS!r}: sys.modules[m] = None\n"
+            "from multirnn import backends\n"
+            f"for name in {FRAMEWORKS!r}:\n"
+            "    try:\n        backends.get(name)\n"
+            "    except backends.BackendUnavailable as e:\n        print(e)\n"
+            "print(backends.available())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir()).stdout.strip().splitlines()
+    for name, line in zip(FRAMEWORKS, out, strict=False):
+        assert line.startswith(f"backend {name!r} is unavailable") and f"pip install 'multirnn[{name}]'" in line
+    assert out[-1] == "['numpy']"

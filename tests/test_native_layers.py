@@ -1,0 +1,74 @@
+"""Each backend's framework-native layer (torch nn.Module, Keras Layer, Flax module, Gluon Block), built
+from the same canonical params, gives the reference's numbers and exposes them as trainable weights."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from conftest import assert_close, make_case, random_state, to_float64
+
+import multirnn
+from multirnn.state import flatten_state, map_state
+
+
+def call_layer(backend, layer, inputs, state):
+    """Call a native layer on framework arrays; returns numpy outputs and the flat numpy state."""
+    impl = multirnn.backends.get(backend)
+    precision = contextlib.nullcontext()
+    if backend == "jax" and inputs.dtype == np.float64:  # JAX computes float64 only under x64
+        from jax.experimental import enable_x64
+
+        precision = enable_x64()
+    with precision:
+        state = None if state is None else map_state(layer.model, state, impl.asarray)
+        out, new_state = layer(impl.asarray(inputs), state)
+        return impl.to_numpy(out), [impl.to_numpy(a) for u in flatten_state(layer.model, new_state)
+                                    for a in u]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("model", [
+    multirnn.BiRNNScratch(3, 4, batch_first=True),
+    multirnn.LSTMScratch(3, 4, num_layers=2, bidirectional=True),
+    multirnn.GRUScratch(3, 4, reset_after=True),
+], ids=["birnn_batch_first", "lstm_2layer_bi", "gru_after"])
+def test_native_layer_forward_matches_reference(backend, model, dtype):
+    params, inputs = make_case(model, dtype=dtype, scale=10.0)
+    state = random_state(model, 3, seed=2, dtype=dtype)
+    layer = multirnn.native_layer(model, params, backend=backend)
+    out, flat = call_layer(backend, layer, inputs, state)
+    ref_out, ref_state = multirnn.forward(model, to_float64(params), to_float64(inputs), to_float64(state))
+    assert out.dtype == np.dtype(dtype)
+    assert_close(out, ref_out, dtype, "outputs")
+    ref_flat = [a for u in flatten_state(model, ref_state) for a in u]
+    for got, want in zip(flat, ref_flat, strict=True):
+        assert_close(got, want, dtype, "state")
+
+
+def test_native_layer_seeded_init_equals_init_params(backend):
+    """With no params, the layer draws the same seeded NumPy weights as multirnn.init_params."""
+    model = multirnn.RNNScratch(3, 4)
+    layer = multirnn.native_layer(model, backend=backend, seed=7)
+    expected = multirnn.init_params(model, seed=7)
+    params, inputs = make_case(model, dtype="float32")
+    out, _ = call_layer(backend, layer, inputs, None)
+    ref, _ = multirnn.forward(model, expected, inputs)
+    assert_close(out, ref.astype(np.float64), "float32", "outputs")
+
+
+def test_torch_module_trains_with_its_own_optimizer():
+    from conftest import load_backend
+
+    load_backend("torch")
+    import torch
+
+    model = multirnn.RNNScratch(3, 4)
+    params, inputs = make_case(model, dtype="float32")
+    module = multirnn.native_layer(model, params, backend="torch")
+    assert {n for n, _ in module.named_parameters()} == {f"weights.{k}" for k in params}
+    out, _ = module(torch.from_numpy(inputs))
+    out.sum().backward()
+    grads = multirnn.gradients(model, to_float64(params), to_float64(inputs))
+    for name, value in module.canonical_params().items():
+        assert_close(value.grad.numpy(), grads[name], "float32", name)
