@@ -103,14 +103,17 @@ def infer_gluon_spec(arrays: dict, **known):
 
 # ---- Gluon's own layers (import mxnet) ----
 
-def gluon_layer(model, params: dict):
-    """A Gluon ``rnn.RNN``/``GRU``/``LSTM`` (layout from batch_first) loaded with ``params``."""
+def gluon_layer(model, params: dict | None = None, *, arrays: dict | None = None, dtype="float32"):
+    """A Gluon ``rnn.RNN``/``GRU``/``LSTM`` (layout from batch_first) loaded with canonical ``params``
+    or with Gluon parameter ``arrays`` (see to_gluon) as they are."""
     import multirnn.backends
 
     multirnn.backends.get("mxnet")  # restores numpy.bool before mxnet loads
     import mxnet as mx
 
-    dtype = check_export(model, params)
+    if params is not None:
+        dtype, arrays = check_export(model, params), to_gluon(model, params)
+    dtype = np.dtype(dtype)
     rnn = mx.gluon.rnn
     cls = {"rnn": rnn.RNN, "gru": rnn.GRU, "lstm": rnn.LSTM}[model.cell]
     kwargs = {"activation": model.nonlinearity} if model.cell == "rnn" else {}
@@ -118,10 +121,11 @@ def gluon_layer(model, params: dict):
                 layout="NTC" if model.batch_first else "TNC", input_size=model.num_inputs,
                 dtype=dtype.name, **kwargs)
     layer.initialize()
-    arrays = to_gluon(model, params)
-    for name, param in layer.collect_params().items():
-        key = name[len(_KEY.match(name).group(1)):]  # drop the block prefix, e.g. "rnn0_"
-        param.set_data(mx.nd.array(arrays[key], dtype=dtype.name))
+    if arrays is not None:
+        arrays = _strip_prefix(arrays)
+        for name, param in layer.collect_params().items():
+            key = name[len(_KEY.match(name).group(1)):]  # drop the block prefix, e.g. "rnn0_"
+            param.set_data(mx.nd.array(arrays[key], dtype=dtype.name))
     return layer
 
 

@@ -86,16 +86,19 @@ def _layer_kwargs(model) -> dict:
     return kwargs
 
 
-def keras_layers(model, params: dict | None = None, dtype: str = "float32") -> list:
+def keras_layers(model, params: dict | None = None, *, weights: list | None = None,
+                 dtype="float32") -> list:
     """One built Keras layer per model layer (``SimpleRNN``/``GRU``/``LSTM``, wrapped in
-    ``Bidirectional`` when bidirectional; return_sequences and return_state on), loaded with ``params``."""
+    ``Bidirectional`` when bidirectional; return_sequences and return_state on), loaded with canonical
+    ``params`` or with the flat Keras ``weights`` list as is."""
     import multirnn.backends
 
     multirnn.backends.get("tensorflow")  # keras after torch: the backend imports them in safe order
     import keras
 
     if params is not None:
-        dtype = check_export(model, params).name
+        dtype, weights = check_export(model, params), to_keras(model, params)
+    dtype = np.dtype(dtype).name
     cls = {"rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[model.cell]
     layers = []
     for layer in range(model.num_layers):
@@ -105,11 +108,24 @@ def keras_layers(model, params: dict | None = None, dtype: str = "float32") -> l
             rnn = keras.layers.Bidirectional(rnn, dtype=dtype)
         rnn.build((None, None, width))
         layers.append(rnn)
-    if params is not None:
-        weights = iter(to_keras(model, params))
+    if weights is not None:
+        it = iter(weights)
         for rnn in layers:
-            rnn.set_weights([next(weights) for _ in rnn.get_weights()])
+            rnn.set_weights([np.asarray(next(it), dtype) for _ in rnn.get_weights()])
     return layers
+
+
+def keras_model(model, params: dict | None = None, *, weights: list | None = None, dtype="float32"):
+    """A functional ``keras.Model`` (inputs -> outputs of the last layer) around ``keras_layers``: the
+    form ``multirnn convert`` saves (``.keras`` keeps the config, ``.weights.h5`` the weights)."""
+    import keras
+
+    layers = keras_layers(model, params, weights=weights, dtype=dtype)
+    inputs = keras.Input((None, model.num_inputs), dtype=layers[0].dtype)
+    x = inputs
+    for rnn in layers:
+        x = rnn(x)[0]
+    return keras.Model(inputs, x)
 
 
 def get_keras_weights(layers) -> list[np.ndarray]:
@@ -137,15 +153,23 @@ def run_keras_layers(model, layers, inputs: np.ndarray, state=None):
     return np.ascontiguousarray(out), nest_state(model, finals)
 
 
+def recurrent_layers(layers) -> list:
+    """The SimpleRNN/GRU/LSTM/Bidirectional layers of a list (e.g. a model's ``.layers``), in order."""
+    import keras
+
+    kinds = (keras.layers.SimpleRNN, keras.layers.GRU, keras.layers.LSTM, keras.layers.Bidirectional)
+    return [layer for layer in layers if isinstance(layer, kinds)]
+
+
 def infer_keras_spec(layers, **known):
-    """The spec of a list of built Keras recurrent layers (or a model's ``.layers``), from their config.
-    Refuses what the canonical spec cannot hold exactly."""
+    """The spec of built Keras recurrent layers (a model's ``.layers`` may be passed: only its
+    recurrent layers count), from their config. Refuses what the canonical spec cannot hold exactly."""
     import keras
 
     cells = {keras.layers.SimpleRNN: "rnn", keras.layers.GRU: "gru", keras.layers.LSTM: "lstm"}
-    rnns = [r for r in layers if not isinstance(r, keras.layers.InputLayer)]
+    rnns = recurrent_layers(layers)  # other layers (a Dense head...) are not converted
     if not rnns:
-        raise ValueError("no Keras recurrent layers given")
+        raise ValueError("no Keras SimpleRNN/GRU/LSTM/Bidirectional layer found")
     fields, num_inputs, bidirectional = [], None, []
     for rnn in rnns:
         bidirectional.append(isinstance(rnn, keras.layers.Bidirectional))

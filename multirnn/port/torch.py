@@ -108,17 +108,21 @@ def infer_torch_spec(state_dict: dict, prefix: str = "", **known):
 
 # ---- torch's own layers (imports torch) ----
 
-def torch_layer(model, params: dict):
-    """An ``nn.RNN``/``nn.GRU``/``nn.LSTM`` of ``model`` loaded with ``params`` (their dtype)."""
+def torch_layer(model, params: dict | None = None, *, state_dict: dict | None = None, dtype="float32"):
+    """An ``nn.RNN``/``nn.GRU``/``nn.LSTM`` of ``model`` loaded with canonical ``params`` (their dtype)
+    or with a torch ``state_dict`` of NumPy arrays as is."""
     import torch
 
-    dtype = check_export(model, params)
+    if params is not None:
+        dtype, state_dict = check_export(model, params), to_torch(model, params)
+    dtype = np.dtype(dtype)
     cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[model.cell]
     kwargs = {"nonlinearity": model.nonlinearity} if model.cell == "rnn" else {}
     layer = cls(model.num_inputs, model.num_hiddens, num_layers=model.num_layers, bias=model.bias,
                 batch_first=model.batch_first, bidirectional=model.bidirectional,
                 dtype=getattr(torch, dtype.name), **kwargs)
-    layer.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch(model, params).items()})
+    if state_dict is not None:
+        layer.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype)) for k, v in state_dict.items()})
     return layer
 
 
