@@ -15,6 +15,7 @@ from conftest import assert_close, load_backend, make_case, random_state, to_flo
 import multirnn
 from multirnn.port import UnrepresentableError
 from multirnn.port import flax as pflax
+from multirnn.port import flax_nnx as pnnx
 from multirnn.port import gluon as pgluon
 from multirnn.port import keras as pkeras
 from multirnn.port import torch as ptorch
@@ -31,11 +32,22 @@ VARIANTS = {
 STRUCTURES = [(1, False, False, True, True), (1, True, True, True, False), (2, False, True, False, True),
               (2, True, False, True, True)]
 # The backend whose framework each converter needs (conftest: skipped locally, required in CI).
-FRAMEWORK_BACKEND = {"torch": "torch", "keras": "tensorflow", "flax": "jax", "gluon": "mxnet"}
+FRAMEWORK_BACKEND = {"torch": "torch", "keras": "tensorflow", "flax": "jax", "nnx": "jax", "gluon": "mxnet"}
 CONVERTERS = {"torch": (ptorch.to_torch, ptorch.from_torch), "keras": (pkeras.to_keras, pkeras.from_keras),
-              "flax": (pflax.to_flax, pflax.from_flax), "gluon": (pgluon.to_gluon, pgluon.from_gluon)}
+              "flax": (pflax.to_flax, pflax.from_flax), "nnx": (pnnx.to_nnx, pnnx.from_nnx),
+              "gluon": (pgluon.to_gluon, pgluon.from_gluon)}
 # Frameworks whose GRU resets after the matmul only (the issue: refuse reset-before clearly).
-RESET_AFTER_ONLY = ("torch", "flax", "gluon")
+RESET_AFTER_ONLY = ("torch", "flax", "nnx", "gluon")
+ALWAYS_BIASED = ("flax", "nnx", "gluon")  # formats with biases even for a bias=False model
+
+
+def representable(framework, model, params):
+    """nnx's GRUCell lacks the candidate's recurrent bias: check the refusal, then zero b_hh."""
+    if framework != "nnx" or model.cell != "gru" or not model.bias:
+        return params
+    with pytest.raises(UnrepresentableError, match="no recurrent bias for the candidate"):
+        pnnx.to_nnx(model, params)
+    return {k: np.zeros_like(v) if k.endswith("b_hh") else v for k, v in params.items()}
 
 
 def random_model(variant: str, structure: int) -> multirnn.RecurrentSpec:
@@ -54,6 +66,8 @@ def run_native(framework: str, model, params, inputs, state):
         return pkeras.run_keras_layers(model, pkeras.keras_layers(model, params), inputs, state)
     if framework == "flax":
         return pflax.run_flax(model, pflax.to_flax(model, params), inputs, state)
+    if framework == "nnx":
+        return pnnx.run_nnx(model, pnnx.to_nnx(model, params), inputs, state)
     return pgluon.run_gluon_layer(model, pgluon.gluon_layer(model, params), inputs, state)
 
 
@@ -68,6 +82,8 @@ def run_native_weights(framework: str, model, native, inputs, state):
         return pkeras.run_keras_layers(model, layers, inputs, state)
     if framework == "flax":
         return pflax.run_flax(model, native, inputs, state)
+    if framework == "nnx":
+        return pnnx.run_nnx(model, native, inputs, state)
     return pgluon.run_gluon_layer(model, pgluon.gluon_layer(model, arrays=native, dtype=dtype), inputs, state)
 
 
@@ -121,6 +137,7 @@ def test_native_layer_matches_spec(framework, variant, structure):
         with pytest.raises(UnrepresentableError, match=r"reset_after=False.*Keras.*ONNX"):
             CONVERTERS[framework][0](model, params)
         return
+    params = representable(framework, model, params)
     outputs, new_state = run_native(framework, model, params, inputs, state)
     assert_matches_reference(model, params, inputs, state, outputs, new_state, framework)
 
@@ -141,10 +158,12 @@ def test_framework_weights_round_trip_exactly(framework, variant, structure):
     params, inputs = make_case(model, seed=structure, steps=4, batch=2, dtype="float32", scale=10.0)
     if framework in RESET_AFTER_ONLY and variant == "gru-reset-before":
         with pytest.raises(UnrepresentableError, match="reset_after"):
-            from_fw(model, to_fw(dataclasses.replace(model, reset_after=True), params))
+            unbiased = {k: v * 0 if ".b_" in "." + k else v for k, v in params.items()}
+            from_fw(model, to_fw(dataclasses.replace(model, reset_after=True), unbiased))
         return
+    params = representable(framework, model, params)
     native = randomized(to_fw(model, params), np.random.default_rng(structure))
-    if not model.bias and framework in ("flax", "gluon"):  # formats that always have biases
+    if not model.bias and framework in ALWAYS_BIASED:  # random biases would be refused
         native = to_fw(model, params)
     canonical = from_fw(model, native)
     again = to_fw(model, canonical)
@@ -165,7 +184,7 @@ def test_framework_weights_round_trip_exactly(framework, variant, structure):
 # Where the canonical layout survives a format exactly with arbitrary biases (the others fold a bias
 # pair into one: Keras LSTM / reset-before GRU, Flax GRU r,z gates and LSTM).
 LOSSLESS = {"torch": {"rnn", "gru", "lstm"}, "gluon": {"rnn", "gru", "lstm"},
-            "keras": {"rnn", "gru-after"}, "flax": {"rnn"}}
+            "keras": {"rnn", "gru-after"}, "flax": {"rnn"}, "nnx": {"rnn"}}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -176,6 +195,7 @@ def test_canonical_round_trip(framework, variant):
     to_fw, from_fw = CONVERTERS[framework]
     if framework in RESET_AFTER_ONLY and variant == "gru-reset-before":
         return
+    params = representable(framework, model, params)
     back = from_fw(model, to_fw(model, params))
     kind = "gru-after" if variant == "gru-reset-after" else model.cell
     if kind in LOSSLESS[framework]:
@@ -194,7 +214,7 @@ def test_canonical_round_trip(framework, variant):
 def test_reset_before_gru_refused_by_reset_after_frameworks():
     model = multirnn.RecurrentSpec(2, 3, cell="gru", reset_after=False)
     params = multirnn.init_params(model, 0)
-    for to_fw in (ptorch.to_torch, pgluon.to_gluon, pflax.to_flax):
+    for to_fw in (ptorch.to_torch, pgluon.to_gluon, pflax.to_flax, pnnx.to_nnx):
         with pytest.raises(UnrepresentableError, match="linear_before_reset=0"):
             to_fw(model, params)
 
@@ -286,6 +306,7 @@ def test_importing_multirnn_port_imports_no_framework():
 
     loaded = run_python(
         "import sys, multirnn.port, multirnn.port.torch, multirnn.port.keras, multirnn.port.flax, "
-        "multirnn.port.gluon, multirnn.port.onnx\n"
+        "multirnn.port.gluon, multirnn.port.onnx, multirnn.port.flax_nnx, multirnn.port.files, "
+        "multirnn.port.cli\n"
         f"print(','.join(m for m in {FRAMEWORK_MODULES + ('onnx', 'mxnet')!r} if m in sys.modules))")
     assert loaded == ""
