@@ -72,7 +72,8 @@ def test_rnn_nonlinearity_must_be_given_when_the_file_cannot_say(tmp_path, capsy
     assert main(["convert", str(tmp_path / "m.npz"), "--to", "torch", "-o", str(tmp_path / "m.pt")]) == 0
     assert main(["convert", str(tmp_path / "m.pt"), "-o", str(tmp_path / "b.npz")]) == 2
     assert "--nonlinearity" in capsys.readouterr().err
-    assert main(["convert", str(tmp_path / "m.pt"), "-o", str(tmp_path / "b.npz"), "--nonlinearity", "relu"]) == 0
+    assert main(["convert", str(tmp_path / "m.pt"), "-o", str(tmp_path / "b.npz"),
+                 "--nonlinearity", "relu"]) == 0
     loaded_model, loaded = files.load_npz(tmp_path / "b.npz")
     assert loaded_model == model
     assert_tree_equal(loaded, params)

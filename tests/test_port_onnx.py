@@ -122,13 +122,16 @@ def single_node(op, hidden=3, inputs=2, directions=1, with_p=False, **attrs):
     inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), k) for k, s in arrays.items()]
     names = ["X", "W", "R", "B", "", ""] + (["", "P"] if with_p else [])
     node = helper.make_node(op, names, ["Y"], hidden_size=hidden, **attrs)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 1, inputs])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=inits)
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 1, inputs])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              initializer=inits)
     return helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
 
 
 def test_foreign_single_node_imports():
-    model, params = ponnx.from_onnx(single_node("GRU", directions=2, linear_before_reset=1, direction="bidirectional"))
+    node = single_node("GRU", directions=2, linear_before_reset=1, direction="bidirectional")
+    model, params = ponnx.from_onnx(node)
     assert model == multirnn.RecurrentSpec(2, 3, cell="gru", reset_after=True, bidirectional=True)
     assert sorted(params) == sorted(model.param_shapes())
 

@@ -43,7 +43,7 @@ def convert_command(args) -> int:
         known = {field: getattr(args, flag) for flag, field in SPEC_FLAGS.items()}
         model, params = files.read(src_format, args.src, prefix=args.prefix, **known)
         files.write(dst_format, args.output, model, params)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:  # ImportError: framework missing
         print(f"multirnn convert: error: {exc}", file=sys.stderr)
         return 2
     print(f"{src_format} -> {dst_format}: {model} -> {args.output}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import make_spec, spec_from_json, spec_to_json
+from ._common import finish_import, make_spec, spec_from_json, spec_to_json
 
 FORMATS = ("npz", "torch", "keras", "flax", "gluon", "onnx")
 EXTENSIONS = {".npz": "npz", ".pt": "torch", ".pth": "torch", ".keras": "keras", ".h5": "keras",
@@ -72,8 +72,6 @@ def load_npz(path, **known):
         model = make_spec(fields, _known(known), "npz")
     else:
         model = _spec_from_known(_known(known), "npz without a spec entry")
-    from ._common import finish_import
-
     return model, finish_import(model, arrays)
 
 

@@ -87,7 +87,8 @@ def _cell_from_flax(model, cell: dict, where: str, width: int) -> dict:
              "gru": {"ir": True, "iz": True, "in": True, "hr": False, "hz": False, "hn": True},
              "lstm": {**{"i" + g: False for g in "ifgo"}, **{"h" + g: True for g in "ifgo"}}}[model.cell]
     if set(cell) != set(names):
-        raise ValueError(f"{where}: expected Flax {model.cell} cell params {sorted(names)}, got {sorted(cell)}")
+        raise ValueError(f"{where}: expected Flax {model.cell} cell params {sorted(names)}, "
+                         f"got {sorted(cell)}")
     arrays = {}
     for name, has_bias in names.items():
         want = {"kernel"} | ({"bias"} if has_bias else set())

@@ -106,9 +106,11 @@ def from_nnx(model, layers: list) -> dict[str, np.ndarray]:
     require_reset_after(model, "Flax nnx")
     if not isinstance(layers, (list, tuple)) or len(layers) != model.num_layers:
         raise ValueError(f"layers must be a list of {model.num_layers} nnx state dicts (one per layer)")
-    linen_layers = _map_layers(model, list(layers), lambda cell, where: _cell_from_nnx(model, cell, where), "nnx")
-    tree = linen_layers[0] if model.num_layers == 1 else {f"layers_{k}": t for k, t in enumerate(linen_layers)}
-    return linen.from_flax(model, tree)
+    linen_layers = _map_layers(model, list(layers),
+                               lambda cell, where: _cell_from_nnx(model, cell, where), "nnx")
+    if model.num_layers == 1:
+        return linen.from_flax(model, linen_layers[0])
+    return linen.from_flax(model, {f"layers_{k}": t for k, t in enumerate(linen_layers)})
 
 
 # ---- nnx's own modules (import flax.nnx) ----

@@ -54,11 +54,13 @@ def _strip_prefix(arrays: dict) -> dict[str, np.ndarray]:
     for key, value in arrays.items():
         match = _KEY.match(key)
         if match is None:
-            raise ValueError(f"{key!r} is not a Gluon RNN parameter name ({{l|r}}<k>_{{i2h|h2h}}_{{weight|bias}})")
+            raise ValueError(f"{key!r} is not a Gluon RNN parameter name "
+                             "({l|r}<k>_{i2h|h2h}_{weight|bias})")
         prefixes.add(match.group(1))
         out[key[len(match.group(1)):]] = as_numpy(value)
     if len(prefixes) > 1:
-        raise ValueError(f"parameters of several blocks given (prefixes {sorted(prefixes)}); pass one layer's")
+        raise ValueError(f"parameters of several blocks given (prefixes {sorted(prefixes)}); "
+                         "pass one layer's")
     return out
 
 
