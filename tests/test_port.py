@@ -234,6 +234,7 @@ def test_torch_prefix_and_spec_inference():
     model = multirnn.RecurrentSpec(3, 4, cell="gru", num_layers=2, bidirectional=True, reset_after=True)
     params = multirnn.init_params(model, 1)
     sd = {"encoder." + k: v for k, v in ptorch.to_torch(model, params).items()}
+    sd["head.weight"] = np.zeros((2, 8), np.float32)  # another submodule of the same model
     assert ptorch.infer_torch_spec(sd, prefix="encoder.") == model
     assert_tree_equal(ptorch.from_torch(model, sd, prefix="encoder."), params)
     rnn_sd = ptorch.to_torch(multirnn.RNNScratch(2, 3), multirnn.init_params(multirnn.RNNScratch(2, 3), 0))

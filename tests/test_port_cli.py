@@ -98,3 +98,23 @@ def test_npz_loads_without_pickle_and_unknown_extension_is_named(tmp_path, capsy
         assert sorted(data.files) == sorted(list(params) + [files.SPEC_KEY])
     assert main(["convert", str(tmp_path / "m.npz"), "-o", str(tmp_path / "m.bin")]) == 2
     assert "cannot tell the format" in capsys.readouterr().err
+
+
+def test_torch_lstm_to_keras_file_runs_the_same(tmp_path):
+    """End to end: a torch nn.LSTM's saved state_dict -> `multirnn convert` -> a .keras file that Keras
+    loads and runs with torch's outputs."""
+    load_backend("torch")
+    load_backend("tensorflow")
+    import keras
+    import torch
+
+    torch.manual_seed(1)
+    layer = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    torch.save({"rnn." + k: v for k, v in layer.state_dict().items()}, tmp_path / "m.pt")
+    assert main(["convert", str(tmp_path / "m.pt"), "--prefix", "rnn.", "--from", "torch", "--to", "keras",
+                 "-o", str(tmp_path / "m.keras")]) == 0
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = layer(torch.from_numpy(x))[0].numpy()
+    got = keras.saving.load_model(tmp_path / "m.keras")(x)
+    assert_close(np.asarray(got), expected.astype(np.float64), "float32", "keras vs torch")

@@ -166,3 +166,31 @@ def test_weights_shapes_checked():
         ponnx.from_onnx_weights(model, [{**layers[0], "R": np.zeros((1, 9, 4), np.float32)}])
     with pytest.raises(ValueError, match="B is missing"):
         ponnx.from_onnx_weights(model, [{"W": layers[0]["W"], "R": layers[0]["R"]}])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch exporter notes on batch sizes
+def test_import_of_torch_onnx_export(cell):
+    """An ONNX file written by another tool (torch.onnx's exporter): the imported params compute what
+    the torch layer computes."""
+    from conftest import assert_close, load_backend
+
+    load_backend("torch")
+    import io
+
+    import onnx
+    import torch
+
+    torch.manual_seed(0)
+    layer = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](
+        3, 4, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 2, 3)
+    buffer = io.BytesIO()
+    torch.onnx.export(layer, (x,), buffer, dynamo=False)
+    model, params = ponnx.from_onnx(onnx.load_from_string(buffer.getvalue()))
+    assert model == multirnn.RecurrentSpec(3, 4, cell=cell, num_layers=2, bidirectional=True,
+                                           reset_after=cell == "gru")
+    with torch.no_grad():
+        expected = layer(x)[0].numpy()
+    assert_close(multirnn.forward(model, params, x.numpy())[0], expected.astype(np.float64), "float32",
+                 "torch.onnx export imported")

@@ -40,17 +40,17 @@ def to_torch(model, params: dict) -> dict[str, np.ndarray]:
 
 
 def _strip(state_dict: dict, prefix: str) -> dict[str, np.ndarray]:
-    out = {}
-    for key, value in state_dict.items():
-        if not key.startswith(prefix):
-            raise ValueError(f"state_dict key {key!r} does not start with prefix {prefix!r}")
-        out[key[len(prefix):]] = as_numpy(value)
+    """The entries under ``prefix`` (a submodule of a bigger model), prefix removed."""
+    out = {key[len(prefix):]: as_numpy(value) for key, value in state_dict.items()
+           if key.startswith(prefix)}
+    if not out:
+        raise ValueError(f"no state_dict key starts with prefix {prefix!r} (keys: {sorted(state_dict)[:6]})")
     return out
 
 
 def from_torch(model, state_dict: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    """Canonical params from a torch RNN/GRU/LSTM state_dict (tensors or arrays). ``prefix`` is
-    stripped from every key (e.g. ``"rnn."`` for a submodule's entries)."""
+    """Canonical params from a torch RNN/GRU/LSTM state_dict (tensors or arrays). With ``prefix``
+    (e.g. ``"rnn."``) only that submodule's entries of a bigger model's state_dict are read."""
     require_reset_after(model, "torch")
     sd = _strip(state_dict, prefix)
     if any(k.startswith("weight_hr") for k in sd):
