@@ -169,7 +169,7 @@ def test_weights_shapes_checked():
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.filterwarnings("ignore::UserWarning")  # torch exporter notes on batch sizes
+@pytest.mark.filterwarnings("ignore")  # the torch exporter's tracer and batch-size notes
 def test_import_of_torch_onnx_export(cell):
     """An ONNX file written by another tool (torch.onnx's exporter): the imported params compute what
     the torch layer computes."""
