@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Fused, check_export, expect_shape, finish_import, fuse, make_spec, unfuse
+from ._common import (Fused, UnrepresentableError, check_export, expect_shape, finish_import, fuse,
+                      make_spec, unfuse)
 
 
 def _single_bias(model) -> bool:
@@ -175,7 +176,7 @@ def infer_keras_spec(layers, **known):
         bidirectional.append(isinstance(rnn, keras.layers.Bidirectional))
         parts = [rnn.forward_layer, rnn.backward_layer] if bidirectional[-1] else [rnn]
         if bidirectional[-1] and rnn.merge_mode != "concat":
-            raise ValueError(f"Bidirectional merge_mode={rnn.merge_mode!r} is not representable "
+            raise UnrepresentableError(f"Bidirectional merge_mode={rnn.merge_mode!r} is not representable "
                              "(multirnn concatenates [fwd, bwd])")
         for part in parts:
             cell = cells.get(type(part))
@@ -187,21 +188,23 @@ def infer_keras_spec(layers, **known):
                 entry["nonlinearity"] = cfg["activation"]
             else:
                 if cfg["activation"] != "tanh" or cfg["recurrent_activation"] != "sigmoid":
-                    raise ValueError(f"layer {part.name!r}: activation {cfg['activation']!r}/"
-                                     f"{cfg['recurrent_activation']!r} is not representable (tanh/sigmoid)")
+                    raise UnrepresentableError(
+                        f"layer {part.name!r}: activation {cfg['activation']!r}/"
+                        f"{cfg['recurrent_activation']!r} is not representable (tanh/sigmoid)")
                 if cell == "gru":
                     entry["reset_after"] = cfg["reset_after"]
             if cfg.get("go_backwards") and not bidirectional[-1]:
-                raise ValueError(f"layer {part.name!r}: a go_backwards layer outside Bidirectional is "
-                                 "not representable")
+                raise UnrepresentableError(f"layer {part.name!r}: a go_backwards layer outside "
+                                           "Bidirectional is not representable")
             fields.append(entry)
         if num_inputs is None:
             num_inputs = parts[0].get_weights()[0].shape[0] if parts[0].get_weights() else None
     if len({tuple(sorted(f.items())) for f in fields}) != 1:
-        raise ValueError(f"layers differ ({fields}): multirnn needs one cell, size and setting for every "
-                         "layer and direction (per-direction hidden sizes are not representable)")
+        raise UnrepresentableError(f"layers differ ({fields}): multirnn needs one cell, size and setting "
+                                   "for every layer and direction (per-direction hidden sizes are not "
+                                   "representable)")
     if len(set(bidirectional)) != 1:
-        raise ValueError("some layers are Bidirectional and some not: not representable")
+        raise UnrepresentableError("some layers are Bidirectional and some not: not representable")
     if num_inputs is None:
         raise ValueError("the Keras layers are not built: build them (or load the model) first")
     inferred = dict(fields[0], num_inputs=num_inputs, num_layers=len(rnns), bidirectional=bidirectional[0])
