@@ -1,0 +1,153 @@
+"""What every converter shares: gate-order tables, fusing per-gate arrays, checks and clear refusals.
+
+Everything here is plain NumPy. A "unit" is one direction of one layer (see RecurrentSpec.units()).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+from multirnn import validate
+from multirnn.recurrence import unit_params
+from multirnn.spec import RecurrentSpec
+
+# The canonical gate letters in each framework's fused order, written once. torch/Gluon call the GRU
+# candidate "n" and the LSTM cell input "g"; both are canonical "h" and "c".
+GATE_ORDER = {
+    "torch": {"rnn": "h", "gru": "rzh", "lstm": "ifco"},
+    "gluon": {"rnn": "h", "gru": "rzh", "lstm": "ifco"},
+    "keras": {"rnn": "h", "gru": "zrh", "lstm": "ifco"},
+    "onnx": {"rnn": "h", "gru": "zrh", "lstm": "iofc"},
+}
+GATES_PER_CELL = {"rnn": 1, "gru": 3, "lstm": 4}
+CELL_OF_GATES = {1: "rnn", 3: "gru", 4: "lstm"}
+
+
+class UnrepresentableError(ValueError):
+    """The weights (or a feature of the model) cannot be written in the target format exactly."""
+
+
+def as_numpy(value) -> np.ndarray:
+    """A framework tensor (torch, mxnet, jax, tf) or array-like as a NumPy array, without importing
+    any framework."""
+    if hasattr(value, "detach"):  # torch
+        value = value.detach().cpu().numpy()
+    elif hasattr(value, "asnumpy"):  # mxnet
+        value = value.asnumpy()
+    return np.asarray(value)
+
+
+def check_export(model, params) -> np.dtype:
+    validate.check_model(model)
+    return validate.check_params(model, params)
+
+
+@dataclasses.dataclass
+class Fused:
+    """One unit's weights with gates concatenated in a framework's order, canonical orientation:
+    wx (in, G·H), wh (H, G·H), bx and bh (G·H,) or None when the model has no bias."""
+
+    wx: np.ndarray
+    wh: np.ndarray
+    bx: np.ndarray | None
+    bh: np.ndarray | None
+
+
+def fuse(model: RecurrentSpec, params: dict, prefix: str, framework: str) -> Fused:
+    """One unit's canonical params fused in ``framework``'s gate order. The rnn cell's single bias is
+    the input bias; its recurrent bias is zero (so importing the sum gives b_h back exactly)."""
+    p = unit_params(params, prefix)
+    if model.cell == "rnn":
+        bias = p.get("b_h")
+        return Fused(p["W_xh"], p["W_hh"], bias, None if bias is None else np.zeros_like(bias))
+    order = GATE_ORDER[framework][model.cell]
+    cat = lambda kind: np.concatenate([p[f"{kind}{g}"] for g in order], axis=-1)  # noqa: E731
+    return Fused(cat("W_x"), cat("W_h"), cat("b_x") if model.bias else None,
+                 cat("b_h") if model.bias else None)
+
+
+def unfuse(model: RecurrentSpec, fused: Fused, prefix: str, framework: str) -> dict:
+    """Inverse of fuse: canonical prefixed params. The rnn cell's two biases are summed into b_h
+    (one float rounding; exact when the recurrent bias is zero, as fuse writes it)."""
+    if model.cell == "rnn":
+        out = {"W_xh": fused.wx, "W_hh": fused.wh}
+        if model.bias:
+            out["b_h"] = fused.bx + fused.bh
+        return {prefix + k: np.ascontiguousarray(v) for k, v in out.items()}
+    order = GATE_ORDER[framework][model.cell]
+    out = {}
+    parts = {kind: np.split(value, len(order), axis=-1)
+             for kind, value in (("W_x", fused.wx), ("W_h", fused.wh), ("b_x", fused.bx),
+                                 ("b_h", fused.bh)) if value is not None}
+    for kind in ("W_x", "W_h", "b_x", "b_h"):
+        if kind in parts:
+            for gate, value in zip(order, parts[kind]):
+                out[f"{kind}{gate}"] = value
+    return {prefix + k: np.ascontiguousarray(out[k]) for k in model.unit_shapes(1) if k in out}
+
+
+def finish_import(model: RecurrentSpec, params: dict) -> dict:
+    """Canonical key order, one dtype, validated like any user params."""
+    shapes = model.param_shapes()
+    ordered = {name: params[name] for name in shapes if name in params}
+    validate.check_params(model, ordered)
+    return ordered
+
+
+def expect_shape(where: str, value: np.ndarray, shape: tuple) -> np.ndarray:
+    if value.shape != tuple(shape):
+        raise ValueError(f"{where} must have shape {tuple(shape)} for this model, got {value.shape}")
+    return value
+
+
+def require_bias_free(model: RecurrentSpec, name: str, value: np.ndarray) -> None:
+    """A format that always has biases is imported into a bias=False model only if they are zero."""
+    if not model.bias and np.any(value != 0):
+        raise UnrepresentableError(f"{name} is nonzero but the model has bias=False; "
+                                   f"import with a bias=True spec")
+
+
+def require_reset_after(model: RecurrentSpec, framework: str) -> None:
+    if model.cell == "gru" and not model.reset_after:
+        raise UnrepresentableError(
+            f"{framework} GRU layers reset after the recurrent matmul (reset_after=True); a reset-before GRU "
+            f"(reset_after=False, d2l's GRUScratch) cannot be expressed there. Keras GRU(reset_after=False) "
+            f"and ONNX GRU (linear_before_reset=0) can hold it exactly.")
+
+
+# ---- the spec as JSON, for file metadata ----
+
+def spec_to_json(model: RecurrentSpec) -> str:
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(RecurrentSpec)}
+    return json.dumps(fields, sort_keys=True)
+
+
+def spec_from_json(text: str) -> RecurrentSpec:
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"spec metadata is not valid JSON: {exc}") from exc
+    known = {f.name for f in dataclasses.fields(RecurrentSpec)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"spec metadata has unknown fields {unknown}")
+    return RecurrentSpec(**fields)
+
+
+def make_spec(inferred: dict, overrides: dict | None, source: str) -> RecurrentSpec:
+    """A spec from fields inferred from weights, completed or checked by the caller's ``overrides``
+    (None values are ignored). A given field that disagrees with the weights is an error."""
+    fields = dict(inferred)
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name in inferred and inferred[name] != value:
+            raise ValueError(f"{name}={value!r} disagrees with the {source} weights, which have "
+                             f"{name}={inferred[name]!r}")
+        fields[name] = value
+    if fields.get("cell") == "rnn" and "nonlinearity" not in fields:
+        raise ValueError(f"the {source} weights do not say the rnn nonlinearity: pass nonlinearity "
+                         f"'tanh' or 'relu' (CLI: --nonlinearity)")
+    return RecurrentSpec(**fields)

@@ -1,0 +1,120 @@
+"""``multirnn convert`` on saved files, for every pair of formats."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import assert_close, load_backend, make_case, to_float64
+from test_port import assert_tree_equal
+
+import multirnn
+from multirnn.cli import main
+from multirnn.port import files
+
+EXTENSION = {"npz": "npz", "torch": "pt", "keras": "keras", "flax": "msgpack", "gluon": "params",
+             "onnx": "onnx"}
+NEEDS = {"torch": "torch", "keras": "tensorflow", "flax": "jax", "gluon": "mxnet", "onnx": None, "npz": None}
+# A reset-after GRU holds every canonical number in torch, Keras, Gluon and ONNX; Flax folds the r and z
+# bias pairs (so a chain through Flax is equal in function, not bit for bit).
+MODEL = multirnn.RecurrentSpec(3, 4, cell="gru", num_layers=2, bidirectional=True, reset_after=True)
+
+
+def need(fmt):
+    if NEEDS[fmt]:
+        load_backend(NEEDS[fmt])
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """The model saved once in every format (each written from the canonical .npz by the CLI)."""
+    folder = tmp_path_factory.mktemp("convert")
+    params, inputs = make_case(MODEL, seed=4, steps=4, batch=2, dtype="float32", scale=10.0)
+    files.save_npz(folder / "model.npz", MODEL, params)
+    paths = {"npz": folder / "model.npz"}
+    for fmt in files.FORMATS[1:]:
+        paths[fmt] = folder / f"model.{EXTENSION[fmt]}"
+        try:
+            need(fmt)
+        except pytest.skip.Exception:
+            continue
+        assert main(["convert", str(paths["npz"]), "--to", fmt, "-o", str(paths[fmt])]) == 0
+    return folder, paths, params, inputs
+
+
+@pytest.mark.parametrize("src, dst", [(s, d) for s in files.FORMATS for d in files.FORMATS if s != d])
+def test_convert_every_pair(src, dst, saved, capsys):
+    need(src)
+    need(dst)
+    folder, paths, params, inputs = saved
+    out = folder / f"{src}_to_{dst}.{EXTENSION[dst]}"
+    assert main(["convert", str(paths[src]), "--from", src, "--to", dst, "-o", str(out)]) == 0
+    assert f"{src} -> {dst}" in capsys.readouterr().out
+    back = folder / f"{src}_to_{dst}_back.npz"
+    assert main(["convert", str(out), "-o", str(back)]) == 0  # formats guessed from the extensions
+    model, got = files.load_npz(back)
+    # Keras layers are batch-major, so a spec read from Keras says batch_first=True; the rest is kept.
+    assert dataclasses.replace(model, batch_first=False) == MODEL
+    if "flax" in (src, dst):
+        ref = multirnn.forward(MODEL, to_float64(params), to_float64(inputs))[0]
+        assert_close(multirnn.forward(MODEL, got, inputs)[0], ref, "float32", f"{src}->{dst}")
+    else:
+        assert_tree_equal(got, params)
+
+
+def test_rnn_nonlinearity_must_be_given_when_the_file_cannot_say(tmp_path, capsys):
+    load_backend("torch")
+    model = multirnn.RecurrentSpec(2, 3, cell="rnn", nonlinearity="relu")
+    params = multirnn.init_params(model, 0)
+    files.save_npz(tmp_path / "m.npz", model, params)
+    assert main(["convert", str(tmp_path / "m.npz"), "--to", "torch", "-o", str(tmp_path / "m.pt")]) == 0
+    assert main(["convert", str(tmp_path / "m.pt"), "-o", str(tmp_path / "b.npz")]) == 2
+    assert "--nonlinearity" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "m.pt"), "-o", str(tmp_path / "b.npz"),
+                 "--nonlinearity", "relu"]) == 0
+    loaded_model, loaded = files.load_npz(tmp_path / "b.npz")
+    assert loaded_model == model
+    assert_tree_equal(loaded, params)
+    assert main(["convert", str(tmp_path / "m.pt"), "-o", str(tmp_path / "c.npz"), "--nonlinearity", "relu",
+                 "--hidden", "5"]) == 2
+    assert "num_hiddens=5 disagrees" in capsys.readouterr().err
+
+
+def test_reset_before_gru_to_torch_is_refused_with_alternatives(tmp_path, capsys):
+    model = multirnn.RecurrentSpec(2, 3, cell="gru")
+    files.save_npz(tmp_path / "m.npz", model, multirnn.init_params(model, 0))
+    assert main(["convert", str(tmp_path / "m.npz"), "--to", "torch", "-o", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "reset_after=False" in err and "Keras" in err and "ONNX" in err
+
+
+def test_npz_loads_without_pickle_and_unknown_extension_is_named(tmp_path, capsys):
+    model = multirnn.RecurrentSpec(2, 3, cell="lstm")
+    params = multirnn.init_params(model, 0)
+    files.save_npz(tmp_path / "m.npz", model, params)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        assert sorted(data.files) == sorted(list(params) + [files.SPEC_KEY])
+    assert main(["convert", str(tmp_path / "m.npz"), "-o", str(tmp_path / "m.bin")]) == 2
+    assert "cannot tell the format" in capsys.readouterr().err
+
+
+def test_torch_lstm_to_keras_file_runs_the_same(tmp_path):
+    """End to end: a torch nn.LSTM's saved state_dict -> `multirnn convert` -> a .keras file that Keras
+    loads and runs with torch's outputs."""
+    load_backend("torch")
+    load_backend("tensorflow")
+    import keras
+    import torch
+
+    torch.manual_seed(1)
+    layer = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    torch.save({"rnn." + k: v for k, v in layer.state_dict().items()}, tmp_path / "m.pt")
+    assert main(["convert", str(tmp_path / "m.pt"), "--prefix", "rnn.", "--from", "torch", "--to", "keras",
+                 "-o", str(tmp_path / "m.keras")]) == 0
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = layer(torch.from_numpy(x))[0].numpy()
+    got = keras.saving.load_model(tmp_path / "m.keras")(x)
+    assert_close(np.asarray(got), expected.astype(np.float64), "float32", "keras vs torch")
