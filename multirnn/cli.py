@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-SUBCOMMAND_MODULES: list[str] = []  # e.g. "multirnn.port.cli": modules adding more subcommands
+SUBCOMMAND_MODULES: list[str] = ["multirnn.lm_cli"]  # modules adding more subcommands (train, generate)
 
 
 def _compare(args) -> int:

@@ -189,3 +189,42 @@ def perplexity(lm: LanguageModel, params: dict, corpus: np.ndarray, backend: str
         out, flat = impl.lm_logits(lm, params, x, flat)
         total += float(cross_entropy(out.astype(np.float64), ys[:, start:start + num_steps].T).sum())
     return float(np.exp(total / xs.size))
+
+
+def generate(lm: LanguageModel, params: dict, vocab, prefix: str, num_preds: int = 50,
+             backend: str = "numpy", kind: str = "char", temperature: float = 0.0, seed: int = 0) -> str:
+    """``prefix`` followed by ``num_preds`` predicted tokens (d2l's predict).
+
+    The prefix is lower-cased and tokenized like the corpus (tokens not in ``vocab`` read as <unk>) and
+    warms the state up; then each step feeds the last token back. temperature == 0 picks the most likely
+    token (greedy); temperature > 0 samples from softmax(logits / temperature) with a generator seeded by
+    ``seed``, so one seed gives one text on every backend (up to ties in floating point).
+    """
+    from .lm_reference import log_softmax
+    from .text import tokenize
+
+    check_lm(lm)
+    check_lm_params(lm, params)
+    if len(vocab) != lm.vocab_size:
+        raise ValueError(f"vocab has {len(vocab)} tokens but the model's vocab_size is {lm.vocab_size}")
+    if isinstance(num_preds, bool) or not isinstance(num_preds, int) or num_preds < 0:
+        raise ValueError(f"num_preds must be a non-negative int, got {num_preds!r}")
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    tokens = tokenize(prefix.lower(), kind)
+    if not tokens:
+        raise ValueError(f"prefix must hold at least one {kind} token, got {prefix!r}")
+    rng = np.random.default_rng(seed)
+    out, state = logits(lm, params, vocab.encode(tokens)[None, :], None, backend)
+    generated = []
+    for _ in range(num_preds):
+        last = out[0, -1].astype(np.float64)
+        if temperature == 0:
+            token = int(np.argmax(last))
+        else:
+            probs = np.exp(log_softmax(last / temperature))
+            token = int(rng.choice(lm.vocab_size, p=probs / probs.sum()))
+        generated.append(token)
+        out, state = logits(lm, params, np.array([[token]]), state, backend)
+    joiner = "" if kind == "char" else " "
+    return joiner.join(tokens + vocab.decode(generated))
