@@ -44,8 +44,8 @@ class LanguageModel:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         width = self.vocab_size if self.embed_size is None else self.embed_size
         if self.rnn.num_inputs != width:
-            raise ValueError(f"rnn.num_inputs must be {width} ({'vocab_size' if self.embed_size is None else 'embed_size'}),"
-                             f" got {self.rnn.num_inputs}")
+            source = "vocab_size" if self.embed_size is None else "embed_size"
+            raise ValueError(f"rnn.num_inputs must be {width} ({source}), got {self.rnn.num_inputs}")
 
     @classmethod
     def build(cls, vocab_size: int, num_hiddens: int, cell: str = "rnn", num_layers: int = 1,
@@ -120,7 +120,8 @@ def check_tokens(name: str, tokens, vocab_size: int, shape=None) -> np.ndarray:
     if shape is not None and tokens.shape != shape:
         raise ValueError(f"{name} must have shape {shape} (that of tokens), got {tokens.shape}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ValueError(f"{name} must hold indices in [0, {vocab_size}), got [{tokens.min()}, {tokens.max()}]")
+        raise ValueError(f"{name} must hold indices in [0, {vocab_size}), "
+                         f"got [{tokens.min()}, {tokens.max()}]")
     if tokens.shape[1] == 0:
         raise ValueError(f"{name} must have at least one step, got shape {tokens.shape}")
     return np.ascontiguousarray(tokens.T).astype(np.int64)  # time-major for the backends

@@ -1,4 +1,4 @@
-"""``multirnn train`` and ``multirnn generate``: the character (or word) language model from the command line."""
+"""``multirnn train`` and ``multirnn generate``: the character (or word) language model, on the CLI."""
 from __future__ import annotations
 
 import math
