@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirnn import recurrence
+from multirnn import head, recurrence
 from multirnn.state import flatten_state, nest_state
 
 
@@ -23,6 +23,17 @@ class FrameworkBackend:
         return ({k: self.asarray(v) for k, v in params.items()}, self.asarray(xs),
                 [tuple(self.asarray(a) for a in unit) for unit in flat_state],
                 None if masks is None else [self.asarray(m) for m in masks])
+
+    def asindex(self, tokens):
+        """Integer token indices as a framework array (overridden where the framework wants another
+        integer type)."""
+        return self.asarray(tokens)
+
+    def lm_logits(self, model, params, tokens, flat_state):
+        """Language-model logits (multirnn.head): time-major numpy in, numpy out."""
+        p, _, s, _ = self._to_framework(params, tokens, flat_state)
+        out, finals = head.logits(self, model, p, self.asindex(tokens), s)
+        return self.to_numpy(out), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
     def run_user(self, model, params, inputs, state=None):
         """The recurrence on framework arrays in the user's conventions (batch_first, nested state);

@@ -6,13 +6,14 @@ whole process (which would change every other JAX user's dtypes).
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import enable_x64
 
-from multirnn import recurrence
+from multirnn import head, recurrence
 
 from ._base import FrameworkBackend
 
@@ -34,6 +35,9 @@ class Backend(FrameworkBackend):
     def __init__(self):
         self._forward = jax.jit(self._forward_impl, static_argnums=0)
         self._gradients = jax.jit(jax.grad(self._loss, argnums=1), static_argnums=0)
+        self._lm_logits = jax.jit(functools.partial(head.logits, self), static_argnums=0)
+        self._lm_value_and_grad = jax.jit(jax.value_and_grad(
+            functools.partial(head.loss, self), argnums=(1, 4), has_aux=True), static_argnums=0)
 
     def concat(self, xs, axis):
         return jnp.concatenate(xs, axis=axis)
@@ -49,6 +53,18 @@ class Backend(FrameworkBackend):
 
     def zeros_state(self, xs, hidden):
         return jnp.zeros((xs.shape[1], hidden), xs.dtype)
+
+    def one_hot(self, indices, depth, like):
+        return jax.nn.one_hot(indices, depth, dtype=like.dtype)
+
+    def take_rows(self, table, indices):
+        return jnp.take(table, indices, axis=0)
+
+    def log_softmax(self, x):
+        return jax.nn.log_softmax(x, axis=-1)
+
+    def sum_all(self, x):
+        return jnp.sum(x)
 
     def scan(self, step, carry, xs):
         return jax.lax.scan(step, carry, xs)
@@ -69,6 +85,21 @@ class Backend(FrameworkBackend):
             grads = self._gradients(model, *self._to_framework(params, xs, flat_state, masks),
                                     jnp.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
+
+    def lm_logits(self, model, params, tokens, flat_state):
+        with _precision(params["W_hq"].dtype):
+            p, _, s, _ = self._to_framework(params, tokens, flat_state)
+            out, finals = self._lm_logits(model, p, jnp.asarray(tokens), s)
+            return self.to_numpy(out), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
+
+    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
+        with _precision(params["W_hq"].dtype):
+            p, _, s, _ = self._to_framework(params, tokens, flat_state)
+            (loss, finals), (d_params, d_state) = self._lm_value_and_grad(
+                model, p, jnp.asarray(tokens), jnp.asarray(targets), s)
+            return (float(loss), {name: self.to_numpy(value) for name, value in d_params.items()},
+                    [tuple(self.to_numpy(a) for a in unit) for unit in d_state],
+                    [tuple(self.to_numpy(a) for a in unit) for unit in finals])
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):
         """A Flax linen module bound to ``params`` (or to the seeded init): call it like a function.

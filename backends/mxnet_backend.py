@@ -9,7 +9,7 @@ if "bool" not in vars(np):  # not hasattr(): numpy 1.26 warns on that lookup
     np.bool = bool
 import mxnet as mx  # noqa: E402
 
-from multirnn import recurrence
+from multirnn import head, recurrence
 from multirnn.backends import get  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
@@ -45,6 +45,21 @@ class Backend(FrameworkBackend):
     def zeros_state(self, xs, hidden):
         return mx.nd.zeros((xs.shape[1], hidden), dtype=xs.dtype)
 
+    def asindex(self, tokens):
+        return mx.nd.array(tokens, dtype="int32")  # what mx.nd.take / one_hot index with
+
+    def one_hot(self, indices, depth, like):
+        return mx.nd.one_hot(indices, depth, dtype=like.dtype)
+
+    def take_rows(self, table, indices):
+        return mx.nd.take(table, indices, axis=0)
+
+    def log_softmax(self, x):
+        return mx.nd.log_softmax(x, axis=-1)
+
+    def sum_all(self, x):
+        return mx.nd.sum(x)
+
     def scan(self, step, carry, xs):
         ys = []
         for t in range(xs.shape[0]):
@@ -60,6 +75,17 @@ class Backend(FrameworkBackend):
             ys, _ = recurrence.run(self, model, p, xs, flat_state, masks)
         ys.backward(self.asarray(cotangent))
         return {name: self.to_numpy(value.grad) for name, value in p.items()}
+
+    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
+        p, _, s, _ = self._to_framework(params, tokens, flat_state)
+        for value in list(p.values()) + [a for unit in s for a in unit]:
+            value.attach_grad()
+        with mx.autograd.record():
+            loss, finals = head.loss(self, model, p, self.asindex(tokens), self.asindex(targets), s)
+        loss.backward()
+        return (float(loss.asscalar()), {name: self.to_numpy(value.grad) for name, value in p.items()},
+                [tuple(self.to_numpy(a.grad) for a in unit) for unit in s],
+                [tuple(self.to_numpy(a) for a in unit) for unit in finals])
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):
         return RecurrentBlock(model, params if params is not None else init_params(model, seed, dtype))

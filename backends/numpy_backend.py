@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirnn import reference
+from multirnn import lm_reference, reference
 
 from ._base import FrameworkBackend
 
@@ -39,6 +39,19 @@ class NumpyOps(FrameworkBackend):
     def zeros_state(self, xs, hidden):
         return np.zeros((xs.shape[1], hidden), xs.dtype)
 
+    def one_hot(self, indices, depth, like):
+        return np.eye(depth, dtype=like.dtype)[indices]
+
+    def take_rows(self, table, indices):
+        return table[indices]
+
+    def log_softmax(self, x):
+        shifted = x - x.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+    def sum_all(self, x):
+        return x.sum()
+
     def scan(self, step, carry, xs):
         ys = []
         for x in xs:
@@ -57,3 +70,9 @@ class Backend(NumpyOps):
     def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
         _, _, tape = reference.forward(model, params, xs, flat_state, masks)
         return reference.backward(model, params, tape, cotangent, masks=masks)[0]
+
+    def lm_logits(self, model, params, tokens, flat_state):
+        return lm_reference.logits(model, params, tokens, flat_state)[:2]
+
+    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
+        return lm_reference.value_and_grad(model, params, tokens, targets, flat_state)

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CPU-feature ba
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from multirnn import recurrence  # noqa: E402
+from multirnn import head, recurrence  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import FrameworkBackend  # noqa: E402
@@ -52,6 +52,18 @@ class Backend(FrameworkBackend):
     def zeros_state(self, xs, hidden):
         return tf.zeros((tf.shape(xs)[1], hidden), xs.dtype)
 
+    def one_hot(self, indices, depth, like):
+        return tf.one_hot(indices, depth, dtype=like.dtype)
+
+    def take_rows(self, table, indices):
+        return tf.gather(table, indices)
+
+    def log_softmax(self, x):
+        return tf.nn.log_softmax(x, axis=-1)
+
+    def sum_all(self, x):
+        return tf.reduce_sum(x)
+
     def scan(self, step, carry, xs):
         steps = tf.shape(xs)[0]
         outputs = tf.TensorArray(xs.dtype, size=steps, element_shape=carry[0].shape)
@@ -80,6 +92,30 @@ class Backend(FrameworkBackend):
             ys, _ = recurrence.run(self, model, params, xs, flat_state, masks)
             loss = tf.reduce_sum(ys * cotangent)
         return tape.gradient(loss, params)
+
+    def _lm_logits_graph(self, model, params, tokens, flat_state):
+        return head.logits(self, model, params, tokens, flat_state)
+
+    def _lm_grad_graph(self, model, params, tokens, targets, flat_state):
+        with tf.GradientTape() as tape:
+            tape.watch((params, flat_state))
+            loss, finals = head.loss(self, model, params, tokens, targets, flat_state)
+        d_params, d_state = tape.gradient(loss, (params, flat_state))
+        # an embedding's gradient comes back as IndexedSlices: make every gradient a dense tensor
+        return loss, {k: tf.convert_to_tensor(v) for k, v in d_params.items()}, d_state, finals
+
+    def lm_logits(self, model, params, tokens, flat_state):
+        p, _, s, _ = self._to_framework(params, tokens, flat_state)
+        out, finals = self._function("_lm_logits_graph", model)(p, self.asarray(tokens), s)
+        return self.to_numpy(out), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
+
+    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
+        p, _, s, _ = self._to_framework(params, tokens, flat_state)
+        loss, d_params, d_state, finals = self._function("_lm_grad_graph", model)(
+            p, self.asarray(tokens), self.asarray(targets), s)
+        return (float(loss), {name: self.to_numpy(value) for name, value in d_params.items()},
+                [tuple(self.to_numpy(a) for a in unit) for unit in d_state],
+                [tuple(self.to_numpy(a) for a in unit) for unit in finals])
 
     def forward(self, model, params, xs, flat_state, masks=None):
         ys, finals = self._function("_run_graph", model)(

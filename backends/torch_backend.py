@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from multirnn import recurrence
+from multirnn import head, recurrence
 from multirnn.backends import get
 from multirnn.params import init_params
 
@@ -40,6 +40,18 @@ class Backend(FrameworkBackend):
     def zeros_state(self, xs, hidden):
         return xs.new_zeros((xs.shape[1], hidden))
 
+    def one_hot(self, indices, depth, like):
+        return torch.nn.functional.one_hot(indices, depth).to(like.dtype)
+
+    def take_rows(self, table, indices):
+        return torch.nn.functional.embedding(indices, table)
+
+    def log_softmax(self, x):
+        return torch.log_softmax(x, dim=-1)
+
+    def sum_all(self, x):
+        return torch.sum(x)
+
     def scan(self, step, carry, xs):
         ys = []
         for x in xs.unbind(0):
@@ -54,6 +66,17 @@ class Backend(FrameworkBackend):
         ys, _ = recurrence.run(self, model, p, xs, flat_state, masks)
         ys.backward(self.asarray(cotangent))  # vector-Jacobian product = d sum(ys * cotangent)
         return {name: self.to_numpy(value.grad) for name, value in p.items()}
+
+    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
+        p, _, s, _ = self._to_framework(params, tokens, flat_state)
+        leaves = list(p.values()) + [a for unit in s for a in unit]
+        for value in leaves:
+            value.requires_grad_(True)
+        loss, finals = head.loss(self, model, p, self.asindex(tokens), self.asindex(targets), s)
+        loss.backward()
+        return (float(loss.detach()), {name: self.to_numpy(value.grad) for name, value in p.items()},
+                [tuple(self.to_numpy(a.grad) for a in unit) for unit in s],
+                [tuple(self.to_numpy(a) for a in unit) for unit in finals])
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):
         return RecurrentModule(model, params if params is not None else init_params(model, seed, dtype))

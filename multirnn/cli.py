@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-SUBCOMMAND_MODULES: list[str] = ["multirnn.port.cli"]  # modules adding more subcommands
+SUBCOMMAND_MODULES: list[str] = ["multirnn.port.cli", "multirnn.lm_cli"]  # modules adding subcommands
 
 
 def _compare(args) -> int:

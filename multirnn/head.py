@@ -1,0 +1,42 @@
+"""The language model around the recurrence, written once against ``Ops`` (like multirnn.recurrence).
+
+tokens -> one-hot or embedding rows -> multirnn.recurrence.run -> O_t = H_t W_hq + b_q -> softmax
+cross-entropy. Besides the recurrence's Ops, a backend supplies four small methods:
+
+    one_hot(indices, depth, like)  # float one-hot in like's dtype, new last axis
+    take_rows(table, indices)      # table[indices] (embedding lookup)
+    log_softmax(x)                 # over the last axis
+    sum_all(x)                     # sum of every element, a scalar
+
+Tokens here are time-major integer arrays (num_steps, batch); multirnn.lm adapts the user's layout.
+"""
+from __future__ import annotations
+
+from . import recurrence
+
+
+def rnn_params(lm, params: dict) -> dict:
+    """The recurrent part of an LM's params (exactly the RecurrentSpec's canonical names)."""
+    return {name: params[name] for name in lm.rnn.param_shapes()}
+
+
+def embed(ops, lm, params: dict, tokens):
+    """Network inputs (num_steps, batch, num_inputs) of integer tokens (num_steps, batch)."""
+    if lm.embed_size is None:
+        return ops.one_hot(tokens, lm.vocab_size, params["W_hq"])
+    return ops.take_rows(params["W_embed"], tokens)
+
+
+def logits(ops, lm, params: dict, tokens, flat_state):
+    """(logits (num_steps, batch, vocab_size), flat final state)."""
+    ys, finals = recurrence.run(ops, lm.rnn, rnn_params(lm, params), embed(ops, lm, params, tokens),
+                                flat_state)
+    return ops.matmul(ys, params["W_hq"]) + params["b_q"], finals
+
+
+def loss(ops, lm, params: dict, tokens, targets, flat_state):
+    """(mean softmax cross-entropy per token, flat final state). targets: like tokens."""
+    out, finals = logits(ops, lm, params, tokens, flat_state)
+    mask = ops.one_hot(targets, lm.vocab_size, out)
+    # The token count as sum(mask) (exact in floating point) keeps traced shapes free of Python ints.
+    return -ops.sum_all(ops.log_softmax(out) * mask) / ops.sum_all(mask), finals

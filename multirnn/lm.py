@@ -1,0 +1,231 @@
+"""Language model (d2l's RNNLMScratch, any cell): spec, seeded params and the public functions.
+
+Parameters are the recurrent spec's canonical params plus ``W_hq (output_size, vocab)``, ``b_q (vocab,)``
+and, with an embedding, ``W_embed (vocab, embed_size)``. Tokens are batch-major integer arrays
+``(batch, num_steps)`` as the minibatch iterators of multirnn.text yield them; state follows the
+recurrent spec's convention (None = zeros).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from . import validate
+from .params import check_dtype, init_params
+from .spec import RecurrentSpec
+from .state import nest_state
+
+HEAD_NAMES = ("W_embed", "W_hq", "b_q")
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    """A unidirectional recurrent ``rnn`` between one-hot (embed_size=None) or embedding inputs and an
+    output layer over ``vocab_size`` tokens."""
+
+    rnn: RecurrentSpec
+    vocab_size: int
+    embed_size: int | None = None
+    embed_sigma: float = 1.0  # std of the embedding init (torch's nn.Embedding default)
+
+    def __post_init__(self):
+        if not isinstance(self.rnn, RecurrentSpec):
+            raise TypeError(f"rnn must be a RecurrentSpec, got {type(self.rnn).__name__}")
+        if self.rnn.bidirectional:
+            raise ValueError("rnn must be unidirectional for a language model (it may not see the future)")
+        for name in ("vocab_size", "embed_size"):
+            value = getattr(self, name)
+            if value is None and name == "embed_size":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        width = self.vocab_size if self.embed_size is None else self.embed_size
+        if self.rnn.num_inputs != width:
+            source = "vocab_size" if self.embed_size is None else "embed_size"
+            raise ValueError(f"rnn.num_inputs must be {width} ({source}), got {self.rnn.num_inputs}")
+
+    @classmethod
+    def build(cls, vocab_size: int, num_hiddens: int, cell: str = "rnn", num_layers: int = 1,
+              embed_size: int | None = None, **rnn_fields) -> "LanguageModel":
+        rnn = RecurrentSpec(num_inputs=embed_size or vocab_size, num_hiddens=num_hiddens, cell=cell,
+                            num_layers=num_layers, **rnn_fields)
+        return cls(rnn, vocab_size, embed_size)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = dict(self.rnn.param_shapes())
+        if self.embed_size is not None:
+            shapes["W_embed"] = (self.vocab_size, self.embed_size)
+        shapes["W_hq"] = (self.rnn.output_size, self.vocab_size)
+        shapes["b_q"] = (self.vocab_size,)
+        return shapes
+
+    def to_dict(self) -> dict:
+        return {"rnn": dataclasses.asdict(self.rnn), "vocab_size": self.vocab_size,
+                "embed_size": self.embed_size, "embed_sigma": self.embed_sigma}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LanguageModel":
+        rnn = RecurrentSpec(**data["rnn"])
+        return cls(rnn, int(data["vocab_size"]), data.get("embed_size"), float(data.get("embed_sigma", 1.0)))
+
+
+def init_lm_params(lm: LanguageModel, seed: int, dtype="float32") -> dict[str, np.ndarray]:
+    """The recurrent params of multirnn.init_params(lm.rnn, seed) and head params drawn from
+    (seed, 1): W_hq ~ normal(0, rnn.sigma), b_q = 0, W_embed ~ normal(0, embed_sigma)."""
+    dtype = check_dtype(dtype)
+    params = init_params(lm.rnn, seed, dtype)
+    rng = np.random.default_rng([int(seed), 1])
+    if lm.embed_size is not None:
+        params["W_embed"] = rng.normal(0.0, lm.embed_sigma, (lm.vocab_size, lm.embed_size)).astype(dtype)
+    params["W_hq"] = rng.normal(0.0, lm.rnn.sigma, (lm.rnn.output_size, lm.vocab_size)).astype(dtype)
+    params["b_q"] = np.zeros(lm.vocab_size, dtype)
+    return params
+
+
+# ---- validation ----
+
+def check_lm(lm) -> LanguageModel:
+    if not isinstance(lm, LanguageModel):
+        raise TypeError(f"lm must be a multirnn.lm.LanguageModel, got {type(lm).__name__}")
+    return lm
+
+
+def check_lm_params(lm: LanguageModel, params) -> np.dtype:
+    """Exactly lm.param_shapes(), one float dtype (the recurrent checks of multirnn.validate reused)."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of numpy arrays, got {type(params).__name__}")
+    shapes = lm.param_shapes()
+    missing = [k for k in shapes if k not in params]
+    extra = [k for k in params if k not in shapes]
+    if missing or extra:
+        raise ValueError(f"params do not match the layout of the language model: missing {missing}, "
+                         f"unexpected {extra}")
+    dtype = validate.check_params(lm.rnn, {k: params[k] for k in lm.rnn.param_shapes()})
+    for name in shapes:
+        if name in HEAD_NAMES:
+            validate.check_array(f"params[{name!r}]", params[name], shapes[name], dtype)
+    return dtype
+
+
+def check_tokens(name: str, tokens, vocab_size: int, shape=None) -> np.ndarray:
+    """A 2-D integer array (batch, num_steps) of indices in [0, vocab_size)."""
+    if not isinstance(tokens, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of token indices, got {type(tokens).__name__}")
+    if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"{name} must be a 2-D integer array (batch, num_steps), got {tokens.dtype} "
+                         f"shape {tokens.shape}")
+    if shape is not None and tokens.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} (that of tokens), got {tokens.shape}")
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"{name} must hold indices in [0, {vocab_size}), "
+                         f"got [{tokens.min()}, {tokens.max()}]")
+    if tokens.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one step, got shape {tokens.shape}")
+    return np.ascontiguousarray(tokens.T).astype(np.int64)  # time-major for the backends
+
+
+def _prepare(lm, params, tokens, state, backend, targets=None):
+    from multirnn import backends
+
+    check_lm(lm)
+    dtype = check_lm_params(lm, params)
+    xs = check_tokens("tokens", tokens, lm.vocab_size)
+    ys = None if targets is None else check_tokens("targets", targets, lm.vocab_size, tokens.shape)
+    flat = validate.check_state(lm.rnn, state, xs.shape[1], dtype)
+    return backends.get(backend), xs, ys, flat
+
+
+# ---- public functions ----
+
+class LossAndGrads(NamedTuple):
+    loss: float
+    grads: dict  # name -> array like params
+    state_grads: object  # d loss / d initial state, in the state convention
+    state: object  # final state, in the state convention
+
+
+def logits(lm: LanguageModel, params: dict, tokens: np.ndarray, state=None, backend: str = "numpy"):
+    """(logits (batch, num_steps, vocab_size), final state) of ``tokens`` on ``backend``."""
+    impl, xs, _, flat = _prepare(lm, params, tokens, state, backend)
+    out, finals = impl.lm_logits(lm, params, xs, flat)
+    return np.ascontiguousarray(out.swapaxes(0, 1)), nest_state(lm.rnn, finals)
+
+
+def loss_and_grads(lm: LanguageModel, params: dict, tokens: np.ndarray, targets: np.ndarray, state=None,
+                   backend: str = "numpy") -> LossAndGrads:
+    """Mean softmax cross-entropy of predicting ``targets`` from ``tokens`` and its gradients, by the
+    backend's autodiff (hand-written for ``numpy``)."""
+    impl, xs, ys, flat = _prepare(lm, params, tokens, state, backend, targets)
+    loss, grads, d_state, finals = impl.lm_loss_and_grads(lm, params, xs, ys, flat)
+    return LossAndGrads(float(loss), grads, nest_state(lm.rnn, d_state), nest_state(lm.rnn, finals))
+
+
+def perplexity(lm: LanguageModel, params: dict, corpus: np.ndarray, backend: str = "numpy",
+               batch_size: int = 16, num_steps: int = 64) -> float:
+    """exp(mean per-token cross-entropy) of predicting each token of ``corpus`` from those before it.
+
+    The corpus is cut into ``batch_size`` contiguous rows read ``num_steps`` at a time with the state
+    carried over (the tail that does not fill a row, fewer than batch_size tokens, is left out); each row
+    starts from a zero state.
+    """
+    from multirnn import backends
+    from .lm_reference import cross_entropy
+
+    check_lm(lm)
+    dtype = check_lm_params(lm, params)
+    corpus = np.asarray(corpus)
+    usable = ((len(corpus) - 1) // batch_size) * batch_size
+    if usable == 0:
+        raise ValueError(f"corpus must hold more than batch_size={batch_size} tokens, got {len(corpus)}")
+    xs = corpus[:usable].reshape(batch_size, -1)
+    ys = corpus[1:usable + 1].reshape(batch_size, -1)
+    impl = backends.get(backend)
+    flat = validate.check_state(lm.rnn, None, batch_size, dtype)
+    total = 0.0
+    for start in range(0, xs.shape[1], num_steps):
+        x = check_tokens("corpus", xs[:, start:start + num_steps], lm.vocab_size)
+        out, flat = impl.lm_logits(lm, params, x, flat)
+        total += float(cross_entropy(out.astype(np.float64), ys[:, start:start + num_steps].T).sum())
+    return float(np.exp(total / xs.size))
+
+
+def generate(lm: LanguageModel, params: dict, vocab, prefix: str, num_preds: int = 50,
+             backend: str = "numpy", kind: str = "char", temperature: float = 0.0, seed: int = 0) -> str:
+    """``prefix`` followed by ``num_preds`` predicted tokens (d2l's predict).
+
+    The prefix is lower-cased and tokenized like the corpus (tokens not in ``vocab`` read as <unk>) and
+    warms the state up; then each step feeds the last token back. temperature == 0 picks the most likely
+    token (greedy); temperature > 0 samples from softmax(logits / temperature) with a generator seeded by
+    ``seed``, so one seed gives one text on every backend (up to ties in floating point).
+    """
+    from .lm_reference import log_softmax
+    from .text import tokenize
+
+    check_lm(lm)
+    check_lm_params(lm, params)
+    if len(vocab) != lm.vocab_size:
+        raise ValueError(f"vocab has {len(vocab)} tokens but the model's vocab_size is {lm.vocab_size}")
+    if isinstance(num_preds, bool) or not isinstance(num_preds, int) or num_preds < 0:
+        raise ValueError(f"num_preds must be a non-negative int, got {num_preds!r}")
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    tokens = tokenize(prefix.lower(), kind)
+    if not tokens:
+        raise ValueError(f"prefix must hold at least one {kind} token, got {prefix!r}")
+    rng = np.random.default_rng(seed)
+    out, state = logits(lm, params, vocab.encode(tokens)[None, :], None, backend)
+    generated = []
+    for _ in range(num_preds):
+        last = out[0, -1].astype(np.float64)
+        if temperature == 0:
+            token = int(np.argmax(last))
+        else:
+            probs = np.exp(log_softmax(last / temperature))
+            token = int(rng.choice(lm.vocab_size, p=probs / probs.sum()))
+        generated.append(token)
+        out, state = logits(lm, params, np.array([[token]]), state, backend)
+    joiner = "" if kind == "char" else " "
+    return joiner.join(tokens + vocab.decode(generated))
