@@ -44,6 +44,11 @@ class Backend(FrameworkBackend):
     def flip(self, x):
         return jnp.flip(x, 0)
 
+    def reverse_padded(self, x, lengths):
+        t = jnp.arange(x.shape[0])[:, None]
+        index = jnp.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length
+        return jnp.take_along_axis(x, index[:, :, None], axis=0)
+
     def swap01(self, x):
         return jnp.swapaxes(x, 0, 1)
 
@@ -53,21 +58,23 @@ class Backend(FrameworkBackend):
     def scan(self, step, carry, xs):
         return jax.lax.scan(step, carry, xs)
 
-    def _forward_impl(self, model, params, xs, flat_state):
-        return recurrence.run(self, model, params, xs, flat_state)
+    def _forward_impl(self, model, params, xs, flat_state, padding=None):
+        return recurrence.run(self, model, params, xs, flat_state, padding=padding)
 
-    def _loss(self, model, params, xs, flat_state, cotangent):
-        return jnp.sum(recurrence.run(self, model, params, xs, flat_state)[0] * cotangent)
+    def _loss(self, model, params, xs, flat_state, cotangent, padding=None):
+        return jnp.sum(recurrence.run(self, model, params, xs, flat_state, padding=padding)[0]
+                       * cotangent)
 
-    def forward(self, model, params, xs, flat_state):
+    def forward(self, model, params, xs, flat_state, lengths=None):
         with _precision(xs.dtype):
-            ys, finals = self._forward(model, *self._to_framework(params, xs, flat_state))
+            ys, finals = self._forward(model, *self._to_framework(params, xs, flat_state),
+                                       self._padding(model, xs, lengths))
             return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
-    def gradients(self, model, params, xs, flat_state, cotangent):
+    def gradients(self, model, params, xs, flat_state, cotangent, lengths=None):
         with _precision(xs.dtype):
             grads = self._gradients(model, *self._to_framework(params, xs, flat_state),
-                                    jnp.asarray(cotangent))
+                                    jnp.asarray(cotangent), self._padding(model, xs, lengths))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):

@@ -46,6 +46,9 @@ class Backend(FrameworkBackend):
     def flip(self, x):
         return tf.reverse(x, [0])
 
+    def reverse_padded(self, x, lengths):
+        return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
+
     def swap01(self, x):
         return tf.experimental.numpy.swapaxes(x, 0, 1)
 
@@ -71,23 +74,25 @@ class Backend(FrameworkBackend):
                                               reduce_retracing=True)
         return self._compiled[key]
 
-    def _run_graph(self, model, params, xs, flat_state):
-        return recurrence.run(self, model, params, xs, flat_state)
+    def _run_graph(self, model, params, xs, flat_state, padding=None):
+        return recurrence.run(self, model, params, xs, flat_state, padding=padding)
 
-    def _grad_graph(self, model, params, xs, flat_state, cotangent):
+    def _grad_graph(self, model, params, xs, flat_state, cotangent, padding=None):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            ys, _ = recurrence.run(self, model, params, xs, flat_state)
+            ys, _ = recurrence.run(self, model, params, xs, flat_state, padding=padding)
             loss = tf.reduce_sum(ys * cotangent)
         return tape.gradient(loss, params)
 
-    def forward(self, model, params, xs, flat_state):
-        ys, finals = self._function("_run_graph", model)(*self._to_framework(params, xs, flat_state))
+    def forward(self, model, params, xs, flat_state, lengths=None):
+        ys, finals = self._function("_run_graph", model)(*self._to_framework(params, xs, flat_state),
+                                                         self._padding(model, xs, lengths))
         return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
-    def gradients(self, model, params, xs, flat_state, cotangent):
+    def gradients(self, model, params, xs, flat_state, cotangent, lengths=None):
         grads = self._function("_grad_graph", model)(*self._to_framework(params, xs, flat_state),
-                                                      self.asarray(cotangent))
+                                                      self.asarray(cotangent),
+                                                      self._padding(model, xs, lengths))
         return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):

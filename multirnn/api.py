@@ -8,40 +8,55 @@ from .spec import RecurrentSpec
 from .state import nest_state
 
 
-def _prepare(model, params, inputs, state, backend):
+def _prepare(model, params, inputs, state, backend, lengths=None):
     from multirnn import backends  # the registry imports no framework itself
 
     validate.check_model(model)
     dtype = validate.check_params(model, params)
     xs = validate.check_inputs(model, inputs, dtype)
     flat = validate.check_state(model, state, xs.shape[1], dtype)
-    return backends.get(backend), dtype, xs, flat
+    lengths = validate.check_lengths(lengths, xs.shape[1], xs.shape[0])
+    return backends.get(backend), dtype, xs, flat, lengths
 
 
 def _user_layout(model: RecurrentSpec, ys: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ys.swapaxes(0, 1)) if model.batch_first else ys
 
 
-def forward(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None, backend: str = "numpy"):
+def _lengths_kwargs(lengths):
+    # Backends see ``lengths`` only when some sequence is short: the full-length path stays as it was.
+    return {} if lengths is None else {"lengths": lengths}
+
+
+def forward(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None, backend: str = "numpy",
+            lengths=None):
     """Run ``model`` with ``params`` on ``inputs`` using ``backend``; returns ``(outputs, state)``.
 
     inputs: (num_steps, batch, num_inputs), or (batch, num_steps, num_inputs) when model.batch_first,
     in the params' dtype. state: see multirnn.spec (None = zeros). outputs: same layout as inputs with
     model.output_size features. A zero-length sequence gives empty outputs and the state unchanged.
+
+    lengths (optional, ints of shape (batch,), 0 <= lengths[b] <= num_steps) makes a padded batch, as
+    torch packed sequences / ONNX sequence_lens: sequence b is its first lengths[b] steps; outputs at
+    later steps are zero, its final state is the state after its own last step (the initial state
+    when lengths[b] == 0), and a bidirectional backward direction reverses each sequence within its
+    own length. Inputs, params and state must be finite.
     """
-    impl, dtype, xs, flat = _prepare(model, params, inputs, state, backend)
+    impl, dtype, xs, flat, lengths = _prepare(model, params, inputs, state, backend, lengths)
     if xs.shape[0] == 0:
         ys = np.zeros((0, xs.shape[1], model.output_size), dtype)
         return _user_layout(model, ys), nest_state(model, [tuple(a.copy() for a in u) for u in flat])
-    ys, finals = impl.forward(model, params, np.ascontiguousarray(xs), flat)
+    ys, finals = impl.forward(model, params, np.ascontiguousarray(xs), flat, **_lengths_kwargs(lengths))
     return _user_layout(model, ys), nest_state(model, finals)
 
 
 def gradients(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None,
-              backend: str = "numpy", cotangent: np.ndarray | None = None) -> dict[str, np.ndarray]:
+              backend: str = "numpy", cotangent: np.ndarray | None = None,
+              lengths=None) -> dict[str, np.ndarray]:
     """Gradients of ``sum(outputs * cotangent)`` (cotangent defaults to ones) for every parameter,
-    computed by the backend's own autodiff (by hand-written BPTT for ``numpy``)."""
-    impl, dtype, xs, flat = _prepare(model, params, inputs, state, backend)
+    computed by the backend's own autodiff (by hand-written BPTT for ``numpy``). ``lengths`` as in
+    forward: the cotangent at padded steps has no effect."""
+    impl, dtype, xs, flat, lengths = _prepare(model, params, inputs, state, backend, lengths)
     steps, batch = xs.shape[:2]
     out_shape = (batch, steps) if model.batch_first else (steps, batch)
     if cotangent is None:
@@ -50,7 +65,8 @@ def gradients(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None
     if steps == 0:
         return {name: np.zeros_like(value) for name, value in params.items()}
     cot = cotangent.swapaxes(0, 1) if model.batch_first else cotangent
-    return impl.gradients(model, params, np.ascontiguousarray(xs), flat, np.ascontiguousarray(cot))
+    return impl.gradients(model, params, np.ascontiguousarray(xs), flat, np.ascontiguousarray(cot),
+                          **_lengths_kwargs(lengths))
 
 
 def native_layer(model: RecurrentSpec, params: dict | None = None, backend: str = "torch",
