@@ -24,7 +24,8 @@ class FrameworkBackend:
         if lengths is None:
             return None
         valid = np.arange(xs.shape[0])[:, None] < lengths[None, :]  # (T, B)
-        mask = np.repeat(valid[:, :, None], model.num_hiddens, axis=2).astype(xs.dtype)
+        blocks = np.concatenate([valid[:, :, None], ~valid[:, :, None]], axis=2)  # [m, 1 - m]
+        mask = np.repeat(blocks, model.num_hiddens, axis=2).astype(xs.dtype)
         return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(mask))
 
     def _to_framework(self, params, xs, flat_state):

@@ -5,10 +5,11 @@ every network of the spec from them. The input projection X·W of a whole sequen
 time loop into one big matmul; the loop body only does the recurrent matmul and the gate arithmetic.
 
 Variable-length batches (``Padding``, like torch packed sequences / ONNX sequence_lens): sequence b is
-valid for its first ``lengths[b]`` steps. A 0/1 step mask travels with the projected inputs through
-``scan`` (so ``scan`` keeps its one-array contract); a padded step keeps the state (``h = m·h_new +
-(1-m)·h_old``) and outputs zero, and the backward direction reverses each sequence within its own
-length (``Ops.reverse_padded``). With no padding, none of this runs.
+valid for its first ``lengths[b]`` steps. A 0/1 step mask m (and 1-m) travels with the projected
+inputs through ``scan`` (so ``scan`` keeps its one-array contract); a padded step keeps the state
+(``h = m·h_new + (1-m)·h_old``, exact for m in {0, 1}), outputs are zeroed after the scan in one
+multiply, and the backward direction reverses each sequence within its own length
+(``Ops.reverse_padded``). With no padding, none of this runs.
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ class Ops(Protocol):
 class Padding(NamedTuple):
     """Per-sequence lengths of a padded time-major batch, as framework arrays.
 
-    lengths: int (batch,); mask: (num_steps, batch, num_hiddens) in the compute dtype, 1 where
-    t < lengths[b] and 0 elsewhere (H wide, so it concatenates with the projected gates).
+    lengths: int (batch,); mask: (num_steps, batch, 2·num_hiddens) in the compute dtype, the blocks
+    [m, 1 - m] with m = 1 where t < lengths[b] and 0 elsewhere. H-wide blocks, so they concatenate
+    with the projected gates and split off again with the equal-parts ``split``; 1 - m is computed
+    once here, not once per step.
     """
 
     lengths: Array
@@ -119,13 +122,13 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
 
 
 def masked_step(ops: Ops, step: Callable, num_gates: int) -> Callable:
-    """Wrap a step whose input carries the mask as one extra H-wide block after the gates: a padded
-    step (mask 0) keeps the carry and outputs zero."""
+    """Wrap a step whose input carries [m, 1 - m] as two extra H-wide blocks after the gates: a padded
+    step (m = 0) keeps the carry. Its output is zeroed after the scan, not here."""
     def step_with_mask(carry, xpm):
-        *gates, m = ops.split(xpm, num_gates + 1)
+        *gates, keep_new, keep_old = ops.split(xpm, num_gates + 2)
         new_carry, h = step(carry, gates[0] if num_gates == 1 else ops.concat(gates, axis=-1))
-        kept = tuple(m * new + (1 - m) * old for new, old in zip(new_carry, carry))
-        return kept, m * h
+        kept = tuple(keep_new * new + keep_old * old for new, old in zip(new_carry, carry))
+        return kept, kept[0]
     return step_with_mask
 
 
@@ -139,9 +142,10 @@ def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tup
     step = make_step(ops, model, p)
     if padding is not None:
         num_gates = len(CELL_GATES[model.cell])
-        # the mask rides along as one more H-wide block, so scan still sees a single array
+        # the mask rides along as two more H-wide blocks, so scan still sees a single array
         projected = ops.concat([projected, padding.mask], axis=-1)
-        step = masked_step(ops, step, num_gates)
+        final, ys = ops.scan(masked_step(ops, step, num_gates), tuple(state), projected)
+        return ys * ops.split(padding.mask, 2)[0], final  # zero outputs at padded steps
     final, ys = ops.scan(step, tuple(state), projected)
     return ys, final
 
