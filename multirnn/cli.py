@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-SUBCOMMAND_MODULES: list[str] = []  # e.g. "multirnn.port.cli": modules adding more subcommands
+# Modules adding more subcommands (each with register(subparsers)), e.g. "multirnn.port.cli".
+SUBCOMMAND_MODULES: list[str] = ["multirnn.checkpoint_cli"]
 
 
 def _compare(args) -> int:

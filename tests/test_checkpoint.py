@@ -319,3 +319,22 @@ def test_fuzzed_files_never_crash_the_loader(tmp_path, pristine, data):
     cut = data.draw(st.integers(0, len(mutated)), label="truncate to")
     tail = data.draw(st.binary(max_size=8), label="appended")
     load_or_clear_error(tmp_path, bytes(mutated[:cut]) + tail, original)
+
+
+def test_cli_verifies_checkpoints(tmp_path, capsys):
+    from multirnn.cli import main
+
+    model = SPECS[2]
+    path = checkpoint.save(tmp_path / "m.npz", model, multirnn.init_params(model, seed=4), seed=4,
+                           arrays={"emb": np.zeros((2, 3))})
+    assert main(["checkpoint", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] and summary["metadata"]["seed"] == 4
+    assert summary["arrays"]["emb"] == ["float64", 2, 3]
+    assert summary["params"]["l1.bwd.W_xz"] == [8, 4]
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    assert main(["checkpoint", str(path)]) == 1
+    assert "corrupt" in capsys.readouterr().err
+    assert main(["checkpoint", str(tmp_path / "missing.npz")]) == 1
