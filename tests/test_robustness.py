@@ -117,3 +117,58 @@ def test_same_seed_same_inputs_bit_identical(backend_or_numpy, dtype="float32"):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(multirnn.init_params(model, 5)["bwd.W_xc"],
                                   multirnn.init_params(model, 5)["bwd.W_xc"])
+
+
+
+def digests(names) -> dict:
+    """SHA-256 of outputs, state and gradients of a fixed float32 case with lengths, per backend."""
+    import hashlib
+
+    from multirnn.params import randomize_biases
+
+    model = multirnn.RecurrentSpec(3, 4, cell="gru", num_layers=2, bidirectional=True, reset_after=True)
+    params = randomize_biases(model, multirnn.init_params(model, 21, "float32"), 22, 0.5)
+    inputs = np.random.default_rng(23).normal(size=(6, 3, 3)).astype("float32")
+    lengths = np.array([6, 4, 1])
+    result = {}
+    for backend in names:
+        digest = hashlib.sha256()
+        out, state = multirnn.forward(model, params, inputs, backend=backend, lengths=lengths)
+        grads = multirnn.gradients(model, params, inputs, backend=backend, lengths=lengths)
+        for array in [out, *flat_arrays(model, state), *[grads[k] for k in sorted(grads)]]:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        result[backend] = digest.hexdigest()
+    return result
+
+
+def flat_arrays(model, state):
+    return [a for unit in flatten_state(model, state) for a in unit]
+
+
+def test_bit_identical_across_processes():
+    """Run to run means separate processes too: a fresh interpreter gives the very same bits as this
+    one on every backend (one subprocess for all backends, to keep import time down)."""
+    import subprocess
+    import tempfile
+
+    from conftest import load_backend
+
+    from multirnn import backends
+
+    names = ["numpy"]
+    for name in backends.FRAMEWORKS:
+        try:
+            load_backend(name)
+            names.append(name)
+        except pytest.skip.Exception:
+            pass
+    fresh = subprocess.run([sys.executable, __file__, *names], check=True, text=True,
+                           capture_output=True, cwd=tempfile.gettempdir()).stdout
+    there = dict(parts for parts in map(str.split, fresh.splitlines())
+                 if len(parts) == 2 and parts[0] in names)  # skip any framework chatter
+    assert there == digests(names)
+
+
+if __name__ == "__main__":  # the fresh process of test_bit_identical_across_processes
+    for backend_name, hex_digest in digests(sys.argv[1:]).items():
+        print(backend_name, hex_digest)
