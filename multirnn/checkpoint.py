@@ -82,22 +82,29 @@ def save(path, model: RecurrentSpec, params: dict, *, arrays: dict | None = None
     return path
 
 
-def load(path) -> tuple[RecurrentSpec, dict, dict]:
+def load(path, model: RecurrentSpec | None = None) -> tuple[RecurrentSpec, dict, dict]:
     """``(model, params, metadata)`` from a checkpoint; metadata holds the user's entries plus
-    ``multirnn_version``, ``format_version`` and ``dtype``. Extra arrays: see ``read``."""
-    return read(path)[:3]
+    ``multirnn_version``, ``format_version`` and ``dtype``. Extra arrays: see ``read``. Given
+    ``model``, the stored spec must equal it."""
+    return read(path, model)[:3]
 
 
-def read(path) -> Checkpoint:
-    """The whole checkpoint: ``Checkpoint(model, params, metadata, arrays)``."""
+def read(path, model: RecurrentSpec | None = None) -> Checkpoint:
+    """The whole checkpoint: ``Checkpoint(model, params, metadata, arrays)``; given ``model``, the
+    stored spec must equal it."""
+    if model is not None:
+        validate.check_model(model)
     with open(path, "rb") as file:  # a missing file or a directory raises the usual OSError
         try:
-            return _read(file, str(path))
+            loaded = _read(file, str(path))
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged zip can fail anywhere inside zipfile/numpy
             raise CheckpointError(f"{path}: corrupt or truncated checkpoint "
                                   f"({type(exc).__name__}: {exc})") from exc
+    if model is not None and loaded.model != model:
+        raise CheckpointError(f"{path}: holds {loaded.model!r}, expected {model!r}")
+    return loaded
 
 
 # ---- reading ----

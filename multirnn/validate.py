@@ -16,7 +16,10 @@ def check_model(model) -> RecurrentSpec:
 
 def check_finite(name: str, value: np.ndarray) -> np.ndarray:
     """No nan/inf: one would silently poison every later step, so fail here and say where."""
-    if not np.all(np.isfinite(value)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(value)):  # fast path: nan/inf anywhere makes the sum non-finite
+            return value
+    if not np.all(np.isfinite(value)):  # the sum may also have overflowed: check exactly
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
         raise ValueError(f"{name} must be finite, got {value[bad]} at index {bad} "
                          f"({int(np.sum(~np.isfinite(value)))} non-finite values)")

@@ -277,8 +277,9 @@ def pristine(tmp_path_factory):
     return path.read_bytes(), checkpoint.read(path)
 
 
-def load_or_clear_error(tmp_path, blob, original):
-    """The loader's contract: a clear CheckpointError, or exactly the original content."""
+def load_or_clear_error(tmp_path, blob, original, edited=None):
+    """The loader's contract: a clear CheckpointError, or exactly the original content (except the
+    ``edited`` header entry, when a test rewrote one consistently)."""
     path = tmp_path / "fuzzed.npz"
     path.write_bytes(blob)
     try:
@@ -286,7 +287,12 @@ def load_or_clear_error(tmp_path, blob, original):
     except CheckpointError as exc:
         assert str(path) in str(exc)
         return False
-    assert_same_checkpoint(got, original.model, original.params, original.arrays, seed=3)
+    if edited is None:
+        assert_same_checkpoint(got, original.model, original.params, original.arrays, seed=3)
+    else:  # a spec that still fits the params (e.g. another sigma) is a valid, different checkpoint
+        multirnn.validate.check_params(got.model, got.params)
+        model = got.model if edited == "spec" else original.model
+        assert_same_checkpoint(got, model, original.params, original.arrays)
     return True
 
 
@@ -338,3 +344,54 @@ def test_cli_verifies_checkpoints(tmp_path, capsys):
     assert main(["checkpoint", str(path)]) == 1
     assert "corrupt" in capsys.readouterr().err
     assert main(["checkpoint", str(tmp_path / "missing.npz")]) == 1
+
+
+def test_expected_model_must_match(tmp_path):
+    model = SPECS[1]
+    path = checkpoint.save(tmp_path / "m.npz", model, multirnn.init_params(model, seed=0))
+    assert checkpoint.load(path, model)[0] == model
+    with pytest.raises(CheckpointError, match=r"holds BiRNNScratch\(num_inputs=2.*expected RNNScratch"):
+        checkpoint.load(path, multirnn.RNNScratch(2, 3))
+    with pytest.raises(TypeError, match="model must be a multirnn spec"):
+        checkpoint.load(path, "BiRNNScratch")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children,
+                                                                      max_size=3),
+    max_leaves=6)
+
+
+def header_paths(node, prefix=()):
+    """Every key path inside the JSON header, so a random one can be replaced."""
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from header_paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from header_paths(value, prefix + (index,))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_headers_never_crash_the_loader(tmp_path, pristine, data):
+    """Structure-aware fuzzing: a well-formed zip whose JSON header has one value replaced by random
+    JSON (type confusion, absurd shapes, wrong hashes) still gives a CheckpointError or the original."""
+    blob, original = pristine
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    header = json.loads(members["multirnn.json"])
+    path = data.draw(st.sampled_from(sorted(filter(None, header_paths(header)), key=repr)), label="path")
+    target = header
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = data.draw(JSON_VALUES, label="value")
+    members["multirnn.json"] = json.dumps(header).encode()
+    buffer = io.BytesIO()
+    write_zip(buffer, members)
+    # A consistent edit of the metadata, the writer's version or the spec is not corruption: the
+    # loader may accept it if the params still fit; anything else must match the original.
+    edited = path[0] if path[0] in ("metadata", "multirnn_version", "spec") else None
+    load_or_clear_error(tmp_path, buffer.getvalue(), original, edited)

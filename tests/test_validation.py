@@ -117,6 +117,14 @@ def test_bad_model_and_backend():
         multirnn.RNNScratch(3, 0)
     with pytest.raises(ValueError, match=r"nonlinearity='relu' applies to cell='rnn' only"):
         multirnn.RecurrentSpec(3, 4, cell="gru", nonlinearity="relu")
+    with pytest.raises(TypeError, match=r"bidirectional must be a bool, got 'yes'"):
+        multirnn.RecurrentSpec(3, 4, bidirectional="yes")
+    with pytest.raises(TypeError, match=r"batch_first must be a bool, got 1"):
+        multirnn.RNNScratch(3, 4, batch_first=1)
+    with pytest.raises(ValueError, match=r"sigma must be a non-negative float, got nan"):
+        multirnn.RNNScratch(3, 4, sigma=float("nan"))
+    with pytest.raises(ValueError, match=r"num_layers must be a positive int, got 2.0"):
+        multirnn.RecurrentSpec(3, 4, num_layers=2.0)
 
 
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
