@@ -13,10 +13,19 @@ class FrameworkBackend:
     name = ""
     version = ""
 
-    def forward(self, model, params, xs, flat_state, masks=None):
+    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         """Time-major numpy in, numpy out: (outputs, flat final state)."""
-        ys, finals = recurrence.run(self, model, *self._to_framework(params, xs, flat_state, masks))
+        ys, finals = recurrence.run(self, model, *self._to_framework(params, xs, flat_state, masks),
+                                    padding=self._padding(model, xs, lengths))
         return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
+    def _padding(self, model, xs, lengths):
+        """numpy lengths (or None) -> recurrence.Padding of framework arrays (or None)."""
+        if lengths is None:
+            return None
+        valid = np.arange(xs.shape[0])[:, None] < lengths[None, :]  # (T, B)
+        blocks = np.concatenate([valid[:, :, None], ~valid[:, :, None]], axis=2)  # [m, 1 - m]
+        mask = np.repeat(blocks, model.num_hiddens, axis=2).astype(xs.dtype)
+        return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(mask))
 
     def _to_framework(self, params, xs, flat_state, masks=None):
         """numpy -> framework arrays for the arguments of multirnn.recurrence.run."""

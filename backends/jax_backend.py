@@ -48,6 +48,11 @@ class Backend(FrameworkBackend):
     def flip(self, x):
         return jnp.flip(x, 0)
 
+    def reverse_padded(self, x, lengths):
+        t = jnp.arange(x.shape[0])[:, None]
+        index = jnp.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length
+        return jnp.take_along_axis(x, index[:, :, None], axis=0)
+
     def swap01(self, x):
         return jnp.swapaxes(x, 0, 1)
 
@@ -69,21 +74,23 @@ class Backend(FrameworkBackend):
     def scan(self, step, carry, xs):
         return jax.lax.scan(step, carry, xs)
 
-    def _forward_impl(self, model, params, xs, flat_state, masks):
-        return recurrence.run(self, model, params, xs, flat_state, masks)
+    def _forward_impl(self, model, params, xs, flat_state, masks, padding):
+        return recurrence.run(self, model, params, xs, flat_state, masks, padding)
 
-    def _loss(self, model, params, xs, flat_state, masks, cotangent):
-        return jnp.sum(recurrence.run(self, model, params, xs, flat_state, masks)[0] * cotangent)
+    def _loss(self, model, params, xs, flat_state, masks, padding, cotangent):
+        return jnp.sum(recurrence.run(self, model, params, xs, flat_state, masks, padding)[0]
+                       * cotangent)
 
-    def forward(self, model, params, xs, flat_state, masks=None):
+    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         with _precision(xs.dtype):
-            ys, finals = self._forward(model, *self._to_framework(params, xs, flat_state, masks))
+            ys, finals = self._forward(model, *self._to_framework(params, xs, flat_state, masks),
+                                       self._padding(model, xs, lengths))
             return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
         with _precision(xs.dtype):
             grads = self._gradients(model, *self._to_framework(params, xs, flat_state, masks),
-                                    jnp.asarray(cotangent))
+                                    self._padding(model, xs, lengths), jnp.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def lm_logits(self, model, params, tokens, flat_state):

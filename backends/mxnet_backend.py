@@ -39,6 +39,9 @@ class Backend(FrameworkBackend):
     def flip(self, x):
         return mx.nd.flip(x, axis=0)
 
+    def reverse_padded(self, x, lengths):
+        return mx.nd.SequenceReverse(x, sequence_length=lengths.astype(x.dtype), use_sequence_length=True)
+
     def swap01(self, x):
         return mx.nd.swapaxes(x, 0, 1)
 
@@ -67,12 +70,13 @@ class Backend(FrameworkBackend):
             ys.append(y)
         return carry, mx.nd.stack(*ys, axis=0)
 
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
+        padding = self._padding(model, xs, lengths)
         p, xs, flat_state, masks = self._to_framework(params, xs, flat_state, masks)
         for value in p.values():
             value.attach_grad()
         with mx.autograd.record():
-            ys, _ = recurrence.run(self, model, p, xs, flat_state, masks)
+            ys, _ = recurrence.run(self, model, p, xs, flat_state, masks, padding)
         ys.backward(self.asarray(cotangent))
         return {name: self.to_numpy(value.grad) for name, value in p.items()}
 

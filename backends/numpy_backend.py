@@ -33,6 +33,11 @@ class NumpyOps(FrameworkBackend):
     def flip(self, x):
         return x[::-1]
 
+    def reverse_padded(self, x, lengths):
+        t = np.arange(x.shape[0])[:, None]
+        index = np.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length
+        return np.take_along_axis(x, index[:, :, None], axis=0)
+
     def swap01(self, x):
         return x.swapaxes(0, 1)
 
@@ -63,11 +68,15 @@ class NumpyOps(FrameworkBackend):
 class Backend(NumpyOps):
     name = "numpy"
 
-    def forward(self, model, params, xs, flat_state, masks=None):
+    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
+        if lengths is not None:
+            return reference.forward_padded(model, params, xs, flat_state, lengths, masks)
         ys, finals, _ = reference.forward(model, params, xs, flat_state, masks)
         return ys, finals
 
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
+        if lengths is not None:
+            return reference.gradients_padded(model, params, xs, flat_state, lengths, cotangent, masks)
         _, _, tape = reference.forward(model, params, xs, flat_state, masks)
         return reference.backward(model, params, tape, cotangent, masks=masks)[0]
 

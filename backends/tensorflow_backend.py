@@ -46,6 +46,9 @@ class Backend(FrameworkBackend):
     def flip(self, x):
         return tf.reverse(x, [0])
 
+    def reverse_padded(self, x, lengths):
+        return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
+
     def swap01(self, x):
         return tf.experimental.numpy.swapaxes(x, 0, 1)
 
@@ -83,13 +86,13 @@ class Backend(FrameworkBackend):
                                               reduce_retracing=True)
         return self._compiled[key]
 
-    def _run_graph(self, model, params, xs, flat_state, masks):
-        return recurrence.run(self, model, params, xs, flat_state, masks)
+    def _run_graph(self, model, params, xs, flat_state, masks, padding):
+        return recurrence.run(self, model, params, xs, flat_state, masks, padding)
 
-    def _grad_graph(self, model, params, xs, flat_state, masks, cotangent):
+    def _grad_graph(self, model, params, xs, flat_state, masks, padding, cotangent):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            ys, _ = recurrence.run(self, model, params, xs, flat_state, masks)
+            ys, _ = recurrence.run(self, model, params, xs, flat_state, masks, padding)
             loss = tf.reduce_sum(ys * cotangent)
         return tape.gradient(loss, params)
 
@@ -117,14 +120,15 @@ class Backend(FrameworkBackend):
                 [tuple(self.to_numpy(a) for a in unit) for unit in d_state],
                 [tuple(self.to_numpy(a) for a in unit) for unit in finals])
 
-    def forward(self, model, params, xs, flat_state, masks=None):
+    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         ys, finals = self._function("_run_graph", model)(
-            *self._to_framework(params, xs, flat_state, masks))
+            *self._to_framework(params, xs, flat_state, masks), self._padding(model, xs, lengths))
         return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
-        grads = self._function("_grad_graph", model)(*self._to_framework(params, xs, flat_state, masks),
-                                                      self.asarray(cotangent))
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
+        grads = self._function("_grad_graph", model)(
+            *self._to_framework(params, xs, flat_state, masks), self._padding(model, xs, lengths),
+            self.asarray(cotangent))
         return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):

@@ -34,6 +34,11 @@ class Backend(FrameworkBackend):
     def flip(self, x):
         return torch.flip(x, (0,))
 
+    def reverse_padded(self, x, lengths):
+        t = torch.arange(x.shape[0])[:, None]
+        index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length
+        return torch.gather(x, 0, index[:, :, None].expand(x.shape))
+
     def swap01(self, x):
         return x.transpose(0, 1)
 
@@ -59,11 +64,12 @@ class Backend(FrameworkBackend):
             ys.append(y)
         return carry, torch.stack(ys)
 
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None):
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
+        padding = self._padding(model, xs, lengths)
         p, xs, flat_state, masks = self._to_framework(params, xs, flat_state, masks)
         for value in p.values():
             value.requires_grad_(True)
-        ys, _ = recurrence.run(self, model, p, xs, flat_state, masks)
+        ys, _ = recurrence.run(self, model, p, xs, flat_state, masks, padding)
         ys.backward(self.asarray(cotangent))  # vector-Jacobian product = d sum(ys * cotangent)
         return {name: self.to_numpy(value.grad) for name, value in p.items()}
 

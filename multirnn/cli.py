@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-SUBCOMMAND_MODULES: list[str] = ["multirnn.port.cli", "multirnn.lm_cli"]  # modules adding subcommands
+# Modules adding more subcommands, each with register(subparsers).
+SUBCOMMAND_MODULES: list[str] = ["multirnn.port.cli", "multirnn.lm_cli", "multirnn.checkpoint_cli"]
 
 
 def _compare(args) -> int:

@@ -3,10 +3,17 @@
 Backends never re-implement a cell: they supply ``matmul``/``tanh``/``scan``/... and this module builds
 every network of the spec from them. The input projection X·W of a whole sequence is hoisted out of the
 time loop into one big matmul; the loop body only does the recurrent matmul and the gate arithmetic.
+
+Variable-length batches (``Padding``, like torch packed sequences / ONNX sequence_lens): sequence b is
+valid for its first ``lengths[b]`` steps. A 0/1 step mask m (and 1-m) travels with the projected
+inputs through ``scan`` (so ``scan`` keeps its one-array contract); a padded step keeps the state
+(``h = m·h_new + (1-m)·h_old``, exact for m in {0, 1}), outputs are zeroed after the scan in one
+multiply, and the backward direction reverses each sequence within its own length
+(``Ops.reverse_padded``). With no padding, none of this runs.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 from .spec import CELL_GATES, RecurrentSpec
 
@@ -25,6 +32,21 @@ class Ops(Protocol):
     def flip(self, x: Array) -> Array: ...  # reverse axis 0 (time)
     def scan(self, step: Callable, carry: tuple, xs: Array) -> tuple[tuple, Array]: ...
     # scan: carry, y = step(carry, xs[t]) for t in order; returns (final carry, stacked ys)
+    def reverse_padded(self, x: Array, lengths: Array) -> Array: ...
+    # reverse_padded: y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]
+
+
+class Padding(NamedTuple):
+    """Per-sequence lengths of a padded time-major batch, as framework arrays.
+
+    lengths: int (batch,); mask: (num_steps, batch, 2·num_hiddens) in the compute dtype, the blocks
+    [m, 1 - m] with m = 1 where t < lengths[b] and 0 elsewhere. H-wide blocks, so they concatenate
+    with the projected gates and split off again with the equal-parts ``split``; 1 - m is computed
+    once here, not once per step.
+    """
+
+    lengths: Array
+    mask: Array
 
 
 def unit_params(params: dict, prefix: str) -> dict:
@@ -99,22 +121,48 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
     return gru_before_step
 
 
-def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple):
+def masked_step(ops: Ops, step: Callable, num_gates: int) -> Callable:
+    """Wrap a step whose input carries [m, 1 - m] as two extra H-wide blocks after the gates: a padded
+    step (m = 0) keeps the carry. Its output is zeroed after the scan, not here."""
+    def step_with_mask(carry, xpm):
+        *gates, keep_new, keep_old = ops.split(xpm, num_gates + 2)
+        new_carry, h = step(carry, gates[0] if num_gates == 1 else ops.concat(gates, axis=-1))
+        kept = tuple(keep_new * new + keep_old * old for new, old in zip(new_carry, carry))
+        return kept, kept[0]
+    return step_with_mask
+
+
+def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple,
+                  padding: Padding | None = None):
     """One unit over a time-major sequence: returns (outputs (T, B, H), final state tuple)."""
     weight, bias = input_projection(ops, model, p)
     projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
     if bias is not None:
         projected = projected + bias
-    final, ys = ops.scan(make_step(ops, model, p), tuple(state), projected)
+    step = make_step(ops, model, p)
+    if padding is not None:
+        num_gates = len(CELL_GATES[model.cell])
+        # the mask rides along as two more H-wide blocks, so scan still sees a single array
+        projected = ops.concat([projected, padding.mask], axis=-1)
+        final, ys = ops.scan(masked_step(ops, step, num_gates), tuple(state), projected)
+        return ys * ops.split(padding.mask, 2)[0], final  # zero outputs at padded steps
+    final, ys = ops.scan(step, tuple(state), projected)
     return ys, final
 
 
-def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: list, masks=None):
+def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: list, masks=None,
+        padding: Padding | None = None):
     """The whole network on time-major ``xs``; ``flat_state`` as in multirnn.state.
 
     Returns (outputs (T, B, output_size), flat final state). ``masks[k - 1]`` (optional, drawn by
-    multirnn.dropout) scales the input of layer k: dropout between layers.
+    multirnn.dropout) scales the input of layer k: dropout between layers. ``padding`` (optional)
+    gives per-sequence lengths: see the module docstring.
     """
+    if padding is None:
+        flip = ops.flip
+    else:
+        def flip(x):
+            return ops.reverse_padded(x, padding.lengths)
     finals, outputs, layer_in = [], [], xs
     for index, (layer, direction, prefix, _) in enumerate(model.units()):
         if direction == "fwd" and layer > 0:
@@ -122,8 +170,9 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             if masks is not None:
                 layer_in = layer_in * masks[layer - 1]
             outputs = []
-        seq = ops.flip(layer_in) if direction == "bwd" else layer_in
-        ys, final = run_direction(ops, model, unit_params(params, prefix), seq, flat_state[index])
-        outputs.append(ops.flip(ys) if direction == "bwd" else ys)
+        seq = flip(layer_in) if direction == "bwd" else layer_in
+        ys, final = run_direction(ops, model, unit_params(params, prefix), seq, flat_state[index],
+                                  padding)
+        outputs.append(flip(ys) if direction == "bwd" else ys)
         finals.append(final)
     return (outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)), finals

@@ -198,3 +198,49 @@ def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarr
                 grads[prefix + name] += value
         d_layer_out = d_layer_in if (masks is None or layer == 0) else d_layer_in * masks[layer - 1]
     return grads, d_layer_out, d_initial
+
+
+# ---- variable-length batches: each sequence on its own (an independent check of the masked scan) ----
+
+def _sequence(flat_state, b):
+    return [tuple(a[b:b + 1] for a in unit) for unit in flat_state]
+
+
+def _sequence_masks(masks, b, length):
+    return None if masks is None else [m[:length, b:b + 1] for m in masks]
+
+
+def forward_padded(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list,
+                   lengths: np.ndarray, masks=None):
+    """Sequence b runs alone over its first lengths[b] steps: outputs past it are zero and its final
+    state is the state at its own last step (unchanged when lengths[b] == 0).
+    Returns (outputs, flat final state)."""
+    ys = np.zeros(xs.shape[:2] + (model.output_size,), xs.dtype)
+    finals = [tuple(a.copy() for a in unit) for unit in flat_state]
+    for b, length in enumerate(lengths):
+        if length == 0:
+            continue
+        out, final, _ = forward(model, params, xs[:length, b:b + 1], _sequence(flat_state, b),
+                                _sequence_masks(masks, b, length))
+        ys[:length, b] = out[:, 0]
+        for unit, unit_final in zip(finals, final):
+            for array, value in zip(unit, unit_final):
+                array[b] = value[0]
+    return ys, finals
+
+
+def gradients_padded(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list,
+                     lengths: np.ndarray, d_outputs: np.ndarray, masks=None) -> dict:
+    """Param gradients of sum(outputs * d_outputs) under forward_padded: the sum of each sequence's
+    own BPTT (padded steps contribute nothing)."""
+    grads = {name: np.zeros_like(value) for name, value in params.items()}
+    for b, length in enumerate(lengths):
+        if length == 0:
+            continue
+        sequence_masks = _sequence_masks(masks, b, length)
+        _, _, tape = forward(model, params, xs[:length, b:b + 1], _sequence(flat_state, b),
+                             sequence_masks)
+        for name, value in backward(model, params, tape, d_outputs[:length, b:b + 1],
+                                    masks=sequence_masks)[0].items():
+            grads[name] += value
+    return grads

@@ -30,6 +30,7 @@ layer's state when ``num_layers == 1`` and otherwise a tuple with one entry per 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 # Gate letters per cell, in canonical order. The rnn cell has one "gate": the hidden update itself.
@@ -58,13 +59,17 @@ class RecurrentSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.cell not in CELL_GATES:
+        for name in ("bidirectional", "bias", "batch_first", "reset_after"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.cell, str) or self.cell not in CELL_GATES:
             raise ValueError(f"cell must be one of {sorted(CELL_GATES)}, got {self.cell!r}")
-        if self.nonlinearity not in NONLINEARITIES:
+        if not isinstance(self.nonlinearity, str) or self.nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {self.nonlinearity!r}")
         if self.nonlinearity != "tanh" and self.cell != "rnn":
             raise ValueError(f"nonlinearity={self.nonlinearity!r} applies to cell='rnn' only")
-        if not (isinstance(self.sigma, (int, float)) and self.sigma >= 0):
+        if isinstance(self.sigma, bool) or not (isinstance(self.sigma, (int, float))
+                                                and math.isfinite(self.sigma) and self.sigma >= 0):
             raise ValueError(f"sigma must be a non-negative float, got {self.sigma!r}")
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")

@@ -14,8 +14,21 @@ def check_model(model) -> RecurrentSpec:
     return model
 
 
-def check_params(model: RecurrentSpec, params) -> np.dtype:
-    """Exactly the canonical keys and shapes, one float dtype. Returns that dtype."""
+def check_finite(name: str, value: np.ndarray) -> np.ndarray:
+    """No nan/inf: one would silently poison every later step, so fail here and say where."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(value)):  # fast path: nan/inf anywhere makes the sum non-finite
+            return value
+    if not np.all(np.isfinite(value)):  # the sum may also have overflowed: check exactly
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+        raise ValueError(f"{name} must be finite, got {value[bad]} at index {bad} "
+                         f"({int(np.sum(~np.isfinite(value)))} non-finite values)")
+    return value
+
+
+def check_params(model: RecurrentSpec, params, finite: bool = True) -> np.dtype:
+    """Exactly the canonical keys and shapes, one float dtype (and finite values unless
+    ``finite=False``). Returns that dtype."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of numpy arrays, got {type(params).__name__}")
     expected = model.param_shapes()
@@ -32,14 +45,16 @@ def check_params(model: RecurrentSpec, params) -> np.dtype:
             raise ValueError(f"params[{name!r}] must have shape {shape}, got {value.shape}")
         if value.dtype.name not in FLOAT_DTYPES:
             raise TypeError(f"params[{name!r}] must be float32 or float64, got {value.dtype}")
+        if finite:
+            check_finite(f"params[{name!r}]", value)
         dtypes.add(value.dtype)
     if len(dtypes) != 1:
         raise TypeError(f"params must share one dtype, got {sorted(d.name for d in dtypes)}")
     return dtypes.pop()
 
 
-def check_array(name: str, value, shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """A numpy array of exactly ``shape`` (None = any size) and ``dtype``."""
+def check_array(name: str, value, shape: tuple, dtype: np.dtype, finite: bool = True) -> np.ndarray:
+    """A numpy array of exactly ``shape`` (None = any size) and ``dtype``, finite unless told not."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(value).__name__}")
     shown = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
@@ -47,7 +62,7 @@ def check_array(name: str, value, shape: tuple, dtype: np.dtype) -> np.ndarray:
         raise ValueError(f"{name} must have shape {shown}, got {value.shape}")
     if value.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype} (the params' dtype), got {value.dtype}")
-    return value
+    return check_finite(name, value) if finite else value
 
 
 def check_inputs(model: RecurrentSpec, inputs, dtype: np.dtype) -> np.ndarray:
@@ -55,6 +70,9 @@ def check_inputs(model: RecurrentSpec, inputs, dtype: np.dtype) -> np.ndarray:
     layout = ("batch", "num_steps") if model.batch_first else ("num_steps", "batch")
     if isinstance(inputs, np.ndarray) and inputs.ndim != 3:
         raise ValueError(f"inputs must have rank 3 {layout + ('num_inputs',)}, got shape {inputs.shape}")
+    if isinstance(inputs, np.ndarray) and inputs.shape[2] != model.num_inputs:
+        raise ValueError(f"inputs must have num_inputs={model.num_inputs} features on the last axis "
+                         f"{layout + ('num_inputs',)}, got shape {inputs.shape}")
     check_array("inputs", inputs, (None, None, model.num_inputs), dtype)
     return inputs.swapaxes(0, 1) if model.batch_first else inputs
 
@@ -72,6 +90,26 @@ def check_state(model: RecurrentSpec, state, batch: int, dtype: np.dtype) -> lis
             where = f"state (layer {layer}, {direction}{', ' + 'HC'[k] if model.cell == 'lstm' else ''})"
             check_array(where, array, shape, dtype)
     return flat
+
+
+def check_lengths(lengths, batch: int, num_steps: int) -> np.ndarray | None:
+    """Per-sequence lengths: ints of shape (batch,) with 0 <= length <= num_steps (None = all full).
+    Returns an int64 array, or None when every sequence is full (the unmasked fast path)."""
+    if lengths is None:
+        return None
+    array = np.asarray(lengths) if isinstance(lengths, (list, tuple)) else lengths
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"lengths must be an int numpy.ndarray of shape ({batch},), "
+                        f"got {type(lengths).__name__}")
+    if array.dtype.kind not in "iu" and not (array.size == 0 and array.dtype.kind == "f"):
+        raise TypeError(f"lengths must have an integer dtype, got {array.dtype}")
+    if array.shape != (batch,):
+        raise ValueError(f"lengths must have shape (batch,) = ({batch},), got {array.shape}")
+    if array.size and (array.min() < 0 or array.max() > num_steps):
+        raise ValueError(f"lengths must lie in [0, num_steps={num_steps}], got min {array.min()} "
+                         f"max {array.max()}")
+    array = array.astype(np.int64)
+    return None if np.all(array == num_steps) else array
 
 
 def _check_nesting(model: RecurrentSpec, state) -> None:

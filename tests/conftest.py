@@ -36,6 +36,13 @@ def backend(request) -> str:
     return request.param
 
 
+@pytest.fixture(params=("numpy",) + FRAMEWORKS)
+def backend_or_numpy(request) -> str:
+    """Every backend including the NumPy reference: for behaviour all of them must share."""
+    load_backend(request.param)
+    return request.param
+
+
 def max_error(actual: np.ndarray, expected: np.ndarray, dtype) -> float:
     """Absolute error for float64; for float32, error relative to the reference's largest magnitude."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)

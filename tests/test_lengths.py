@@ -1,0 +1,146 @@
+"""Variable-length batches (``lengths``): every backend against the per-sequence NumPy reference, and
+the semantics checked directly (padded outputs zero, final state = state at the own last step, the
+backward direction reversed within each sequence's own length)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close, make_case, random_state, to_float64
+
+import multirnn
+from multirnn.backends.numpy_backend import NumpyOps
+from multirnn.state import flatten_state
+
+CELLS = {"rnn": {"cell": "rnn"}, "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
+         "gru-before": {"cell": "gru"}, "gru-after": {"cell": "gru", "reset_after": True},
+         "lstm": {"cell": "lstm"}}
+LENGTHS = np.array([5, 2, 0, 4])  # full, short, empty, short
+
+
+def flat_arrays(model, state):
+    return [a for unit in flatten_state(model, state) for a in unit]
+
+
+def time_major(model, array):
+    return array.swapaxes(0, 1) if model.batch_first else array
+
+
+def check_lengths_against_reference(model, backend, dtype, lengths=LENGTHS, given_state=True):
+    batch, steps = len(lengths), 5
+    params, inputs = make_case(model, seed=1, steps=steps, batch=batch, dtype=dtype)
+    state = random_state(model, batch, seed=2, dtype=dtype) if given_state else None
+    shape = (batch, steps) if model.batch_first else (steps, batch)
+    cotangent = np.random.default_rng(3).normal(size=shape + (model.output_size,)).astype(dtype)
+
+    ref_out, ref_state = multirnn.forward(model, to_float64(params), to_float64(inputs),
+                                          to_float64(state), lengths=lengths)
+    out, new_state = multirnn.forward(model, params, inputs, state, backend=backend, lengths=lengths)
+    assert_close(out, ref_out, dtype, "outputs")
+    for k, (got, want) in enumerate(zip(flat_arrays(model, new_state), flat_arrays(model, ref_state))):
+        assert_close(got, want, dtype, f"state array {k}")
+    ref_grads = multirnn.gradients(model, to_float64(params), to_float64(inputs), to_float64(state),
+                                   cotangent=to_float64(cotangent), lengths=lengths)
+    grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent,
+                               lengths=lengths)
+    for name in params:
+        assert np.any(ref_grads[name] != 0), f"reference gradient of {name} is all zero: weak test"
+        assert_close(grads[name], ref_grads[name], dtype, f"d/d{name}")
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_lengths_match_reference(backend, cell):
+    """A 2-layer bidirectional stack covers the forward and the reversed direction and a second layer
+    fed padded outputs; unidirectional stacks are covered by tests/test_fuzz_parity.py."""
+    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **CELLS[cell])
+    check_lengths_against_reference(model, backend, "float64")
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
+def test_lengths_float32_batch_first(backend, batch_first):
+    model = multirnn.RecurrentSpec(3, 4, cell="lstm", bidirectional=True, batch_first=batch_first)
+    check_lengths_against_reference(model, backend, "float32", given_state=False)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_neutral_recurrence_with_lengths_on_numpy(cell):
+    """multirnn.recurrence's masked scan (on NumPy ops, no framework) against the per-sequence reference."""
+    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **CELLS[cell])
+    params, xs = make_case(model, seed=1, steps=5, batch=4)
+    flat = flatten_state(model, random_state(model, 4, seed=2, dtype="float64"))
+    ys, finals = NumpyOps().forward(model, params, xs, flat, lengths=LENGTHS)
+    ref_ys, ref_finals = multirnn.backends.get("numpy").forward(model, params, xs, flat, lengths=LENGTHS)
+    assert_close(ys, ref_ys, "float64", "outputs")
+    for got, want in zip(finals, ref_finals):
+        for a, b in zip(got, want):
+            assert_close(a, b, "float64", "state")
+
+
+def test_semantics_against_truncated_runs(backend_or_numpy):
+    """Each sequence of a padded batch equals that sequence run alone, truncated, without lengths:
+    outputs zero past its length, final state its own, bwd direction reversed within its length."""
+    backend = backend_or_numpy
+    model = multirnn.BiRNNScratch(3, 4)
+    params, inputs = make_case(model, seed=5, steps=5, batch=4)
+    state = random_state(model, 4, seed=6, dtype="float64")
+    out, (h_fwd, h_bwd) = multirnn.forward(model, params, inputs, state, backend=backend,
+                                           lengths=LENGTHS)
+    for b, length in enumerate(LENGTHS):
+        np.testing.assert_array_equal(out[length:, b], 0.0)
+        alone_state = (state[0][b:b + 1], state[1][b:b + 1])
+        if length == 0:
+            np.testing.assert_array_equal(h_fwd[b], state[0][b])
+            np.testing.assert_array_equal(h_bwd[b], state[1][b])
+            continue
+        alone, (f_alone, b_alone) = multirnn.forward(model, params, inputs[:length, b:b + 1],
+                                                     alone_state, backend=backend)
+        assert_close(out[:length, b], alone[:, 0], "float64", f"outputs of sequence {b}")
+        assert_close(h_fwd[b], f_alone[0], "float64", f"fwd state of sequence {b}")
+        assert_close(h_bwd[b], b_alone[0], "float64", f"bwd state of sequence {b}")
+
+
+def test_full_lengths_equal_no_lengths(backend):
+    model = multirnn.RecurrentSpec(3, 4, cell="gru", bidirectional=True)
+    params, inputs = make_case(model, steps=5, batch=3)
+    full = multirnn.forward(model, params, inputs, backend=backend, lengths=np.full(3, 5))
+    plain = multirnn.forward(model, params, inputs, backend=backend)
+    np.testing.assert_array_equal(full[0], plain[0])
+
+
+def test_all_zero_lengths_keep_state(backend):
+    model = multirnn.RecurrentSpec(3, 4, cell="lstm", num_layers=2)
+    params, inputs = make_case(model, steps=3, batch=2)
+    state = random_state(model, 2, seed=1, dtype="float64")
+    out, new_state = multirnn.forward(model, params, inputs, state, backend=backend,
+                                      lengths=np.zeros(2, int))
+    np.testing.assert_array_equal(out, 0.0)
+    for got, want in zip(flat_arrays(model, new_state), flat_arrays(model, state)):
+        np.testing.assert_array_equal(got, want)
+    grads = multirnn.gradients(model, params, inputs, state, backend=backend, lengths=np.zeros(2, int))
+    for name, value in grads.items():
+        np.testing.assert_array_equal(value, 0.0, err_msg=name)
+
+
+@pytest.mark.parametrize("lengths, error, match", [
+    (np.array([1.0, 2.0]), TypeError, "lengths must have an integer dtype"),
+    (np.array([True, False]), TypeError, "integer dtype"),
+    (np.array([1, 2, 3]), ValueError, r"lengths must have shape \(batch,\) = \(2,\)"),
+    (np.array([[1, 2]]), ValueError, "lengths must have shape"),
+    (np.array([-1, 2]), ValueError, r"lengths must lie in \[0, num_steps=3\]"),
+    (np.array([4, 2]), ValueError, r"lengths must lie in \[0, num_steps=3\], got min 2 max 4"),
+    ("12", TypeError, "lengths must be an int numpy.ndarray"),
+])
+@pytest.mark.parametrize("entry", ["forward", "gradients"])
+def test_bad_lengths(entry, lengths, error, match, backend_or_numpy):
+    model = multirnn.RNNScratch(3, 4)
+    params, inputs = make_case(model, steps=3, batch=2)
+    with pytest.raises(error, match=match):
+        getattr(multirnn, entry)(model, params, inputs, backend=backend_or_numpy, lengths=lengths)
+
+
+def test_lengths_as_list_is_accepted():
+    model = multirnn.RNNScratch(3, 4)
+    params, inputs = make_case(model, steps=3, batch=2)
+    by_list = multirnn.forward(model, params, inputs, lengths=[3, 1])[0]
+    by_array = multirnn.forward(model, params, inputs, lengths=np.array([3, 1]))[0]
+    np.testing.assert_array_equal(by_list, by_array)
+    assert time_major(model, by_list).shape == (3, 2, 4)
