@@ -125,23 +125,30 @@ def test_checkpoint_resumes_on_another_backend(tmp_path, first, second):
     assert_params_close(resumed.params, ref_params, 1e-8)
 
 
-def test_checkpoint_is_plain_npz_with_json_metadata(tmp_path):
+def test_checkpoint_is_the_canonical_format_with_json_metadata(tmp_path):
     import json
+    import zipfile
+
+    from multirnn import checkpoint
 
     lm, params, _, _ = setup("lstm-random-embed")
     _, vocab = corpus_and_vocab()
     path = lm_checkpoint.save(tmp_path / "c.npz", lm, params, vocab, {"step": 3})
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["metadata"][0]))
-        assert meta["format"] == "multirnn-lm" and meta["version"] == 1
-        assert meta["vocab"] == vocab.idx_to_token and meta["meta"] == {"step": 3}
-        np.testing.assert_array_equal(data["param/W_embed"], params["W_embed"])
+    with np.load(path, allow_pickle=False) as data:  # plain npz, no pickle
+        np.testing.assert_array_equal(data["arrays/W_embed"], params["W_embed"])
+        np.testing.assert_array_equal(data["params/W_xi"], params["W_xi"])
+    with zipfile.ZipFile(path) as archive:
+        header = json.loads(archive.read("multirnn.json"))
+    assert header["metadata"]["vocab"] == vocab.idx_to_token and header["metadata"]["meta"] == {"step": 3}
+    # the general reader sees the recurrent part as an ordinary checkpoint
+    model, rnn_params, _ = checkpoint.load(path)
+    assert model == lm.rnn and sorted(rnn_params) == sorted(lm.rnn.param_shapes())
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a readable .npz"):
+    with pytest.raises(checkpoint.CheckpointError, match="not a valid .npz"):
         lm_checkpoint.load(tmp_path / "bad.npz")
-    np.savez(tmp_path / "other.npz", x=np.zeros(2))
-    with pytest.raises(ValueError, match="no metadata"):
-        lm_checkpoint.load(tmp_path / "other.npz")
+    checkpoint.save(tmp_path / "bare.npz", lm.rnn, rnn_params)
+    with pytest.raises(checkpoint.CheckpointError, match="not a language-model checkpoint"):
+        lm_checkpoint.load(tmp_path / "bare.npz")
 
 
 def test_perplexity_is_exp_mean_cross_entropy_of_the_stream(backend):
