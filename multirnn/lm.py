@@ -18,9 +18,6 @@ from .params import check_dtype, init_params
 from .spec import RecurrentSpec
 from .state import nest_state
 
-HEAD_NAMES = ("W_embed", "W_hq", "b_q")
-
-
 @dataclass(frozen=True)
 class LanguageModel:
     """A unidirectional recurrent ``rnn`` between one-hot (embed_size=None) or embedding inputs and an
@@ -94,20 +91,8 @@ def check_lm(lm) -> LanguageModel:
 
 
 def check_lm_params(lm: LanguageModel, params) -> np.dtype:
-    """Exactly lm.param_shapes(), one float dtype (the recurrent checks of multirnn.validate reused)."""
-    if not isinstance(params, dict):
-        raise TypeError(f"params must be a dict of numpy arrays, got {type(params).__name__}")
-    shapes = lm.param_shapes()
-    missing = [k for k in shapes if k not in params]
-    extra = [k for k in params if k not in shapes]
-    if missing or extra:
-        raise ValueError(f"params do not match the layout of the language model: missing {missing}, "
-                         f"unexpected {extra}")
-    dtype = validate.check_params(lm.rnn, {k: params[k] for k in lm.rnn.param_shapes()})
-    for name in shapes:
-        if name in HEAD_NAMES:
-            validate.check_array(f"params[{name!r}]", params[name], shapes[name], dtype)
-    return dtype
+    """Exactly lm.param_shapes(), one float dtype (multirnn.validate's checks)."""
+    return validate.check_param_dict(lm.param_shapes(), params, "the layout of the language model")
 
 
 def check_tokens(name: str, tokens, vocab_size: int, shape=None) -> np.ndarray:

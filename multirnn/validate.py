@@ -29,13 +29,18 @@ def check_finite(name: str, value: np.ndarray) -> np.ndarray:
 def check_params(model: RecurrentSpec, params, finite: bool = True) -> np.dtype:
     """Exactly the canonical keys and shapes, one float dtype (and finite values unless
     ``finite=False``). Returns that dtype."""
+    return check_param_dict(model.param_shapes(), params, f"the layout of {model}", finite)
+
+
+def check_param_dict(expected: dict, params, layout: str, finite: bool = True) -> np.dtype:
+    """``params`` has exactly the names and shapes of ``expected`` (described as ``layout`` in
+    errors), one float dtype, finite values unless ``finite=False``. Returns that dtype."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of numpy arrays, got {type(params).__name__}")
-    expected = model.param_shapes()
     missing = [k for k in expected if k not in params]
     extra = [k for k in params if k not in expected]
     if missing or extra:
-        raise ValueError(f"params do not match the layout of {model}: missing {missing}, unexpected {extra}")
+        raise ValueError(f"params do not match {layout}: missing {missing}, unexpected {extra}")
     dtypes = set()
     for name, shape in expected.items():
         value = params[name]
