@@ -20,6 +20,8 @@ Conversion is NumPy only; ``flax_module``/``run_flax`` import flax.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._common import (as_numpy, check_export, expect_shape, finish_import, make_spec, require_bias_free,
@@ -184,37 +186,46 @@ def flax_module(model, dtype: str = "float32"):
 
 def run_flax(model, tree: dict, inputs: np.ndarray, state=None):
     """Run the Flax layers holding ``tree`` (see to_flax) with a multirnn-convention state; returns
-    ``(outputs, state)`` in that convention. Flax's LSTM carry is (c, h); multirnn's is (h, c)."""
-    import jax
-    import jax.experimental
-
+    ``(outputs, state)`` in that convention."""
     if isinstance(tree, dict) and set(tree) == {"params"}:
         tree = tree["params"]
-    if inputs.dtype == np.float64:  # float64 only inside enable_x64, as the jax backend does
+    calls = [functools.partial(_apply, module, tree[f"layers_{layer}"] if model.num_layers > 1 else tree)
+             for layer, module in enumerate(flax_layers(model, inputs.dtype.name))]
+    return run_layer_calls(model, calls, inputs, state)
+
+
+def _apply(module, params, x, **kwargs):
+    return module.apply({"params": params}, x, **kwargs)
+
+
+def run_layer_calls(model, calls, inputs: np.ndarray, state=None):
+    """Chain Flax-style layer calls ``call(x, initial_carry=...) -> (carries, x)`` (linen or nnx),
+    translating multirnn's state to Flax carries and back. Flax's LSTM carry is (c, h); multirnn's is
+    (h, c). float64 runs inside enable_x64, as the jax backend does."""
+    import jax.experimental
+
+    if inputs.dtype == np.float64:
         with jax.experimental.enable_x64():
-            return _run_flax(model, tree, inputs, state)
-    return _run_flax(model, tree, inputs, state)
+            return _run_layer_calls(model, calls, inputs, state)
+    return _run_layer_calls(model, calls, inputs, state)
 
 
-def _run_flax(model, tree, inputs, state):
+def _run_layer_calls(model, calls, inputs, state):
     import jax.numpy as jnp
 
     from multirnn.state import flatten_state, nest_state
 
-    layers = flax_layers(model, inputs.dtype.name)
     flat = flatten_state(model, state) if state is not None else None
     to_carry = (lambda u: (jnp.asarray(u[1]), jnp.asarray(u[0]))) if model.cell == "lstm" \
         else (lambda u: jnp.asarray(u[0]))
     from_carry = (lambda c: (np.asarray(c[1]), np.asarray(c[0]))) if model.cell == "lstm" \
         else (lambda c: (np.asarray(c),))
     x, finals, per = jnp.asarray(inputs), [], len(model.directions)
-    for layer, module in enumerate(layers):
-        sub = tree[f"layers_{layer}"] if model.num_layers > 1 else tree
-        carry = None
+    for layer, call in enumerate(calls):
+        kwargs = {}
         if flat is not None:
             units = [to_carry(u) for u in flat[layer * per:(layer + 1) * per]]
-            carry = tuple(units) if model.bidirectional else units[0]
-        kwargs = {} if carry is None else {"initial_carry": carry}
-        carries, x = module.apply({"params": sub}, x, **kwargs)
+            kwargs["initial_carry"] = tuple(units) if model.bidirectional else units[0]
+        carries, x = call(x, **kwargs)
         finals += [from_carry(c) for c in (carries if model.bidirectional else (carries,))]
     return np.asarray(x), nest_state(model, finals)

@@ -148,29 +148,8 @@ def run_nnx(model, layers_state: list, inputs: np.ndarray, state=None):
     """Run nnx layers holding ``layers_state`` with a multirnn-convention state; returns (outputs, state)."""
     import jax.experimental
 
+    # the modules are built (their weights placed) inside the same precision as the run
     if inputs.dtype == np.float64:
         with jax.experimental.enable_x64():
-            return _run(model, layers_state, inputs, state)
-    return _run(model, layers_state, inputs, state)
-
-
-def _run(model, layers_state, inputs, state):
-    import jax.numpy as jnp
-
-    from multirnn.state import flatten_state, nest_state
-
-    modules = nnx_layers(model, layers_state, inputs.dtype.name)
-    flat = flatten_state(model, state) if state is not None else None
-    to_carry = (lambda u: (jnp.asarray(u[1]), jnp.asarray(u[0]))) if model.cell == "lstm" \
-        else (lambda u: jnp.asarray(u[0]))
-    from_carry = (lambda c: (np.asarray(c[1]), np.asarray(c[0]))) if model.cell == "lstm" \
-        else (lambda c: (np.asarray(c),))
-    x, finals, per = jnp.asarray(inputs), [], len(model.directions)
-    for layer, module in enumerate(modules):
-        kwargs = {}
-        if flat is not None:
-            units = [to_carry(u) for u in flat[layer * per:(layer + 1) * per]]
-            kwargs["initial_carry"] = tuple(units) if model.bidirectional else units[0]
-        carries, x = module(x, **kwargs)
-        finals += [from_carry(c) for c in (carries if model.bidirectional else (carries,))]
-    return np.asarray(x), nest_state(model, finals)
+            return linen.run_layer_calls(model, nnx_layers(model, layers_state, "float64"), inputs, state)
+    return linen.run_layer_calls(model, nnx_layers(model, layers_state, inputs.dtype.name), inputs, state)
