@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import text, validate
+from .clipping import clip_by_global_norm, global_norm
 from .lm import LanguageModel, check_lm, check_lm_params
 
 
@@ -37,12 +38,11 @@ class TrainConfig:
 
 def clip_gradients(grads: dict, max_norm: float | None) -> tuple[dict, float]:
     """Scale all gradients by max_norm / ||g|| when the global L2 norm ||g|| exceeds max_norm (d2l's
-    grad_clipping). Returns (clipped grads, norm before clipping)."""
-    norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+    grad_clipping, via multirnn.clipping). Returns (clipped grads, norm before clipping)."""
+    norm = global_norm(grads)
     if max_norm is None or norm <= max_norm:
         return grads, norm
-    scale = max_norm / norm
-    return {name: (g * scale).astype(g.dtype) for name, g in grads.items()}, norm
+    return clip_by_global_norm(grads, max_norm), norm
 
 
 def sgd_step(params: dict, grads: dict, lr: float) -> dict:
