@@ -15,8 +15,12 @@ class FrameworkBackend:
 
     def forward(self, model, params, xs, flat_state):
         """Time-major numpy in, numpy out: (outputs, flat final state)."""
-        ys, finals = recurrence.run(self, model, *self._to_framework(params, xs, flat_state))
+        ys, finals = self.run_recurrence(model, *self._to_framework(params, xs, flat_state))
         return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
+
+    def run_recurrence(self, model, params, xs, flat_state):
+        """multirnn.recurrence.run on framework arrays; a backend may compile or cache it here."""
+        return recurrence.run(self, model, params, xs, flat_state)
 
     def _to_framework(self, params, xs, flat_state):
         return ({k: self.asarray(v) for k, v in params.items()}, self.asarray(xs),
@@ -31,7 +35,7 @@ class FrameworkBackend:
             flat = [(zeros,) * model.state_arrays for _ in model.units()]
         else:
             flat = flatten_state(model, state)
-        ys, finals = recurrence.run(self, model, params, xs, flat)
+        ys, finals = self.run_recurrence(model, params, xs, flat)
         return (self.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
 
     def smoke_test(self) -> None:

@@ -2,7 +2,8 @@
 
 Backends never re-implement a cell: they supply ``matmul``/``tanh``/``scan``/... and this module builds
 every network of the spec from them. The input projection X·W of a whole sequence is hoisted out of the
-time loop into one big matmul; the loop body only does the recurrent matmul and the gate arithmetic.
+time loop into one big matmul (unless a backend opts out, see Ops.hoist_input_projection); the loop
+body only does the recurrent matmul and the gate arithmetic.
 """
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ class Ops(Protocol):
     def flip(self, x: Array) -> Array: ...  # reverse axis 0 (time)
     def scan(self, step: Callable, carry: tuple, xs: Array) -> tuple[tuple, Array]: ...
     # scan: carry, y = step(carry, xs[t]) for t in order; returns (final carry, stacked ys)
+
+    # Optional attribute, default True: compute X·W for the whole sequence before the loop. False
+    # projects each step inside the loop instead, for compilers (XLA on CPU) where differentiating
+    # the loop over a (T, B, G·H) input costs more than the per-step matmuls it saves.
+    hoist_input_projection: bool
 
 
 def unit_params(params: dict, prefix: str) -> dict:
@@ -102,10 +108,18 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
 def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple):
     """One unit over a time-major sequence: returns (outputs (T, B, H), final state tuple)."""
     weight, bias = input_projection(ops, model, p)
-    projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
-    if bias is not None:
-        projected = projected + bias
-    final, ys = ops.scan(make_step(ops, model, p), tuple(state), projected)
+    step = make_step(ops, model, p)
+    if getattr(ops, "hoist_input_projection", True):
+        projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
+        if bias is not None:
+            projected = projected + bias
+        final, ys = ops.scan(step, tuple(state), projected)
+        return ys, final
+
+    def projecting_step(carry, x):
+        xp = ops.matmul(x, weight)
+        return step(carry, xp if bias is None else xp + bias)
+    final, ys = ops.scan(projecting_step, tuple(state), xs)
     return ys, final
 
 
