@@ -9,7 +9,7 @@ from conftest import assert_close, load_backend, make_case, random_state, to_flo
 from test_parity import check_against_reference
 
 import multirnn
-from multirnn import recurrence
+from multirnn import recurrence, reference
 from multirnn.backends.numpy_backend import NumpyOps
 from multirnn.state import flatten_state
 
@@ -44,7 +44,7 @@ def test_projection_per_step_equals_hoisted(name):
     model = MODELS[name]
     params, inputs = make_case(model, seed=9, steps=5, batch=3, dtype="float64")
     flat = flatten_state(model, random_state(model, 3, seed=10, dtype="float64"))
-    want_ys, want_state, _ = multirnn.reference.forward(model, params, inputs, flat)
+    want_ys, want_state, _ = reference.forward(model, params, inputs, flat)
     for hoist in (True, False):
         ops = NumpyOps()
         ops.hoist_input_projection = hoist
@@ -93,7 +93,7 @@ def test_mxnet_eager_ops_match_reference():
     model = MODELS["deep-bi-lstm"]
     params, inputs = make_case(model, seed=13, steps=3, batch=2, dtype="float64")
     flat = flatten_state(model, random_state(model, 2, seed=14, dtype="float64"))
-    want_ys, want_state, _ = multirnn.reference.forward(model, params, inputs, flat)
+    want_ys, want_state, _ = reference.forward(model, params, inputs, flat)
     ys, finals = recurrence.run(backend, model, *backend._to_framework(params, inputs, flat))
     assert_close(ys.asnumpy(), want_ys, "float64", "outputs")
     for got, want in zip(finals, want_state):
