@@ -53,8 +53,8 @@ class Backend(FrameworkBackend):
     def zeros_state(self, xs, hidden):
         return jnp.zeros((xs.shape[1], hidden), xs.dtype)
 
-    def scan(self, step, carry, xs):
-        return jax.lax.scan(step, carry, xs)
+    def scan(self, step, carry, xs, reverse=False):
+        return jax.lax.scan(step, carry, xs, reverse=reverse)
 
     def _forward_impl(self, model, params, xs, flat_state):
         return recurrence.run(self, model, params, xs, flat_state)

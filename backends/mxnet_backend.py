@@ -65,15 +65,15 @@ class Backend(FrameworkBackend):
     def zeros_state(self, xs, hidden):
         return mx.nd.zeros((xs.shape[1], hidden), dtype=xs.dtype)
 
-    def scan(self, step, carry, xs):
+    def scan(self, step, carry, xs, reverse=False):
         ys = []
         # One split op, not xs[t]: under autograd each slice's gradient is a full-size zero tensor.
         steps = mx.nd.split(xs, num_outputs=xs.shape[0], axis=0, squeeze_axis=True) \
             if xs.shape[0] > 1 else [xs[0]]
-        for x in steps:
+        for x in (reversed(steps) if reverse else steps):
             carry, y = step(carry, x)
             ys.append(y)
-        return carry, mx.nd.stack(*ys, axis=0)
+        return carry, mx.nd.stack(*(ys[::-1] if reverse else ys), axis=0)
 
     def gradients(self, model, params, xs, flat_state, cotangent):
         p, xs, flat_state = self._to_framework(params, xs, flat_state)

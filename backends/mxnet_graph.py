@@ -76,17 +76,17 @@ class SymbolOps:
     def flip(x):
         return _Sym(mx.sym.flip(x.sym, axis=0))
 
-    def scan(self, step, carry, xs):
+    def scan(self, step, carry, xs, reverse=False):
         if self.steps == 1:
             inputs = [mx.sym.squeeze(xs.sym, axis=0)]
         else:
             parts = mx.sym.split(xs.sym, num_outputs=self.steps, axis=0, squeeze_axis=True)
             inputs = [parts[t] for t in range(self.steps)]
         ys = []
-        for x in inputs:
+        for x in (reversed(inputs) if reverse else inputs):
             carry, y = step(carry, _Sym(x))
             ys.append(y.sym)
-        return carry, _Sym(mx.sym.stack(*ys, axis=0))
+        return carry, _Sym(mx.sym.stack(*(ys[::-1] if reverse else ys), axis=0))
 
 
 class Unrolled(mx.gluon.HybridBlock):

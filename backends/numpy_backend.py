@@ -39,12 +39,12 @@ class NumpyOps(FrameworkBackend):
     def zeros_state(self, xs, hidden):
         return np.zeros((xs.shape[1], hidden), xs.dtype)
 
-    def scan(self, step, carry, xs):
+    def scan(self, step, carry, xs, reverse=False):
         ys = []
-        for x in xs:
+        for x in (xs[::-1] if reverse else xs):
             carry, y = step(carry, x)
             ys.append(y)
-        return carry, np.stack(ys)
+        return carry, np.stack(ys[::-1] if reverse else ys)
 
 
 class Backend(NumpyOps):

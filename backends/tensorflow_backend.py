@@ -55,18 +55,19 @@ class Backend(FrameworkBackend):
     def zeros_state(self, xs, hidden):
         return tf.zeros((tf.shape(xs)[1], hidden), xs.dtype)
 
-    def scan(self, step, carry, xs):
+    def scan(self, step, carry, xs, reverse=False):
         steps = tf.shape(xs)[0]
         # Read steps from a TensorArray, not xs[t]: the gradient of a slice inside the loop would be a
         # full-size (T, B, G·H) tensor per step (quadratic in T); a TensorArray read's is one write.
         inputs = tf.TensorArray(xs.dtype, size=steps, element_shape=xs.shape[1:]).unstack(xs)
         outputs = tf.TensorArray(xs.dtype, size=steps, element_shape=carry[0].shape)
 
-        def body(t, carry, outputs):
+        def body(i, carry, outputs):
+            t = steps - 1 - i if reverse else i
             carry, y = step(carry, inputs.read(t))
-            return t + 1, carry, outputs.write(t, y)
+            return i + 1, carry, outputs.write(t, y)
 
-        _, carry, outputs = tf.while_loop(lambda t, *_: t < steps, body, (0, carry, outputs))
+        _, carry, outputs = tf.while_loop(lambda i, *_: i < steps, body, (0, carry, outputs))
         return carry, outputs.stack()
 
     def _function(self, kind, model):

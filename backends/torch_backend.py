@@ -40,12 +40,12 @@ class Backend(FrameworkBackend):
     def zeros_state(self, xs, hidden):
         return xs.new_zeros((xs.shape[1], hidden))
 
-    def scan(self, step, carry, xs):
-        ys = []
-        for x in xs.unbind(0):
+    def scan(self, step, carry, xs, reverse=False):
+        steps, ys = xs.unbind(0), []
+        for x in (reversed(steps) if reverse else steps):
             carry, y = step(carry, x)
             ys.append(y)
-        return carry, torch.stack(ys)
+        return carry, torch.stack(ys[::-1] if reverse else ys)
 
     def gradients(self, model, params, xs, flat_state, cotangent):
         p, xs, flat_state = self._to_framework(params, xs, flat_state)

@@ -24,8 +24,10 @@ class Ops(Protocol):
     def concat(self, xs: Sequence[Array], axis: int) -> Array: ...
     def split(self, x: Array, n: int) -> list: ...  # n equal parts along the last axis
     def flip(self, x: Array) -> Array: ...  # reverse axis 0 (time)
-    def scan(self, step: Callable, carry: tuple, xs: Array) -> tuple[tuple, Array]: ...
-    # scan: carry, y = step(carry, xs[t]) for t in order; returns (final carry, stacked ys)
+    def scan(self, step: Callable, carry: tuple, xs: Array, reverse: bool = False) -> tuple[tuple, Array]: ...
+    # scan: carry, y = step(carry, xs[t]) for t in order (last to first when reverse); returns
+    # (final carry, stacked ys) with ys[t] computed from xs[t], as jax.lax.scan. reverse runs the
+    # backward direction without flipping the sequence and the outputs (two copies each).
 
     # Optional attribute, default True: compute X·W for the whole sequence before the loop. False
     # projects each step inside the loop instead, for compilers (XLA on CPU) where differentiating
@@ -105,21 +107,23 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
     return gru_before_step
 
 
-def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple):
-    """One unit over a time-major sequence: returns (outputs (T, B, H), final state tuple)."""
+def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple,
+                  reverse: bool = False):
+    """One unit over a time-major sequence, from the last step to the first when ``reverse``:
+    returns (outputs (T, B, H) in the order of ``xs``, final state tuple)."""
     weight, bias = input_projection(ops, model, p)
     step = make_step(ops, model, p)
     if getattr(ops, "hoist_input_projection", True):
         projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
         if bias is not None:
             projected = projected + bias
-        final, ys = ops.scan(step, tuple(state), projected)
+        final, ys = ops.scan(step, tuple(state), projected, reverse=reverse)
         return ys, final
 
     def projecting_step(carry, x):
         xp = ops.matmul(x, weight)
         return step(carry, xp if bias is None else xp + bias)
-    final, ys = ops.scan(projecting_step, tuple(state), xs)
+    final, ys = ops.scan(projecting_step, tuple(state), xs, reverse=reverse)
     return ys, final
 
 
@@ -137,8 +141,8 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             if between_layers is not None:
                 layer_in = between_layers(layer, layer_in)
             outputs = []
-        seq = ops.flip(layer_in) if direction == "bwd" else layer_in
-        ys, final = run_direction(ops, model, unit_params(params, prefix), seq, flat_state[index])
-        outputs.append(ops.flip(ys) if direction == "bwd" else ys)
+        ys, final = run_direction(ops, model, unit_params(params, prefix), layer_in, flat_state[index],
+                                  reverse=(direction == "bwd"))
+        outputs.append(ys)
         finals.append(final)
     return (outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)), finals
