@@ -118,27 +118,35 @@ def header() -> str:
     return " ".join(f"{title:{'<' if fmt == 's' else '>'}{width}}" for _, title, width, fmt in COLUMNS)
 
 
-def plot(rows, path: Path) -> None:
+def plot(rows, path: Path, versions: dict) -> None:
+    """One panel per backend: time / fused layer for each cell, direction and size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['backend']}\n{r['cell']}-{'bi' if r['bidirectional'] else 'uni'}\n{r['size']}"
-              for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4.5))
-    for offset, (key, label) in enumerate([("multirnn_ratio", "multirnn layer / fused"),
-                                           ("api_ratio", "multirnn.gradients / fused")]):
-        values = [r.get(key, float("nan")) for r in rows]
-        ax.bar([i + 0.4 * offset - 0.2 for i in range(len(rows))], values, width=0.4, label=label)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.axhline(1.1, color="red", linewidth=0.8, linestyle="--", label="goal: 1.1x")
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.set_ylabel("time / framework's fused layer (lower is better)")
-    ax.set_title("multirnn forward + backward vs each framework's own fused layer (CPU)")
-    ax.legend(fontsize=8)
+    names = list(dict.fromkeys(r["backend"] for r in rows))
+    cols = min(2, len(names))
+    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, squeeze=False,
+                             figsize=(6.5 * cols, 3.6 * ((len(names) + cols - 1) // cols)))
+    for ax, name in zip(axes.flat, names):
+        mine = [r for r in rows if r["backend"] == name]
+        for offset, (key, label) in enumerate([("multirnn_ratio", "multirnn layer"),
+                                               ("api_ratio", "multirnn.gradients")]):
+            ax.bar([i + 0.4 * offset - 0.2 for i in range(len(mine))],
+                   [r.get(key, float("nan")) for r in mine], width=0.4, label=label)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(1.1, color="red", linewidth=0.8, linestyle="--", label="goal 1.1")
+        ax.set_xticks(range(len(mine)), [f"{r['cell']}-{'bi' if r['bidirectional'] else 'uni'}\n{r['size']}"
+                                         for r in mine], fontsize=7)
+        ax.set_title(f"{name} {versions.get(name, '')}", fontsize=10)
+        ax.set_ylabel("time / fused layer")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("multirnn forward + backward vs the framework's own fused layer (lower is better)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 def parse(argv=None):
@@ -199,7 +207,7 @@ def main(argv=None) -> int:
             "flops": flops.__doc__.split("\n\n")[0].strip()}
     (out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     try:
-        plot(rows, out / "bench.png")
+        plot(rows, out / "bench.png", versions)
     except ImportError:
         print("matplotlib missing: no PNG (pip install 'multirnn[bench]')", file=sys.stderr)
     print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
