@@ -68,7 +68,7 @@ class SymbolOps:
 
     def split(self, x, n):
         # The recurrence only splits gate blocks of width H. slice_axis, not split: split's backward
-        # is ~10x slower on this CPU build, and a Symbol has no shape to derive the width from.
+        # is several times slower in this build, and a Symbol has no shape to derive the width from.
         return [_Sym(mx.sym.slice_axis(x.sym, axis=-1, begin=k * self.hidden, end=(k + 1) * self.hidden))
                 for k in range(n)] if n > 1 else [x]
 

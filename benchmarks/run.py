@@ -118,6 +118,19 @@ def header() -> str:
     return " ".join(f"{title:{'<' if fmt == 's' else '>'}{width}}" for _, title, width, fmt in COLUMNS)
 
 
+def markdown(rows) -> str:
+    """The table as Markdown, for the README."""
+    lines = ["| backend | cell | dir | size | multirnn ms | fused ms | ratio | gradients() ratio | eager ms "
+             "| eager / multirnn | multirnn GFLOP/s |", "|" + "---|" * 11]
+    for r in rows:
+        lines.append(f"| {r['backend']} | {r['cell']} | {'bi' if r['bidirectional'] else 'uni'} | "
+                     f"{r['size']} | {r.get('multirnn_ms', float('nan')):.1f} | "
+                     f"{r.get('native_ms', float('nan')):.1f} | {r.get('multirnn_ratio', float('nan')):.2f} | "
+                     f"{r.get('api_ratio', float('nan')):.2f} | {r.get('eager_ms', float('nan')):.1f} | "
+                     f"{r.get('eager_speedup', float('nan')):.1f} | {r.get('multirnn_gflops', float('nan')):.1f} |")
+    return "\n".join(lines)
+
+
 def plot(rows, path: Path, versions: dict) -> None:
     """One panel per backend: time / fused layer for each cell, direction and size."""
     import matplotlib
@@ -163,6 +176,7 @@ def parse(argv=None):
     parser.add_argument("--threads", type=int, default=0,
                         help="cap every framework's compute threads (default: each framework's own)")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--markdown", metavar="JSON", help="print a saved bench.json as a Markdown table")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.cells, args.directions, args.repeats = "issue", "rnn", "uni", 3
@@ -192,6 +206,9 @@ def limit_threads(n: int) -> None:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.markdown:  # re-render a saved run, measure nothing
+        print(markdown(json.loads(Path(args.markdown).read_text())["rows"]))
+        return 0
     if args.threads:
         limit_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
