@@ -5,7 +5,7 @@
   api       multirnn.gradients (NumPy in and out, so it includes the host copies)
   native    the framework's own fused layer: torch nn.RNN/GRU/LSTM, Keras SimpleRNN/GRU/LSTM in a
             tf.function, Flax nn.RNN(SimpleCell/GRUCell/OptimizedLSTMCell) jitted, Gluon rnn.* hybridized
-  eager     the d2l-style per-step loop of benchmarks/eager.py, run eagerly
+  eager     the d2l-style per-step loop of benchmarks/d2l_loop.py, run eagerly
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 
 import multirnn
 
-from eager import d2l_forward
+from d2l_loop import d2l_forward
 
 
 def inputs(model, steps, batch, seed=0):

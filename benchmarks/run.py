@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # cases.py / eager.py beside this file
+sys.path.insert(0, str(HERE))  # cases.py / d2l_loop.py beside this file
 
 import multirnn  # noqa: E402
 from multirnn import backends  # noqa: E402
