@@ -25,7 +25,7 @@ class Backend(FrameworkBackend):
     name = "jax"
     version = jax.__version__
     # Project inputs inside the scan: differentiating a scan over the hoisted (T, B, G·H) projection
-    # made XLA:CPU 1.1-1.7x slower than Flax's cells (measured, see benchmarks/README section).
+    # made XLA:CPU 1.1-1.7x slower than Flax's cells (measured; README, "Performance").
     hoist_input_projection = False
     matmul = staticmethod(jnp.matmul)
     tanh = staticmethod(jnp.tanh)

@@ -90,7 +90,8 @@ class Backend(FrameworkBackend):
 
 class RecurrentBlock(mx.gluon.Block):
     """A Gluon ``Block``: ``block(inputs, state=None) -> (outputs, state)``; parameters under the canonical
-    names with '.' written as '__' (after Gluon's own block prefix)."""
+    names with '.' written as '__' (after Gluon's own block prefix). It is already compiled: each call
+    runs the backend's cached hybridized graph for its input shape, so ``hybridize()`` is not needed."""
 
     def __init__(self, model, params, **kwargs):
         super().__init__(**kwargs)
