@@ -15,8 +15,8 @@ class FrameworkBackend:
 
     def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         """Time-major numpy in, numpy out: (outputs, flat final state)."""
-        ys, finals = recurrence.run(self, model, *self._to_framework(params, xs, flat_state, masks),
-                                    padding=self._padding(model, xs, lengths))
+        ys, finals = self.run_recurrence(model, *self._to_framework(params, xs, flat_state, masks),
+                                         padding=self._padding(model, xs, lengths))
         return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
     def _padding(self, model, xs, lengths):
         """numpy lengths (or None) -> recurrence.Padding of framework arrays (or None)."""
@@ -26,6 +26,10 @@ class FrameworkBackend:
         blocks = np.concatenate([valid[:, :, None], ~valid[:, :, None]], axis=2)  # [m, 1 - m]
         mask = np.repeat(blocks, model.num_hiddens, axis=2).astype(xs.dtype)
         return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(mask))
+
+    def run_recurrence(self, model, params, xs, flat_state, masks=None, padding=None):
+        """multirnn.recurrence.run on framework arrays; a backend may compile or cache it here."""
+        return recurrence.run(self, model, params, xs, flat_state, masks, padding)
 
     def _to_framework(self, params, xs, flat_state, masks=None):
         """numpy -> framework arrays for the arguments of multirnn.recurrence.run."""
@@ -53,7 +57,7 @@ class FrameworkBackend:
             flat = [(zeros,) * model.state_arrays for _ in model.units()]
         else:
             flat = flatten_state(model, state)
-        ys, finals = recurrence.run(self, model, params, xs, flat)
+        ys, finals = self.run_recurrence(model, params, xs, flat)
         return (self.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
 
     def smoke_test(self) -> None:

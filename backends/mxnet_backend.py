@@ -1,4 +1,5 @@
-"""MXNet adapter: NDArray ops recorded by ``mxnet.autograd``, a Python time loop."""
+"""MXNet adapter: the recurrence hybridized into one cached graph per spec and input shape (see
+mxnet_graph), recorded by ``mxnet.autograd``; NDArray Ops below for the eager path."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,20 +10,42 @@ if "bool" not in vars(np):  # not hasattr(): numpy 1.26 warns on that lookup
     np.bool = bool
 import mxnet as mx  # noqa: E402
 
-from multirnn import head, recurrence
+from multirnn import head  # noqa: E402
 from multirnn.backends import get  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import FrameworkBackend  # noqa: E402
+from .mxnet_graph import GraphCache  # noqa: E402
 
 
 class Backend(FrameworkBackend):
+    """Ops on NDArrays (the eager path, kept for reference and tests) plus the hybridized runner."""
+
     name = "mxnet"
     version = mx.__version__
     matmul = staticmethod(mx.nd.dot)  # contracts a's last axis with b's first, any rank
-    tanh = staticmethod(mx.nd.tanh)
-    relu = staticmethod(mx.nd.relu)
-    sigmoid = staticmethod(mx.nd.sigmoid)
+
+    # Activation runs oneDNN kernels: ~7x (tanh) and ~2.5x (sigmoid) faster than mx.nd.tanh/sigmoid here.
+    @staticmethod
+    def tanh(x):
+        return mx.nd.Activation(x, act_type="tanh")
+
+    @staticmethod
+    def relu(x):
+        return mx.nd.Activation(x, act_type="relu")
+
+    @staticmethod
+    def sigmoid(x):
+        return mx.nd.Activation(x, act_type="sigmoid")
+
+    def __init__(self):
+        self._graphs = GraphCache()
+
+    def run_recurrence(self, model, params, xs, flat_state, masks=None, padding=None):
+        if masks is None and padding is None:
+            return self._graphs.run(model, params, xs, flat_state)
+        # dropout and padded batches take the eager NDArray path (correct, not yet graph-compiled)
+        return super().run_recurrence(model, params, xs, flat_state, masks, padding)
 
     def asarray(self, a):
         return mx.nd.array(a, dtype=a.dtype)  # mx.nd.array would default to float32
@@ -33,8 +56,9 @@ class Backend(FrameworkBackend):
     def concat(self, xs, axis):
         return mx.nd.concat(*xs, dim=axis)
 
-    def split(self, x, n):
-        return list(mx.nd.split(x, num_outputs=n, axis=-1)) if n > 1 else [x]
+    def split(self, x, n):  # slice_axis: split's backward is several times slower in this build
+        width = x.shape[-1] // n
+        return [mx.nd.slice_axis(x, axis=-1, begin=k * width, end=(k + 1) * width) for k in range(n)]
 
     def flip(self, x):
         return mx.nd.flip(x, axis=0)
@@ -63,12 +87,15 @@ class Backend(FrameworkBackend):
     def sum_all(self, x):
         return mx.nd.sum(x)
 
-    def scan(self, step, carry, xs):
+    def scan(self, step, carry, xs, reverse=False):
         ys = []
-        for t in range(xs.shape[0]):
-            carry, y = step(carry, xs[t])
+        # One split op, not xs[t]: under autograd each slice's gradient is a full-size zero tensor.
+        steps = mx.nd.split(xs, num_outputs=xs.shape[0], axis=0, squeeze_axis=True) \
+            if xs.shape[0] > 1 else [xs[0]]
+        for x in (reversed(steps) if reverse else steps):
+            carry, y = step(carry, x)
             ys.append(y)
-        return carry, mx.nd.stack(*ys, axis=0)
+        return carry, mx.nd.stack(*(ys[::-1] if reverse else ys), axis=0)
 
     def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
         padding = self._padding(model, xs, lengths)
@@ -76,7 +103,7 @@ class Backend(FrameworkBackend):
         for value in p.values():
             value.attach_grad()
         with mx.autograd.record():
-            ys, _ = recurrence.run(self, model, p, xs, flat_state, masks, padding)
+            ys, _ = self.run_recurrence(model, p, xs, flat_state, masks, padding)
         ys.backward(self.asarray(cotangent))
         return {name: self.to_numpy(value.grad) for name, value in p.items()}
 
@@ -97,7 +124,8 @@ class Backend(FrameworkBackend):
 
 class RecurrentBlock(mx.gluon.Block):
     """A Gluon ``Block``: ``block(inputs, state=None) -> (outputs, state)``; parameters under the canonical
-    names with '.' written as '__' (after Gluon's own block prefix)."""
+    names with '.' written as '__' (after Gluon's own block prefix). It is already compiled: each call
+    runs the backend's cached hybridized graph for its input shape, so ``hybridize()`` is not needed."""
 
     def __init__(self, model, params, **kwargs):
         super().__init__(**kwargs)

@@ -57,12 +57,12 @@ class NumpyOps(FrameworkBackend):
     def sum_all(self, x):
         return x.sum()
 
-    def scan(self, step, carry, xs):
+    def scan(self, step, carry, xs, reverse=False):
         ys = []
-        for x in xs:
+        for x in (xs[::-1] if reverse else xs):
             carry, y = step(carry, x)
             ys.append(y)
-        return carry, np.stack(ys)
+        return carry, np.stack(ys[::-1] if reverse else ys)
 
 
 class Backend(NumpyOps):

@@ -23,6 +23,9 @@ from ._base import FrameworkBackend  # noqa: E402
 class Backend(FrameworkBackend):
     name = "tensorflow"
     version = tf.__version__
+    # Project inputs inside the while loop, as Keras does: measured 1.05-1.3x faster here than
+    # hoisting, whose gradient goes through a (T, B, G·H) TensorArray.
+    hoist_input_projection = False
     tanh = staticmethod(tf.tanh)
     relu = staticmethod(tf.nn.relu)
     sigmoid = staticmethod(tf.sigmoid)
@@ -67,15 +70,19 @@ class Backend(FrameworkBackend):
     def sum_all(self, x):
         return tf.reduce_sum(x)
 
-    def scan(self, step, carry, xs):
+    def scan(self, step, carry, xs, reverse=False):
         steps = tf.shape(xs)[0]
+        # Read steps from a TensorArray, not xs[t]: the gradient of a slice inside the loop would be a
+        # full-size (T, B, G·H) tensor per step (quadratic in T); a TensorArray read's is one write.
+        inputs = tf.TensorArray(xs.dtype, size=steps, element_shape=xs.shape[1:]).unstack(xs)
         outputs = tf.TensorArray(xs.dtype, size=steps, element_shape=carry[0].shape)
 
-        def body(t, carry, outputs):
-            carry, y = step(carry, xs[t])
-            return t + 1, carry, outputs.write(t, y)
+        def body(i, carry, outputs):
+            t = steps - 1 - i if reverse else i
+            carry, y = step(carry, inputs.read(t))
+            return i + 1, carry, outputs.write(t, y)
 
-        _, carry, outputs = tf.while_loop(lambda t, *_: t < steps, body, (0, carry, outputs))
+        _, carry, outputs = tf.while_loop(lambda i, *_: i < steps, body, (0, carry, outputs))
         return carry, outputs.stack()
 
     def _function(self, kind, model):

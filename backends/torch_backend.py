@@ -57,12 +57,12 @@ class Backend(FrameworkBackend):
     def sum_all(self, x):
         return torch.sum(x)
 
-    def scan(self, step, carry, xs):
-        ys = []
-        for x in xs.unbind(0):
+    def scan(self, step, carry, xs, reverse=False):
+        steps, ys = xs.unbind(0), []
+        for x in (reversed(steps) if reverse else steps):
             carry, y = step(carry, x)
             ys.append(y)
-        return carry, torch.stack(ys)
+        return carry, torch.stack(ys[::-1] if reverse else ys)
 
     def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
         padding = self._padding(model, xs, lengths)

@@ -1,11 +1,10 @@
 """multirnn: recurrent networks defined once, run on PyTorch, TensorFlow, JAX/Flax and MXNet alike.
 
-``import multirnn`` imports no framework; a backend's framework is imported the first time it is used.
+``import multirnn`` imports no framework, and not even NumPy: the specs load at once, the functions
+that compute (and NumPy with them) on first use; a backend's framework the first time it is used.
 """
-from . import checkpoint
-from .api import forward, gradients, native_layer
-from .clipping import clip_by_global_norm, global_norm
-from .params import init_params
+import importlib
+
 from .spec import BiRNNScratch, GRUScratch, LSTMScratch, RecurrentSpec, RNNScratch
 
 __version__ = "0.1.0"
@@ -14,10 +13,22 @@ __all__ = ["RNNScratch", "BiRNNScratch", "GRUScratch", "LSTMScratch", "Recurrent
            "forward", "gradients", "native_layer", "backends", "checkpoint", "clip_by_global_norm",
            "global_norm"]
 
+# Public name -> module that defines it, imported on first access (PEP 562).
+_LAZY = {"forward": "multirnn.api", "gradients": "multirnn.api", "native_layer": "multirnn.api",
+         "init_params": "multirnn.params", "clip_by_global_norm": "multirnn.clipping",
+         "global_norm": "multirnn.clipping"}
+_SUBMODULES = ("backends", "checkpoint")  # imported on first mention; neither imports a framework
+
 
 def __getattr__(name):
-    if name == "backends":  # the registry (imports no framework); loaded on first mention
-        import importlib
-
-        return importlib.import_module("multirnn.backends")
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this hook
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"multirnn.{name}")
     raise AttributeError(f"module 'multirnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

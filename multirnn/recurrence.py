@@ -2,7 +2,8 @@
 
 Backends never re-implement a cell: they supply ``matmul``/``tanh``/``scan``/... and this module builds
 every network of the spec from them. The input projection X·W of a whole sequence is hoisted out of the
-time loop into one big matmul; the loop body only does the recurrent matmul and the gate arithmetic.
+time loop into one big matmul (unless a backend opts out, see Ops.hoist_input_projection); the loop
+body only does the recurrent matmul and the gate arithmetic.
 
 Variable-length batches (``Padding``, like torch packed sequences / ONNX sequence_lens): sequence b is
 valid for its first ``lengths[b]`` steps. A 0/1 step mask m (and 1-m) travels with the projected
@@ -30,8 +31,15 @@ class Ops(Protocol):
     def concat(self, xs: Sequence[Array], axis: int) -> Array: ...
     def split(self, x: Array, n: int) -> list: ...  # n equal parts along the last axis
     def flip(self, x: Array) -> Array: ...  # reverse axis 0 (time)
-    def scan(self, step: Callable, carry: tuple, xs: Array) -> tuple[tuple, Array]: ...
-    # scan: carry, y = step(carry, xs[t]) for t in order; returns (final carry, stacked ys)
+    def scan(self, step: Callable, carry: tuple, xs: Array, reverse: bool = False) -> tuple[tuple, Array]: ...
+    # scan: carry, y = step(carry, xs[t]) for t in order (last to first when reverse); returns
+    # (final carry, stacked ys) with ys[t] computed from xs[t], as jax.lax.scan. reverse runs the
+    # backward direction without flipping the sequence and the outputs (two copies each).
+
+    # Optional attribute, default True: compute X·W for the whole sequence before the loop. False
+    # projects each step inside the loop instead, for compilers (XLA on CPU) where differentiating
+    # the loop over a (T, B, G·H) input costs more than the per-step matmuls it saves.
+    hoist_input_projection: bool
     def reverse_padded(self, x: Array, lengths: Array) -> Array: ...
     # reverse_padded: y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]
 
@@ -103,7 +111,7 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
             hz, hr, hn = ops.split(ops.matmul(h, w_h), 3)
             z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
             n = ops.tanh(xn + r * (hn if b_hn is None else hn + b_hn))
-            h = z * h + (1 - z) * n
+            h = n + z * (h - n)  # = z·h + (1 − z)·n in one op less
             return (h,), h
         return gru_after_step
 
@@ -116,7 +124,7 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
         hz, hr = ops.split(ops.matmul(h, w_zr), 2)
         z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
         n = ops.tanh(xn + ops.matmul(r * h, w_hh))
-        h = z * h + (1 - z) * n
+        h = n + z * (h - n)
         return (h,), h
     return gru_before_step
 
@@ -133,20 +141,32 @@ def masked_step(ops: Ops, step: Callable, num_gates: int) -> Callable:
 
 
 def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple,
-                  padding: Padding | None = None):
-    """One unit over a time-major sequence: returns (outputs (T, B, H), final state tuple)."""
+                  reverse: bool = False, padding: Padding | None = None):
+    """One unit over a time-major sequence, from the last step to the first when ``reverse``:
+    returns (outputs (T, B, H) in the order of ``xs``, final state tuple). With ``padding`` the
+    caller passes each sequence already reversed within its length instead of ``reverse``."""
     weight, bias = input_projection(ops, model, p)
-    projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
-    if bias is not None:
-        projected = projected + bias
     step = make_step(ops, model, p)
-    if padding is not None:
+    if padding is not None:  # always hoisted: the mask rides along with the projected inputs
+        projected = ops.matmul(xs, weight)
+        if bias is not None:
+            projected = projected + bias
         num_gates = len(CELL_GATES[model.cell])
-        # the mask rides along as two more H-wide blocks, so scan still sees a single array
+        # two more H-wide blocks, so scan still sees a single array
         projected = ops.concat([projected, padding.mask], axis=-1)
         final, ys = ops.scan(masked_step(ops, step, num_gates), tuple(state), projected)
         return ys * ops.split(padding.mask, 2)[0], final  # zero outputs at padded steps
-    final, ys = ops.scan(step, tuple(state), projected)
+    if getattr(ops, "hoist_input_projection", True):
+        projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
+        if bias is not None:
+            projected = projected + bias
+        final, ys = ops.scan(step, tuple(state), projected, reverse=reverse)
+        return ys, final
+
+    def projecting_step(carry, x):
+        xp = ops.matmul(x, weight)
+        return step(carry, xp if bias is None else xp + bias)
+    final, ys = ops.scan(projecting_step, tuple(state), xs, reverse=reverse)
     return ys, final
 
 
@@ -158,11 +178,6 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
     multirnn.dropout) scales the input of layer k: dropout between layers. ``padding`` (optional)
     gives per-sequence lengths: see the module docstring.
     """
-    if padding is None:
-        flip = ops.flip
-    else:
-        def flip(x):
-            return ops.reverse_padded(x, padding.lengths)
     finals, outputs, layer_in = [], [], xs
     for index, (layer, direction, prefix, _) in enumerate(model.units()):
         if direction == "fwd" and layer > 0:
@@ -170,9 +185,15 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             if masks is not None:
                 layer_in = layer_in * masks[layer - 1]
             outputs = []
-        seq = flip(layer_in) if direction == "bwd" else layer_in
-        ys, final = run_direction(ops, model, unit_params(params, prefix), seq, flat_state[index],
-                                  padding)
-        outputs.append(flip(ys) if direction == "bwd" else ys)
+        unit = unit_params(params, prefix)
+        if padding is None:
+            ys, final = run_direction(ops, model, unit, layer_in, flat_state[index],
+                                      reverse=(direction == "bwd"))
+        else:  # each sequence reversed within its own length, not the whole padded block
+            seq = ops.reverse_padded(layer_in, padding.lengths) if direction == "bwd" else layer_in
+            ys, final = run_direction(ops, model, unit, seq, flat_state[index], padding=padding)
+            if direction == "bwd":
+                ys = ops.reverse_padded(ys, padding.lengths)
+        outputs.append(ys)
         finals.append(final)
     return (outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)), finals

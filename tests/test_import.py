@@ -30,3 +30,10 @@ def test_backends_install_under_multirnn_namespace():
     out = run_python("import importlib.util, multirnn.backends as b; "
                      "print(importlib.util.find_spec('backends') is None, b.__name__)")
     assert out == "True multirnn.backends"
+
+
+def test_import_multirnn_defers_numpy():
+    # Keeps `import multirnn` near bare-interpreter speed (issue 6): NumPy loads on first computation.
+    out = run_python("import sys, multirnn; a = 'numpy' in sys.modules; multirnn.init_params; "
+                     "print(a, 'numpy' in sys.modules)")
+    assert out == "False True"
