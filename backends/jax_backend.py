@@ -48,8 +48,6 @@ class Backend(FrameworkBackend):
     def split(self, x, n):
         return jnp.split(x, n, axis=-1)
 
-    def flip(self, x):
-        return jnp.flip(x, 0)
 
     def reverse_padded(self, x, lengths):
         t = jnp.arange(x.shape[0])[:, None]

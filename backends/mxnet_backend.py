@@ -60,8 +60,6 @@ class Backend(FrameworkBackend):
         width = x.shape[-1] // n
         return [mx.nd.slice_axis(x, axis=-1, begin=k * width, end=(k + 1) * width) for k in range(n)]
 
-    def flip(self, x):
-        return mx.nd.flip(x, axis=0)
 
     def reverse_padded(self, x, lengths):
         return mx.nd.SequenceReverse(x, sequence_length=lengths.astype(x.dtype), use_sequence_length=True)

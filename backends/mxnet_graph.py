@@ -78,10 +78,6 @@ class SymbolOps:
         return [_Sym(mx.sym.slice_axis(x.sym, axis=-1, begin=k * self.hidden, end=(k + 1) * self.hidden))
                 for k in range(n)] if n > 1 else [x]
 
-    @staticmethod
-    def flip(x):
-        return _Sym(mx.sym.flip(x.sym, axis=0))
-
     def scan(self, step, carry, xs, reverse=False):
         if self.steps == 1:
             inputs = [mx.sym.squeeze(xs.sym, axis=0)]

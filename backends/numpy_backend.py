@@ -30,8 +30,6 @@ class NumpyOps(FrameworkBackend):
     def split(self, x, n):
         return np.split(x, n, axis=-1)
 
-    def flip(self, x):
-        return x[::-1]
 
     def reverse_padded(self, x, lengths):
         t = np.arange(x.shape[0])[:, None]

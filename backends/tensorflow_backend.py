@@ -46,8 +46,6 @@ class Backend(FrameworkBackend):
     def split(self, x, n):
         return tf.split(x, n, axis=-1)
 
-    def flip(self, x):
-        return tf.reverse(x, [0])
 
     def reverse_padded(self, x, lengths):
         return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)

@@ -31,8 +31,6 @@ class Backend(FrameworkBackend):
     def split(self, x, n):
         return torch.chunk(x, n, dim=-1)
 
-    def flip(self, x):
-        return torch.flip(x, (0,))
 
     def reverse_padded(self, x, lengths):
         t = torch.arange(x.shape[0])[:, None]
