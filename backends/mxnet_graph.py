@@ -103,7 +103,8 @@ class Unrolled(mx.gluon.HybridBlock):
         params = dict(zip(self.names, arrays[:len(self.names)]))
         state, width = arrays[len(self.names):], self.model.state_arrays
         flat = [tuple(state[i:i + width]) for i in range(0, len(state), width)]
-        ys, finals = recurrence.run(SymbolOps(self.steps, self.model.num_hiddens), self.model, params, _Sym(xs), flat)
+        ops = SymbolOps(self.steps, self.model.num_hiddens)
+        ys, finals = recurrence.run(ops, self.model, params, _Sym(xs), flat)
         return (ys.sym,) + tuple(a.sym for unit in finals for a in unit)
 
 

@@ -71,7 +71,7 @@ class Backend(FrameworkBackend):
     def scan(self, step, carry, xs, reverse=False):
         steps = tf.shape(xs)[0]
         # Read steps from a TensorArray, not xs[t]: the gradient of a slice inside the loop would be a
-        # full-size (T, B, G·H) tensor per step (quadratic in T); a TensorArray read's is one write.
+        # full-size (T, B, width) tensor per step (quadratic in T); a TensorArray read's is one write.
         inputs = tf.TensorArray(xs.dtype, size=steps, element_shape=xs.shape[1:]).unstack(xs)
         outputs = tf.TensorArray(xs.dtype, size=steps, element_shape=carry[0].shape)
 

@@ -160,7 +160,8 @@ def _mxnet(model, params, xs):
     for w in weights.values():
         w.attach_grad()
     ops = types.SimpleNamespace(matmul=mx.nd.dot, tanh=mx.nd.tanh, sigmoid=mx.nd.sigmoid,
-                                stack=lambda xs: mx.nd.stack(*xs), concat=lambda xs: mx.nd.concat(*xs, dim=-1))
+                                stack=lambda xs: mx.nd.stack(*xs),
+                                concat=lambda xs: mx.nd.concat(*xs, dim=-1))
     zeros = mx.nd.zeros((xs.shape[1], model.num_hiddens))
     steps = [x[t] for t in range(xs.shape[0])]
 

@@ -1,7 +1,10 @@
 """Forward + backward speed of multirnn against each framework's own fused layer and a d2l-style loop.
 
-    .venv/bin/python benchmarks/run.py            # full table (several minutes on 2 cores)
-    .venv/bin/python benchmarks/run.py --quick    # one size, tanh RNN only, 3 repeats
+    .venv/bin/python benchmarks/run.py --quick       # one size, tanh RNN only, 3 repeats (~1 min)
+    .venv/bin/python benchmarks/run.py --threads 1   # full table (~8 min on 2 cores); steadiest ratios
+                                                     # on a shared CPU (see --threads)
+
+A benchmark, not a test: nothing here asserts a time.
 
 Prints a table (backend x cell x direction x size: ms per pass, ratio to the fused layer, GFLOP/s),
 writes benchmarks/results/bench.json and bench.png. Every path of one row is timed in one process,
@@ -120,14 +123,14 @@ def header() -> str:
 
 def markdown(rows) -> str:
     """The table as Markdown, for the README."""
+    keys = [("multirnn_ms", ".1f"), ("native_ms", ".1f"), ("multirnn_ratio", ".2f"), ("api_ratio", ".2f"),
+            ("eager_ms", ".1f"), ("eager_speedup", ".1f"), ("multirnn_gflops", ".1f")]
     lines = ["| backend | cell | dir | size | multirnn ms | fused ms | ratio | gradients() ratio | eager ms "
              "| eager / multirnn | multirnn GFLOP/s |", "|" + "---|" * 11]
     for r in rows:
-        lines.append(f"| {r['backend']} | {r['cell']} | {'bi' if r['bidirectional'] else 'uni'} | "
-                     f"{r['size']} | {r.get('multirnn_ms', float('nan')):.1f} | "
-                     f"{r.get('native_ms', float('nan')):.1f} | {r.get('multirnn_ratio', float('nan')):.2f} | "
-                     f"{r.get('api_ratio', float('nan')):.2f} | {r.get('eager_ms', float('nan')):.1f} | "
-                     f"{r.get('eager_speedup', float('nan')):.1f} | {r.get('multirnn_gflops', float('nan')):.1f} |")
+        cells = [r["backend"], r["cell"], "bi" if r["bidirectional"] else "uni", r["size"]]
+        cells += [format(r.get(key, float("nan")), fmt) for key, fmt in keys]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -220,7 +223,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     versions = {name: backends.get(name).version for name in args.backends if name in backends._loaded}
     meta = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "versions": versions,
-            "threads": args.threads or "default", "repeats": args.repeats, "warmup": args.warmup, "sizes": {s: SIZES[s] for s in args.sizes},
+            "threads": args.threads or "default", "repeats": args.repeats, "warmup": args.warmup,
+            "sizes": {s: SIZES[s] for s in args.sizes},
             "flops": flops.__doc__.split("\n\n")[0].strip()}
     (out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     try:
