@@ -29,6 +29,16 @@ class UnrepresentableError(ValueError):
     """The weights (or a feature of the model) cannot be written in the target format exactly."""
 
 
+def infer_fused_sizes(w_ih_name: str, w_ih, w_hh_name: str, w_hh) -> dict:
+    """cell, num_hiddens, num_inputs from a first layer's fused (G·H, in) and (G·H, H) weights, the
+    torch / Gluon / ONNX-style stacking."""
+    hidden = w_hh.shape[1]
+    gates, rem = divmod(w_hh.shape[0], hidden)
+    if rem or gates not in CELL_OF_GATES:
+        raise ValueError(f"{w_hh_name} has shape {tuple(w_hh.shape)}: not G·H x H with G in 1, 3, 4")
+    return {"cell": CELL_OF_GATES[gates], "num_hiddens": hidden, "num_inputs": w_ih.shape[1]}
+
+
 def as_numpy(value) -> np.ndarray:
     """A framework tensor (torch, mxnet, jax, tf) or array-like as a NumPy array, without importing
     any framework."""

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from ._common import (CELL_OF_GATES, Fused, as_numpy, check_export, expect_shape, finish_import, fuse,
+from ._common import (Fused, as_numpy, check_export, expect_shape, finish_import, fuse, infer_fused_sizes,
                       make_spec, require_bias_free, require_reset_after, unfuse)
 
 _KEY = re.compile(r"^(.*?)([lr])(\d+)_(i2h|h2h)_(weight|bias)$")
@@ -90,14 +90,10 @@ def infer_gluon_spec(arrays: dict, **known):
     arrays = _strip_prefix(arrays)
     if "l0_h2h_weight" not in arrays or "l0_i2h_weight" not in arrays:
         raise ValueError(f"not a Gluon RNN/GRU/LSTM parameter set (names {sorted(arrays)[:4]})")
-    hidden = arrays["l0_h2h_weight"].shape[1]
-    gates, rem = divmod(arrays["l0_h2h_weight"].shape[0], hidden)
-    if rem or gates not in CELL_OF_GATES:
-        raise ValueError(f"l0_h2h_weight has shape {arrays['l0_h2h_weight'].shape}: not G·H x H")
-    inferred = {"cell": CELL_OF_GATES[gates], "num_hiddens": hidden,
-                "num_inputs": arrays["l0_i2h_weight"].shape[1],
-                "num_layers": 1 + max(int(_KEY.match(k).group(3)) for k in arrays),
-                "bidirectional": any(k.startswith("r") for k in arrays)}
+    inferred = infer_fused_sizes("l0_i2h_weight", arrays["l0_i2h_weight"],
+                                 "l0_h2h_weight", arrays["l0_h2h_weight"])
+    inferred.update({"num_layers": 1 + max(int(_KEY.match(k).group(3)) for k in arrays),
+                     "bidirectional": any(k.startswith("r") for k in arrays)})
     if inferred["cell"] == "gru":
         inferred["reset_after"] = True
     return make_spec(inferred, known, "Gluon")

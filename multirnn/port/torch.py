@@ -13,8 +13,8 @@ import re
 
 import numpy as np
 
-from ._common import (CELL_OF_GATES, Fused, as_numpy, check_export, expect_shape, finish_import,
-                      fuse, make_spec, require_reset_after, unfuse)
+from ._common import (Fused, as_numpy, check_export, expect_shape, finish_import, fuse,
+                      infer_fused_sizes, make_spec, require_reset_after, unfuse)
 
 _KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
 
@@ -92,15 +92,10 @@ def infer_torch_spec(state_dict: dict, prefix: str = "", **known):
     bad = sorted(k for k, m in matches.items() if m is None)
     if bad or "weight_ih_l0" not in sd:
         raise ValueError(f"not a torch RNN/GRU/LSTM state_dict (keys {bad or sorted(sd)[:4]})")
-    hidden = sd["weight_hh_l0"].shape[1]
-    gates, rem = divmod(sd["weight_hh_l0"].shape[0], hidden)
-    if rem or gates not in CELL_OF_GATES:
-        raise ValueError(f"weight_hh_l0 has shape {sd['weight_hh_l0'].shape}: not G·H x H with G in 1, 3, 4")
-    inferred = {"cell": CELL_OF_GATES[gates], "num_hiddens": hidden,
-                "num_inputs": sd["weight_ih_l0"].shape[1],
-                "num_layers": 1 + max(int(m.group(2)) for m in matches.values()),
-                "bidirectional": any(m.group(3) for m in matches.values()),
-                "bias": "bias_ih_l0" in sd}
+    inferred = infer_fused_sizes("weight_ih_l0", sd["weight_ih_l0"], "weight_hh_l0", sd["weight_hh_l0"])
+    inferred.update({"num_layers": 1 + max(int(m.group(2)) for m in matches.values()),
+                     "bidirectional": any(m.group(3) for m in matches.values()),
+                     "bias": "bias_ih_l0" in sd})
     if inferred["cell"] == "gru":
         inferred["reset_after"] = True
     return make_spec(inferred, known, "torch")
