@@ -73,14 +73,19 @@ def to_flax(model, params: dict) -> dict:
     return tree
 
 
-def _get(tree: dict, path: tuple, what: str):
+def dig(tree, path: tuple, missing):
+    """``tree[path[0]][path[1]]...`` of nested dicts; a missing key raises ValueError(missing("a/b"))."""
     node = tree
     for key in path:
         if not isinstance(node, dict) or key not in node:
-            raise ValueError(f"Flax params have no {'/'.join(path)} ({what}); top-level keys: "
-                             f"{sorted(tree) if isinstance(tree, dict) else type(tree).__name__}")
+            raise ValueError(missing("/".join(path)))
         node = node[key]
     return node
+
+
+def _get(tree: dict, path: tuple, what: str):
+    return dig(tree, path, lambda at: f"Flax params have no {at} ({what}); top-level keys: "
+               f"{sorted(tree) if isinstance(tree, dict) else type(tree).__name__}")
 
 
 def _cell_from_flax(model, cell: dict, where: str, width: int) -> dict:

@@ -39,13 +39,8 @@ def _cell_to_nnx(model, cell: dict, where: str) -> dict:
 
 def _cell_from_nnx(model, cell: dict, where: str) -> dict:
     def get(*path):
-        node = cell
-        for key in path:
-            if not isinstance(node, dict) or key not in node:
-                raise ValueError(f"{where}: nnx {model.cell} cell params have no {'/'.join(path)} "
-                                 f"(got {sorted(cell)})")
-            node = node[key]
-        return as_numpy(node)
+        return as_numpy(linen.dig(cell, path, lambda at: f"{where}: nnx {model.cell} cell params "
+                                  f"have no {at} (got {sorted(cell)})"))
 
     if model.cell == "rnn":
         return {"i": {"kernel": get("dense_i", "kernel"), "bias": get("dense_i", "bias")},
