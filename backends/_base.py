@@ -12,6 +12,13 @@ class FrameworkBackend:
 
     name = ""
     version = ""
+    # Where the framework has a fused kernel (torch, MXNet) the recurrence runs whole layers in it
+    # (recurrence.run); False runs every layer through the generic scan instead (tests, benchmarks).
+    use_fused_kernels = True
+
+    def fused_layer_accepts(self, model, xs) -> bool:
+        """Whether recurrence.run may use this backend's fused_layer (where it has one)."""
+        return self.use_fused_kernels
 
     def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         """Time-major numpy in, numpy out: (outputs, flat final state)."""

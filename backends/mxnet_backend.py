@@ -10,12 +10,12 @@ if "bool" not in vars(np):  # not hasattr(): numpy 1.26 warns on that lookup
     np.bool = bool
 import mxnet as mx  # noqa: E402
 
-from multirnn import head  # noqa: E402
+from multirnn import head, recurrence  # noqa: E402
 from multirnn.backends import get  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import FrameworkBackend  # noqa: E402
-from .mxnet_graph import GraphCache  # noqa: E402
+from .mxnet_graph import GraphCache, fused_layer, kernel_accepts  # noqa: E402
 
 
 class Backend(FrameworkBackend):
@@ -43,9 +43,16 @@ class Backend(FrameworkBackend):
 
     def run_recurrence(self, model, params, xs, flat_state, masks=None, padding=None):
         if masks is None and padding is None:
-            return self._graphs.run(model, params, xs, flat_state)
+            return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels)
         # dropout and padded batches take the eager NDArray path (correct, not yet graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)
+
+    def fused_layer_accepts(self, model, xs) -> bool:
+        return self.use_fused_kernels and kernel_accepts(model, xs.dtype)
+
+    def fused_layer(self, model, units, xs, states):
+        kernel = [recurrence.kernel_weights(self, model, p) for p in units]
+        return fused_layer(mx.nd, model, kernel, xs, states)
 
     def asarray(self, a):
         return mx.nd.array(a, dtype=a.dtype)  # mx.nd.array would default to float32

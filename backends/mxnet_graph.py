@@ -1,13 +1,23 @@
-"""The recurrence as one hybridized MXNet graph per (spec, input shape): the time loop is unrolled into
-a symbolic graph once, and every later call is a single CachedOp (no per-step Python, no per-op
-dispatch), forward and backward alike. Imported only through the mxnet backend."""
+"""The recurrence as one hybridized MXNet graph per (spec, input shape), every later call a single
+CachedOp (no per-step Python, no per-op dispatch), forward and backward alike. Each layer runs in
+MXNet's fused ``RNN`` operator (oneDNN on CPU, what Gluon's rnn layers call) where it computes the
+spec exactly (recurrence.kernel_computes); otherwise (d2l's reset-before GRU, or with fused kernels
+switched off) the time loop is unrolled into the graph, step by step. Imported only through the mxnet
+backend."""
 from __future__ import annotations
 
 from collections import OrderedDict
 
 import mxnet as mx
+import numpy as np
 
 from multirnn import recurrence
+
+
+def kernel_accepts(model, dtype) -> bool:
+    """MXNet 1.9.1's rnn_relu kernel loses float64 precision (errors ~1e-7, as in float32): the
+    unrolled graph runs that one instead."""
+    return not (model.cell == "rnn" and model.nonlinearity == "relu" and np.dtype(dtype) == np.float64)
 
 
 class _Sym:
@@ -40,11 +50,44 @@ class _Sym:
         return _Sym(other - self.sym)
 
 
+def fused_layer(F, model, kernel_units: list, xs, states: list):
+    """One layer, both directions, in MXNet's fused RNN operator; ``F`` is mx.sym or mx.nd and
+    ``kernel_units`` each unit's recurrence.kernel_weights. Returns (ys, final state per unit).
+
+    The operator takes one flat vector: every unit's W_ih (G·H, in) and W_hh (G·H, H), then every
+    unit's b_ih and b_hh (always both: a missing one is zero). Packing it is a few ops per call, and
+    autograd carries the gradients back to the canonical arrays."""
+    flat = lambda w: F.reshape(F.transpose(w), shape=(-1,))  # noqa: E731  (in, G·H) -> rows of (G·H, in)
+    weights, biases = [], []
+    for w_ih, w_hh, b_ih, b_hh in kernel_units:
+        weights += [flat(w_ih), flat(w_hh)]
+        zeros = F.zeros_like(F.sum(w_hh, axis=0))  # (G·H,) in the right dtype, symbol or not
+        biases += [zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh]
+    width, units = model.state_arrays, len(states)
+    initial = [F.stack(*(s[i] for s in states), axis=0) for i in range(width)]  # (units, B, H)
+    mode = f"rnn_{model.nonlinearity}" if model.cell == "rnn" else model.cell
+    out = F.RNN(xs, F.concat(*weights, *biases, dim=0), *initial, state_size=model.num_hiddens,
+                num_layers=1, bidirectional=units == 2, mode=mode, state_outputs=True)
+    ends = [F.split(out[1 + i], num_outputs=2, axis=0, squeeze_axis=True) if units == 2
+            else [F.squeeze(out[1 + i], axis=0)] for i in range(width)]
+    return out[0], [tuple(ends[i][u] for i in range(width)) for u in range(units)]
+
+
 class SymbolOps:
     """multirnn.recurrence's Ops on wrapped Symbols, for a sequence of ``steps`` steps."""
 
-    def __init__(self, steps: int, hidden: int):
-        self.steps, self.hidden = steps, hidden
+    def __init__(self, steps: int, hidden: int, dtype, use_fused_kernels: bool = True):
+        self.steps, self.hidden, self.dtype = steps, hidden, dtype
+        self.use_fused_kernels = use_fused_kernels
+
+    def fused_layer_accepts(self, model, xs) -> bool:
+        return self.use_fused_kernels and kernel_accepts(model, self.dtype)
+
+    def fused_layer(self, model, units, xs, states):
+        raw = lambda a: None if a is None else a.sym  # noqa: E731
+        kernel = [tuple(map(raw, recurrence.kernel_weights(self, model, p))) for p in units]
+        ys, finals = fused_layer(mx.sym, model, kernel, xs.sym, [tuple(map(raw, s)) for s in states])
+        return _Sym(ys), [tuple(map(_Sym, s)) for s in finals]
 
     @staticmethod
     def matmul(a, b):
@@ -94,16 +137,17 @@ class SymbolOps:
 class Unrolled(mx.gluon.HybridBlock):
     """``block(xs, *params in canonical order, *flat state arrays) -> (ys, *final state arrays)``."""
 
-    def __init__(self, model, names, steps):
+    def __init__(self, model, names, steps, dtype, use_fused_kernels=True):
         super().__init__()
-        self.model, self.names, self.steps = model, tuple(names), steps
+        self.model, self.names, self.steps, self.dtype = model, tuple(names), steps, dtype
+        self.use_fused_kernels = use_fused_kernels
 
     def hybrid_forward(self, F, xs, *arrays):
         arrays = [_Sym(a) for a in arrays]
         params = dict(zip(self.names, arrays[:len(self.names)]))
         state, width = arrays[len(self.names):], self.model.state_arrays
         flat = [tuple(state[i:i + width]) for i in range(0, len(state), width)]
-        ops = SymbolOps(self.steps, self.model.num_hiddens)
+        ops = SymbolOps(self.steps, self.model.num_hiddens, self.dtype, self.use_fused_kernels)
         ys, finals = recurrence.run(ops, self.model, params, _Sym(xs), flat)
         return (ys.sym,) + tuple(a.sym for unit in finals for a in unit)
 
@@ -115,11 +159,11 @@ class GraphCache:
     def __init__(self, size: int = 32):
         self.size, self.blocks = size, OrderedDict()
 
-    def run(self, model, params: dict, xs, flat_state):
-        key = (model, tuple(params), xs.shape, xs.dtype)
+    def run(self, model, params: dict, xs, flat_state, use_fused_kernels=True):
+        key = (model, tuple(params), xs.shape, xs.dtype, use_fused_kernels)
         block = self.blocks.pop(key, None)
         if block is None:
-            block = Unrolled(model, params, xs.shape[0])
+            block = Unrolled(model, params, xs.shape[0], xs.dtype, use_fused_kernels)
             block.hybridize(static_alloc=True, static_shape=True)
         self.blocks[key] = block
         while len(self.blocks) > self.size:

@@ -1,4 +1,6 @@
-"""PyTorch adapter: eager ops, a Python time loop (torch's fastest non-fused option on CPU), autograd."""
+"""PyTorch adapter: autograd over eager ops. Layers the fused kernels compute exactly run in torch's own
+kernel (``torch.lstm`` etc., what nn.RNN/GRU/LSTM call: oneDNN's LSTM on CPU); the rest run a Python
+time loop, torch's fastest non-fused option on CPU."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,6 +20,21 @@ class Backend(FrameworkBackend):
     tanh = staticmethod(torch.tanh)
     relu = staticmethod(torch.relu)
     sigmoid = staticmethod(torch.sigmoid)
+
+    def fused_layer(self, model, units, xs, states):
+        """One layer, both directions, in the kernel nn.RNN/GRU/LSTM call: per unit W_ih (G·H, in),
+        W_hh (G·H, H), then b_ih, b_hh if the model has biases."""
+        weights = []
+        for p in units:
+            w_ih, w_hh, b_ih, b_hh = recurrence.kernel_weights(self, model, p)
+            weights += [w_ih.T.contiguous(), w_hh.T.contiguous()]  # what the kernels expect
+            if model.bias:
+                weights += [b_ih, torch.zeros_like(b_ih) if b_hh is None else b_hh]
+        initial = [torch.stack([s[i] for s in states]) for i in range(model.state_arrays)]  # (units, B, H)
+        kernel = {"lstm": torch.lstm, "gru": torch.gru, "rnn": getattr(torch, f"rnn_{model.nonlinearity}")}
+        ys, *ends = kernel[model.cell](xs, tuple(initial) if model.cell == "lstm" else initial[0], weights,
+                                       model.bias, 1, 0.0, False, len(units) == 2, False)
+        return ys, list(zip(*(a.unbind(0) for a in ends)))
 
     def asarray(self, a):
         return torch.from_numpy(np.ascontiguousarray(a))

@@ -2,6 +2,8 @@
 (loss = sum of outputs, gradients for every weight) and return only when the work is done.
 
   multirnn  the layer multirnn.native_layer gives (framework tensors in, the framework's autodiff)
+  generic   the same layer with the backend's fused kernels switched off (torch and MXNet only: the
+            generic recurrence, step by step, that reset-before GRUs and padded batches run)
   api       multirnn.gradients (NumPy in and out, so it includes the host copies)
   native    the framework's own fused layer: torch nn.RNN/GRU/LSTM, Keras SimpleRNN/GRU/LSTM in a
             tf.function, Flax nn.RNN(SimpleCell/GRUCell/OptimizedLSTMCell) jitted, Gluon rnn.* hybridized
@@ -27,7 +29,21 @@ def build(backend, model, steps, batch):
     xs = inputs(model, steps, batch)
     cases = globals()[f"_{backend}"](model, params, xs)
     cases["api"] = lambda: multirnn.gradients(model, params, xs, backend=backend)
+    if backend in ("torch", "mxnet"):
+        cases["generic"] = without_fused_kernels(backend, cases["multirnn"])
     return cases
+
+
+def without_fused_kernels(name, call):
+    instance = multirnn.backends.get(name)
+
+    def generic():
+        instance.use_fused_kernels = False
+        try:
+            call()
+        finally:
+            instance.use_fused_kernels = True
+    return generic
 
 
 def _torch(model, params, xs):

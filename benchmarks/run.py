@@ -32,7 +32,7 @@ SIZES = {  # name: (steps T, batch B, inputs D, hiddens H)
     "issue": (64, 64, 128, 256),   # the size of the issue's measurements
 }
 CELLS = ("rnn", "gru", "lstm")
-PATHS = ("multirnn", "api", "native", "eager")
+PATHS = ("multirnn", "generic", "api", "native", "eager")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
@@ -82,7 +82,7 @@ def measure(args) -> list[dict]:
                 for bidirectional in args.directions:
                     model = spec(cell, bidirectional, inputs, hiddens)
                     calls = cases.build(backend, model, steps, batch)
-                    calls = {p: calls[p] for p in args.paths}
+                    calls = {p: calls[p] for p in args.paths if p in calls}
                     seconds = time_interleaved(calls, args.warmup, args.repeats)
                     work = flops(cell, bidirectional, steps, batch, inputs, hiddens)
                     row = {"backend": backend, "cell": cell, "bidirectional": bidirectional,
@@ -92,7 +92,7 @@ def measure(args) -> list[dict]:
                         row[f"{path}_ms"] = sec * 1e3
                         row[f"{path}_gflops"] = work / sec / 1e9
                     native = seconds.get("native")
-                    for path in ("multirnn", "api"):
+                    for path in ("multirnn", "generic", "api"):
                         if native and path in seconds:
                             row[f"{path}_ratio"] = seconds[path] / native
                     if "eager" in seconds and "multirnn" in seconds:
@@ -105,8 +105,9 @@ def measure(args) -> list[dict]:
 COLUMNS = [  # (row key, header, width, format)
     ("backend", "backend", 10, "s"), ("cell", "cell", 4, "s"), ("dir", "dir", 3, "s"),
     ("size", "size", 6, "s"), ("multirnn_ms", "mrnn ms", 8, ".1f"), ("api_ms", "api ms", 8, ".1f"),
-    ("native_ms", "fused ms", 8, ".1f"), ("eager_ms", "eager ms", 8, ".1f"),
-    ("multirnn_ratio", "ratio", 6, ".2f"), ("api_ratio", "api/f", 6, ".2f"),
+    ("generic_ms", "gen ms", 8, ".1f"), ("native_ms", "fused ms", 8, ".1f"),
+    ("eager_ms", "eager ms", 8, ".1f"), ("multirnn_ratio", "ratio", 6, ".2f"),
+    ("generic_ratio", "gen/f", 6, ".2f"), ("api_ratio", "api/f", 6, ".2f"),
     ("eager_speedup", "xeager", 6, ".1f"), ("multirnn_gflops", "GF/s", 6, ".1f"),
     ("native_gflops", "fGF/s", 6, ".1f")]
 
@@ -123,13 +124,14 @@ def header() -> str:
 
 def markdown(rows) -> str:
     """The table as Markdown, for the README."""
-    keys = [("multirnn_ms", ".1f"), ("native_ms", ".1f"), ("multirnn_ratio", ".2f"), ("api_ratio", ".2f"),
-            ("eager_ms", ".1f"), ("eager_speedup", ".1f"), ("multirnn_gflops", ".1f")]
-    lines = ["| backend | cell | dir | size | multirnn ms | fused ms | ratio | gradients() ratio | eager ms "
-             "| eager / multirnn | multirnn GFLOP/s |", "|" + "---|" * 11]
+    keys = [("multirnn_ms", ".1f"), ("native_ms", ".1f"), ("multirnn_ratio", ".2f"),
+            ("generic_ratio", ".2f"), ("api_ratio", ".2f"), ("eager_ms", ".1f"), ("eager_speedup", ".1f"),
+            ("multirnn_gflops", ".1f")]
+    lines = ["| backend | cell | dir | size | multirnn ms | fused ms | ratio | generic ratio "
+             "| gradients() ratio | eager ms | eager / multirnn | multirnn GFLOP/s |", "|" + "---|" * 12]
     for r in rows:
         cells = [r["backend"], r["cell"], "bi" if r["bidirectional"] else "uni", r["size"]]
-        cells += [format(r.get(key, float("nan")), fmt) for key, fmt in keys]
+        cells += [format(r[key], fmt) if key in r else "–" for key, fmt in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -148,9 +150,10 @@ def plot(rows, path: Path, versions: dict) -> None:
     for ax, name in zip(axes.flat, names):
         mine = [r for r in rows if r["backend"] == name]
         for offset, (key, label) in enumerate([("multirnn_ratio", "multirnn layer"),
+                                               ("generic_ratio", "generic path (fused kernels off)"),
                                                ("api_ratio", "multirnn.gradients")]):
-            ax.bar([i + 0.4 * offset - 0.2 for i in range(len(mine))],
-                   [r.get(key, float("nan")) for r in mine], width=0.4, label=label)
+            ax.bar([i + 0.27 * offset - 0.27 for i in range(len(mine))],
+                   [r.get(key, float("nan")) for r in mine], width=0.27, label=label)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(1.1, color="red", linewidth=0.8, linestyle="--", label="goal 1.1")
         ax.set_xticks(range(len(mine)), [f"{r['cell']}-{'bi' if r['bidirectional'] else 'uni'}\n{r['size']}"

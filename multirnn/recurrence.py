@@ -40,6 +40,11 @@ class Ops(Protocol):
     # projects each step inside the loop instead, for compilers (XLA on CPU) where differentiating
     # the loop over a (T, B, G·H) input costs more than the per-step matmuls it saves.
     hoist_input_projection: bool
+    # Optional pair: fused_layer(model, unit params (fwd[, bwd]), xs, unit states) -> (ys, unit final
+    # states) runs one whole layer in the framework's fused kernel. run uses it where
+    # kernel_computes(model), there is no padding and fused_layer_accepts(model, xs) (the backend's
+    # own switch and exceptions).
+    def fused_layer_accepts(self, model: RecurrentSpec, xs: Array) -> bool: ...
     def reverse_padded(self, x: Array, lengths: Array) -> Array: ...
     # reverse_padded: y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]
 
@@ -176,24 +181,55 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
 
     Returns (outputs (T, B, output_size), flat final state). ``masks[k - 1]`` (optional, drawn by
     multirnn.dropout) scales the input of layer k: dropout between layers. ``padding`` (optional)
-    gives per-sequence lengths: see the module docstring.
+    gives per-sequence lengths: see the module docstring. A layer runs in ``ops.fused_layer`` when the
+    backend has one and ``kernel_computes(model)`` (see there), else unit by unit through ``scan``.
     """
-    finals, outputs, layer_in = [], [], xs
-    for index, (layer, direction, prefix, _) in enumerate(model.units()):
-        if direction == "fwd" and layer > 0:
-            layer_in = outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)
-            if masks is not None:
-                layer_in = layer_in * masks[layer - 1]
-            outputs = []
-        unit = unit_params(params, prefix)
-        if padding is None:
-            ys, final = run_direction(ops, model, unit, layer_in, flat_state[index],
-                                      reverse=(direction == "bwd"))
-        else:  # each sequence reversed within its own length, not the whole padded block
-            seq = ops.reverse_padded(layer_in, padding.lengths) if direction == "bwd" else layer_in
-            ys, final = run_direction(ops, model, unit, seq, flat_state[index], padding=padding)
-            if direction == "bwd":
-                ys = ops.reverse_padded(ys, padding.lengths)
-        outputs.append(ys)
-        finals.append(final)
-    return (outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)), finals
+    kernel = getattr(ops, "fused_layer", None)
+    use_kernel = (kernel is not None and padding is None and kernel_computes(model)
+                  and ops.fused_layer_accepts(model, xs))
+    units, finals, layer_in = list(model.units()), [], xs
+    per_layer = len(model.directions)
+    for layer in range(model.num_layers):
+        if layer > 0 and masks is not None:
+            layer_in = layer_in * masks[layer - 1]
+        mine = range(layer * per_layer, (layer + 1) * per_layer)
+        params_of = [unit_params(params, units[i][2]) for i in mine]
+        if use_kernel:
+            layer_in, layer_finals = kernel(model, params_of, layer_in, [flat_state[i] for i in mine])
+            finals += layer_finals
+            continue
+        outputs = []
+        for i, unit in zip(mine, params_of):
+            reverse = units[i][1] == "bwd"
+            if padding is None:
+                ys, final = run_direction(ops, model, unit, layer_in, flat_state[i], reverse=reverse)
+            else:  # each sequence reversed within its own length, not the whole padded block
+                seq = ops.reverse_padded(layer_in, padding.lengths) if reverse else layer_in
+                ys, final = run_direction(ops, model, unit, seq, flat_state[i], padding=padding)
+                if reverse:
+                    ys = ops.reverse_padded(ys, padding.lengths)
+            outputs.append(ys)
+            finals.append(final)
+        layer_in = outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)
+    return layer_in, finals
+
+
+# cuDNN's fused RNN kernels, and torch's and MXNet's that follow them, compute the tanh/relu RNN, the
+# reset-after GRU and the LSTM with the canonical equations, gates in this order, weights (G·H, in).
+KERNEL_GATES = {"rnn": "h", "gru": "rzh", "lstm": "ifco"}
+
+
+def kernel_computes(model: RecurrentSpec) -> bool:
+    """Whether a cuDNN-style fused kernel computes ``model`` exactly: all but d2l's reset-before GRU."""
+    return model.cell != "gru" or model.reset_after
+
+
+def kernel_weights(ops: Ops, model: RecurrentSpec, p: dict) -> tuple:
+    """One unit's (W_ih, W_hh, b_ih, b_hh), gates concatenated in KERNEL_GATES order, canonical
+    orientation (in, G·H) and (H, G·H): a backend transposes them for its kernel. Biases are None
+    without bias; the RNN's single bias is b_ih and its b_hh None (the kernel's is zero)."""
+    if model.cell == "rnn":
+        return p["W_xh"], p["W_hh"], p.get("b_h"), None
+    gates = KERNEL_GATES[model.cell]
+    cat = lambda kind: ops.concat([p[f"{kind}{g}"] for g in gates], axis=-1)  # noqa: E731
+    return cat("W_x"), cat("W_h"), *((cat("b_x"), cat("b_h")) if model.bias else (None, None))

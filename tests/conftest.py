@@ -36,6 +36,23 @@ def backend(request) -> str:
     return request.param
 
 
+# Backends that run whole layers in the framework's fused kernel where it computes the spec exactly
+# (recurrence.kernel_computes); their generic step-by-step path must stay exact too.
+FUSED_KERNEL_BACKENDS = ("torch", "mxnet")
+
+
+@pytest.fixture(params=FRAMEWORKS + tuple(f"{name}-generic" for name in FUSED_KERNEL_BACKENDS))
+def backend_path(request) -> str:
+    """Like ``backend``, plus torch and MXNet with their fused kernels switched off: "torch-generic"
+    runs the same backend through the generic recurrence. Returns the backend's name."""
+    name, _, generic = request.param.partition("-")
+    instance = load_backend(name)
+    if generic:
+        instance.use_fused_kernels = False
+        request.addfinalizer(lambda: setattr(instance, "use_fused_kernels", True))
+    return name
+
+
 @pytest.fixture(params=("numpy",) + FRAMEWORKS)
 def backend_or_numpy(request) -> str:
     """Every backend including the NumPy reference: for behaviour all of them must share."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, load_backend, make_case, random_state, to_float64
+from conftest import FUSED_KERNEL_BACKENDS, assert_close, load_backend, make_case, random_state, to_float64
 from test_parity import check_against_reference
 
 import multirnn
@@ -53,6 +53,41 @@ def test_projection_per_step_equals_hoisted(name):
         for got, want in zip(finals, want_state):
             for a, b in zip(got, want):
                 assert_close(a, b, "float64", f"state, hoist={hoist}")
+
+
+@pytest.mark.parametrize("name", FUSED_KERNEL_BACKENDS)
+def test_fused_kernel_runs_exactly_where_it_computes_the_spec(name, monkeypatch):
+    """The parity tests cover both paths only if the switch really switches: count the layers
+    packed for the fused kernel (recurrence.kernel_weights, once per unit)."""
+    backend = load_backend(name)
+    packed = []
+    original = recurrence.kernel_weights
+    monkeypatch.setattr(recurrence, "kernel_weights", lambda *a: packed.append(1) or original(*a))
+    lstm = multirnn.RecurrentSpec(3, 4, cell="lstm", bidirectional=True, num_layers=2)
+    relu = multirnn.RecurrentSpec(3, 4, nonlinearity="relu")
+    cases = [  # model, dtype, lengths, fused switch, units packed
+        (lstm, "float32", None, True, 4),
+        (lstm, "float32", None, False, 0),
+        (lstm, "float32", np.array([7, 3]), True, 0),  # padded batches take the generic path
+        (multirnn.RecurrentSpec(3, 4, cell="gru", reset_after=True), "float64", None, True, 1),
+        (multirnn.RecurrentSpec(3, 4, cell="gru"), "float64", None, True, 0),  # no such kernel
+        (relu, "float32", None, True, 1),
+        # MXNet 1.9.1's float64 relu kernel is float32-accurate only: generic there
+        (relu, "float64", None, True, 0 if name == "mxnet" else 1),
+    ]
+    for model, dtype, lengths, fused, want in cases:
+        if hasattr(backend, "_graphs"):
+            backend._graphs.blocks.clear()  # a cached graph would not be rebuilt
+        packed.clear()
+        backend.use_fused_kernels = fused
+        try:
+            params, inputs = make_case(model, steps=7, batch=2, dtype=dtype)
+            out, _ = multirnn.forward(model, params, inputs, backend=name, lengths=lengths)
+        finally:
+            backend.use_fused_kernels = True
+        assert len(packed) == want, (model, dtype, lengths, fused)
+        want_out, _ = multirnn.forward(model, to_float64(params), to_float64(inputs), lengths=lengths)
+        assert_close(out, want_out, dtype, f"{model} {dtype}")
 
 
 def test_mxnet_graph_cache_reuses_and_bounds():

@@ -10,14 +10,14 @@ import json
 import numpy as np
 
 from multirnn import validate
-from multirnn.recurrence import unit_params
+from multirnn.recurrence import KERNEL_GATES, unit_params
 from multirnn.spec import RecurrentSpec
 
 # The canonical gate letters in each framework's fused order, written once. torch/Gluon call the GRU
 # candidate "n" and the LSTM cell input "g"; both are canonical "h" and "c".
 GATE_ORDER = {
-    "torch": {"rnn": "h", "gru": "rzh", "lstm": "ifco"},
-    "gluon": {"rnn": "h", "gru": "rzh", "lstm": "ifco"},
+    "torch": KERNEL_GATES,  # cuDNN's order
+    "gluon": KERNEL_GATES,
     "keras": {"rnn": "h", "gru": "zrh", "lstm": "ifco"},
     "onnx": {"rnn": "h", "gru": "zrh", "lstm": "iofc"},
 }
