@@ -16,9 +16,20 @@ class FrameworkBackend:
     # (recurrence.run); False runs every layer through the generic scan instead (tests, benchmarks).
     use_fused_kernels = True
 
+    def kernel_accepts(self, model, dtype) -> bool:
+        """A backend's own exceptions to its fused kernel (MXNet: float64 relu)."""
+        return True
+
     def fused_layer_accepts(self, model, xs) -> bool:
         """Whether recurrence.run may use this backend's fused_layer (where it has one)."""
-        return self.use_fused_kernels
+        return self.use_fused_kernels and self.kernel_accepts(model, xs.dtype)
+
+    def kernel_path(self, model, dtype) -> str:
+        """"fused" where forward/gradients without ``lengths`` run whole layers of ``model`` in the
+        framework's fused kernel, else "generic" (the step-by-step recurrence)."""
+        fused = (hasattr(self, "fused_layer") and self.use_fused_kernels
+                 and recurrence.kernel_computes(model) and self.kernel_accepts(model, np.dtype(dtype)))
+        return "fused" if fused else "generic"
 
     def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         """Time-major numpy in, numpy out: (outputs, flat final state)."""

@@ -47,8 +47,8 @@ class Backend(FrameworkBackend):
         # dropout and padded batches take the eager NDArray path (correct, not yet graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)
 
-    def fused_layer_accepts(self, model, xs) -> bool:
-        return self.use_fused_kernels and kernel_accepts(model, xs.dtype)
+    def kernel_accepts(self, model, dtype) -> bool:
+        return kernel_accepts(model, dtype)
 
     def fused_layer(self, model, units, xs, states):
         kernel = [recurrence.kernel_weights(self, model, p) for p in units]

@@ -66,6 +66,9 @@ class NumpyOps(FrameworkBackend):
 class Backend(NumpyOps):
     name = "numpy"
 
+    def kernel_path(self, model, dtype) -> str:
+        return "reference"  # forward/gradients below are multirnn.reference, not the recurrence
+
     def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         if lengths is not None:
             return reference.forward_padded(model, params, xs, flat_state, lengths, masks)

@@ -23,10 +23,10 @@ def _compare(args) -> int:
         if unknown:
             raise SystemExit(f"multirnn compare: --models: unknown {unknown}; choose from {list(models)}")
         models = {m: models[m] for m in wanted}
-    rows = compare.run(names, models, seed=args.seed, dtype=args.dtype)
+    rows = compare.run(names, models, seed=args.seed, dtype=args.dtype, fused_kernels=not args.generic)
     if args.json:
         json.dump({"dtype": args.dtype, "seed": args.seed, "tolerance": compare.TOLERANCES[args.dtype],
-                   "rows": rows}, sys.stdout, indent=2)
+                   "fused_kernels": not args.generic, "rows": rows}, sys.stdout, indent=2)
         print()
     else:
         print(compare.format_table(rows, args.dtype))
@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated subset of model labels (default: all; "
                    "e.g. 'RNNScratch,BiRNNScratch,lstm bi x2')")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--generic", action="store_true",
+                   help="switch off torch's and MXNet's fused kernels: every layer runs multirnn's "
+                        "step-by-step recurrence")
     p.set_defaults(func=_compare)
     import importlib
 

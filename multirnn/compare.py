@@ -72,38 +72,46 @@ def compare_one(model, backend, seed, dtype, steps=16, batch=4) -> dict:
     return row
 
 
-def run(backend_names, models, seed=0, dtype="float32") -> list[dict]:
-    """Rows for every backend x model; an unavailable backend gives one row saying how to install it."""
+def run(backend_names, models, seed=0, dtype="float32", fused_kernels=True) -> list[dict]:
+    """Rows for every backend x model; an unavailable backend gives one row saying how to install it.
+    ``fused_kernels=False`` runs torch and MXNet through the generic recurrence too; each row's
+    "path" says which ran ("fused": the framework's own fused kernel, see multirnn.recurrence)."""
     from multirnn import backends
 
     rows = []
     for name in backend_names:
         try:
-            version = backends.get(name).version
+            backend = backends.get(name)
         except backends.BackendUnavailable as exc:
             rows.append({"backend": name, "version": None, "model": None, "error": str(exc), "pass": False})
             continue
-        for label, model in models.items():
-            row = {"backend": name, "version": version, "model": label, "dtype": dtype,
-                   "tolerance": TOLERANCES[dtype]}
-            row.update(compare_one(model, name, seed, dtype))
-            rows.append(row)
+        backend.use_fused_kernels = fused_kernels
+        try:
+            for label, model in models.items():
+                row = {"backend": name, "version": backend.version, "model": label, "dtype": dtype,
+                       "path": backend.kernel_path(model, dtype), "tolerance": TOLERANCES[dtype]}
+                row.update(compare_one(model, name, seed, dtype))
+                rows.append(row)
+        finally:
+            backend.use_fused_kernels = True
     return rows
 
 
 def format_table(rows, dtype) -> str:
     kind = "max abs diff" if dtype == "float64" else "max diff / max|ref|"
-    header = ["backend", "version", "model", "outputs", "states", "gradients", "result"]
+    header = ["backend", "version", "model", "path", "outputs", "states", "gradients", "result"]
     lines = [header]
     for r in rows:
         if r.get("error"):
-            lines.append([r["backend"], "-", "-", "-", "-", "-", "UNAVAILABLE"])
+            lines.append([r["backend"], "-", "-", "-", "-", "-", "-", "UNAVAILABLE"])
             continue
-        lines.append([r["backend"], r["version"], r["model"], *(f"{r[k]:.2e}" for k in
+        lines.append([r["backend"], r["version"], r["model"], r["path"], *(f"{r[k]:.2e}" for k in
                       ("outputs", "states", "gradients")), "pass" if r["pass"] else "FAIL"])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     text = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
-    notes = [f"{dtype}: {kind} vs the NumPy float64 reference; tolerance {TOLERANCES[dtype]:.0e}"]
+    notes = [f"{dtype}: {kind} vs the NumPy float64 reference; tolerance {TOLERANCES[dtype]:.0e}",
+             "path: fused = whole layers in the framework's own fused kernel; generic = multirnn's "
+             "step-by-step recurrence (--generic forces it everywhere)"]
     notes += [f"{r['backend']}: {r['error']}" for r in rows if r.get("error")]
     return "\n".join(text + [""] + notes)

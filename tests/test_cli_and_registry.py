@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 import pytest
-from conftest import FRAMEWORKS, REQUIRE_ALL
+from conftest import FRAMEWORKS, FUSED_KERNEL_BACKENDS, REQUIRE_ALL, load_backend
 
 from multirnn import backends, cli
 
@@ -36,6 +36,18 @@ def test_compare_table_prints_tolerance(capsys):
     assert cli.main(["compare", "--backends", "numpy", "--models", "lstm bi x2"]) == 0
     out = capsys.readouterr().out
     assert "lstm bi x2" in out and "tolerance 1e-05" in out and "pass" in out
+
+
+@pytest.mark.parametrize("name", FUSED_KERNEL_BACKENDS)
+def test_compare_reports_the_path_and_generic_switches_kernels_off(name, capsys):
+    load_backend(name)
+    models = "lstm bi x2,gru uni x1,gru-after uni x1"  # gru = d2l's reset-before: no fused kernel
+    for flag, want in (([], ["fused", "generic", "fused"]), (["--generic"], ["generic"] * 3)):
+        code = cli.main(["compare", "--json", "--backends", name, "--models", models, *flag])
+        rows = json.loads(capsys.readouterr().out)["rows"]
+        assert [r["path"] for r in rows] == want, flag
+        assert code == 0 and all(r["pass"] for r in rows)
+    assert backends.get(name).use_fused_kernels  # switched back on afterwards
 
 
 def test_compare_rejects_unknown_names():
