@@ -136,6 +136,24 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def summary(rows) -> str:
+    """Per backend: range (median) of each ratio over its rows, as a Markdown table."""
+    def spread(values):
+        values = sorted(values)
+        if not values:
+            return "–"
+        return f"{values[0]:.2f}–{values[-1]:.2f} ({statistics.median(values):.2f})"
+
+    lines = ["| backend | rows | multirnn / fused | generic / fused | gradients() / fused | eager / multirnn |",
+             "|" + "---|" * 6]
+    for name in dict.fromkeys(r["backend"] for r in rows):
+        mine = [r for r in rows if r["backend"] == name]
+        cells = [spread([r[k] for r in mine if k in r])
+                 for k in ("multirnn_ratio", "generic_ratio", "api_ratio", "eager_speedup")]
+        lines.append(f"| {name} | {len(mine)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows, path: Path, versions: dict) -> None:
     """One panel per backend: time / fused layer for each cell, direction and size."""
     import matplotlib
@@ -213,7 +231,8 @@ def limit_threads(n: int) -> None:
 def main(argv=None) -> int:
     args = parse(argv)
     if args.markdown:  # re-render a saved run, measure nothing
-        print(markdown(json.loads(Path(args.markdown).read_text())["rows"]))
+        rows = json.loads(Path(args.markdown).read_text())["rows"]
+        print(markdown(rows) + "\n\n" + summary(rows))
         return 0
     if args.threads:
         limit_threads(args.threads)
@@ -234,6 +253,7 @@ def main(argv=None) -> int:
         plot(rows, out / "bench.png", versions)
     except ImportError:
         print("matplotlib missing: no PNG (pip install 'multirnn[bench]')", file=sys.stderr)
+    print("\n" + summary(rows) + "\n")
     print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
     return 0
 
