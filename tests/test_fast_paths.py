@@ -136,3 +136,31 @@ def test_mxnet_eager_ops_match_reference():
     for got, want in zip(finals, want_state):
         for a, b in zip(got, want):
             assert_close(a.asnumpy(), b, "float64", "state")
+
+
+@pytest.mark.parametrize("name", FUSED_KERNEL_BACKENDS)
+def test_fused_kernel_sees_weights_updated_in_place(name):
+    """An optimizer writes parameters in place; a kernel that cached its packed weights (oneDNN can)
+    would run the old ones. Two layers, so both the first and a deeper layer's packing are checked."""
+    load_backend(name)
+    model = multirnn.RecurrentSpec(3, 4, cell="lstm", num_layers=2)
+    params, inputs = make_case(model, seed=15, steps=4, batch=2, dtype="float32")
+    newer, _ = make_case(model, seed=16, steps=4, batch=2, dtype="float32")
+    layer = multirnn.native_layer(model, params, backend=name)
+    if name == "torch":
+        import torch
+
+        run = lambda: layer(torch.from_numpy(inputs))[0].detach().numpy()  # noqa: E731
+        run()
+        with torch.no_grad():
+            for key, value in layer.canonical_params().items():
+                value.copy_(torch.from_numpy(newer[key]))
+    else:
+        import mxnet as mx
+
+        run = lambda: layer(mx.nd.array(inputs))[0].asnumpy()  # noqa: E731
+        run()
+        for key, param in layer.canonical.items():
+            param.data()[:] = mx.nd.array(newer[key])
+    want, _ = multirnn.forward(model, to_float64(newer), to_float64(inputs))
+    assert_close(run(), want, "float32", "outputs after an in-place update")
