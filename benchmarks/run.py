@@ -1,7 +1,7 @@
 """Forward + backward speed of multirnn against each framework's own fused layer and a d2l-style loop.
 
     .venv/bin/python benchmarks/run.py --quick       # one size, tanh RNN only, 3 repeats (~1 min)
-    .venv/bin/python benchmarks/run.py --threads 1   # full table (~8 min on 2 cores); steadiest ratios
+    .venv/bin/python benchmarks/run.py --threads 1   # full table (~12 min on 2 cores); steadiest ratios
                                                      # on a shared CPU (see --threads)
 
 A benchmark, not a test: nothing here asserts a time.
