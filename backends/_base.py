@@ -1,6 +1,8 @@
 """What every framework adapter shares: numpy in/out around multirnn.recurrence, and the smoke test."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from multirnn import head, recurrence
@@ -15,6 +17,15 @@ class FrameworkBackend:
     # Where the framework has a fused kernel (torch, MXNet) the recurrence runs whole layers in it
     # (recurrence.run); False runs every layer through the generic scan instead (tests, benchmarks).
     use_fused_kernels = True
+
+    @contextlib.contextmanager
+    def fused_kernels(self, enabled: bool):
+        """``with backend.fused_kernels(False):`` runs the generic recurrence inside, then restores."""
+        before, self.use_fused_kernels = self.use_fused_kernels, enabled
+        try:
+            yield self
+        finally:
+            self.use_fused_kernels = before
 
     def kernel_accepts(self, model, dtype) -> bool:
         """A backend's own exceptions to its fused kernel (MXNet: float64 relu)."""

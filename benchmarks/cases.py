@@ -38,11 +38,8 @@ def without_fused_kernels(name, call):
     instance = multirnn.backends.get(name)
 
     def generic():
-        instance.use_fused_kernels = False
-        try:
+        with instance.fused_kernels(False):
             call()
-        finally:
-            instance.use_fused_kernels = True
     return generic
 
 

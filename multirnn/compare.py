@@ -85,15 +85,12 @@ def run(backend_names, models, seed=0, dtype="float32", fused_kernels=True) -> l
         except backends.BackendUnavailable as exc:
             rows.append({"backend": name, "version": None, "model": None, "error": str(exc), "pass": False})
             continue
-        backend.use_fused_kernels = fused_kernels
-        try:
+        with backend.fused_kernels(fused_kernels):
             for label, model in models.items():
                 row = {"backend": name, "version": backend.version, "model": label, "dtype": dtype,
                        "path": backend.kernel_path(model, dtype), "tolerance": TOLERANCES[dtype]}
                 row.update(compare_one(model, name, seed, dtype))
                 rows.append(row)
-        finally:
-            backend.use_fused_kernels = True
     return rows
 
 

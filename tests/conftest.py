@@ -42,15 +42,12 @@ FUSED_KERNEL_BACKENDS = ("torch", "mxnet")
 
 
 @pytest.fixture(params=FRAMEWORKS + tuple(f"{name}-generic" for name in FUSED_KERNEL_BACKENDS))
-def backend_path(request) -> str:
+def backend_path(request):
     """Like ``backend``, plus torch and MXNet with their fused kernels switched off: "torch-generic"
-    runs the same backend through the generic recurrence. Returns the backend's name."""
+    runs the same backend through the generic recurrence. Yields the backend's name."""
     name, _, generic = request.param.partition("-")
-    instance = load_backend(name)
-    if generic:
-        instance.use_fused_kernels = False
-        request.addfinalizer(lambda: setattr(instance, "use_fused_kernels", True))
-    return name
+    with load_backend(name).fused_kernels(not generic):
+        yield name
 
 
 @pytest.fixture(params=("numpy",) + FRAMEWORKS)

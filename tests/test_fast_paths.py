@@ -79,14 +79,11 @@ def test_fused_kernel_runs_exactly_where_it_computes_the_spec(name, monkeypatch)
         if hasattr(backend, "_graphs"):
             backend._graphs.blocks.clear()  # a cached graph would not be rebuilt
         packed.clear()
-        backend.use_fused_kernels = fused
-        try:
+        with backend.fused_kernels(fused):
             params, inputs = make_case(model, steps=7, batch=2, dtype=dtype)
             out, _ = multirnn.forward(model, params, inputs, backend=name, lengths=lengths)
             if lengths is None:  # what `multirnn compare` reports
                 assert backend.kernel_path(model, dtype) == ("fused" if want else "generic")
-        finally:
-            backend.use_fused_kernels = True
         assert len(packed) == want, (model, dtype, lengths, fused)
         want_out, _ = multirnn.forward(model, to_float64(params), to_float64(inputs), lengths=lengths)
         assert_close(out, want_out, dtype, f"{model} {dtype}")
