@@ -161,3 +161,12 @@ def make_spec(inferred: dict, overrides: dict | None, source: str) -> RecurrentS
         raise ValueError(f"the {source} weights do not say the rnn nonlinearity: pass nonlinearity "
                          f"'tanh' or 'relu' (CLI: --nonlinearity)")
     return RecurrentSpec(**fields)
+
+
+def spec_from_known(known: dict, source: str):
+    try:
+        return make_spec({}, known, source)
+    except TypeError as exc:  # a required field is missing
+        raise ValueError(f"{source} files do not record the model: give cell, num_inputs, num_hiddens "
+                         f"(CLI: --cell --inputs --hidden, and --layers, --bidirectional, ... as needed); "
+                         f"{exc}") from exc

@@ -234,3 +234,26 @@ def _run_layer_calls(model, calls, inputs, state):
         carries, x = call(x, **kwargs)
         finals += [from_carry(c) for c in (carries if model.bidirectional else (carries,))]
     return np.asarray(x), nest_state(model, finals)
+
+
+# ---- files (import flax) ----
+
+def read_file(path, **known):
+    """A ``Loaded`` from a msgpack-serialized linen params tree (weights only: it cannot run)."""
+    from pathlib import Path
+
+    from flax import serialization
+
+    from .source import Loaded
+
+    tree = serialization.msgpack_restore(Path(path).read_bytes())
+    model = infer_flax_spec(tree, **known)
+    return Loaded(model, from_flax(model, tree), origin=f"Flax msgpack params {str(path)!r}")
+
+
+def write_file(path, model, params: dict) -> None:
+    from pathlib import Path
+
+    from flax import serialization
+
+    Path(path).write_bytes(serialization.msgpack_serialize(to_flax(model, params)))

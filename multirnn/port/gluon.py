@@ -145,3 +145,28 @@ def run_gluon_layer(model, layer, inputs: np.ndarray, state=None):
     out, states = layer(x, begin)
     arrays = [s.asnumpy() for s in states]
     return out.asnumpy(), nest_state(model, [tuple(a[i] for a in arrays) for i in range(arrays[0].shape[0])])
+
+
+# ---- files (import mxnet) ----
+
+def read_file(path, **known):
+    """A ``Loaded`` from a Gluon ``.params`` file (``mx.nd.save`` / ``save_parameters``)."""
+    import multirnn.backends
+
+    multirnn.backends.get("mxnet")  # restores numpy.bool before mxnet loads
+    import mxnet as mx
+
+    from .source import Loaded
+
+    arrays = {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
+    model = infer_gluon_spec(arrays, **known)
+    return Loaded(model, from_gluon(model, arrays), origin=f"Gluon params {str(path)!r}")
+
+
+def write_file(path, model, params: dict) -> None:
+    import multirnn.backends
+
+    multirnn.backends.get("mxnet")
+    import mxnet as mx
+
+    mx.nd.save(str(path), {k: mx.nd.array(v, dtype=v.dtype) for k, v in to_gluon(model, params).items()})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import (Fused, UnrepresentableError, check_export, expect_shape, finish_import, fuse,
-                      make_spec, unfuse)
+                      make_spec, spec_from_known, unfuse)
 
 
 def _single_bias(model) -> bool:
@@ -211,3 +211,34 @@ def infer_keras_spec(layers, **known):
     known = dict(known)
     known.setdefault("batch_first", True)  # Keras layers are batch-major
     return make_spec(inferred, known, "keras")
+
+
+# ---- files (import keras) ----
+
+def read_file(path, **known):
+    """A ``Loaded`` from a ``.keras`` model (spec from its config) or a ``.weights.h5`` (spec from
+    ``known``)."""
+    from .source import Loaded
+
+    if str(path).endswith(".keras"):
+        import multirnn.backends
+
+        multirnn.backends.get("tensorflow")
+        import keras
+
+        layers = recurrent_layers(keras.saving.load_model(path, compile=False).layers)
+        model = infer_keras_spec(layers, **known)
+    else:
+        model = spec_from_known(known, "Keras .weights.h5")
+        net = keras_model(model)
+        net.load_weights(path)
+        layers = recurrent_layers(net.layers)
+    return Loaded(model, from_keras(model, get_keras_weights(layers)), origin=f"Keras file {str(path)!r}")
+
+
+def write_file(path, model, params: dict) -> None:
+    path = str(path)
+    if not (path.endswith(".keras") or path.endswith(".weights.h5")):
+        raise ValueError(f"a Keras file must end in .keras (model + config) or .weights.h5, got {path!r}")
+    net = keras_model(model, params)
+    net.save(path) if path.endswith(".keras") else net.save_weights(path)

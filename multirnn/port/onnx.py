@@ -292,3 +292,18 @@ def _without_cell_state(proto):
 def infer_onnx_spec(proto, **known):
     return from_onnx(proto, **known)[0]
 
+
+
+# ---- files ----
+
+def read_file(path, **known):
+    from .source import Loaded
+
+    model, params = from_onnx(path, **known)
+    return Loaded(model, params, origin=f"ONNX file {str(path)!r}")
+
+
+def write_file(path, model, params: dict) -> None:
+    import onnx
+
+    onnx.save(to_onnx(model, params), str(path))

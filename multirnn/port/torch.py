@@ -138,3 +138,32 @@ def run_torch_layer(model, layer, inputs: np.ndarray, state=None):
         out, hn = layer(x, hx)
     arrays = [a.numpy() for a in (hn if model.cell == "lstm" else (hn,))]
     return out.numpy(), nest_state(model, [tuple(a[i] for a in arrays) for i in range(arrays[0].shape[0])])
+
+
+# ---- files (imports torch) ----
+
+def read_file(path, prefix: str = "", **known):
+    """A ``Loaded`` from a ``torch.save``d state_dict (optionally a ``{"state_dict": ...}`` checkpoint)."""
+    import multirnn.backends
+
+    multirnn.backends.get("torch")
+    import torch
+
+    from .source import Loaded
+
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected a saved state_dict, got {type(sd).__name__}")
+    model = infer_torch_spec(sd, prefix=prefix, **known)
+    return Loaded(model, from_torch(model, sd, prefix=prefix), origin=f"torch state_dict {str(path)!r}")
+
+
+def write_file(path, model, params: dict) -> None:
+    import multirnn.backends
+
+    multirnn.backends.get("torch")
+    import torch
+
+    torch.save({k: torch.from_numpy(v) for k, v in to_torch(model, params).items()}, path)
