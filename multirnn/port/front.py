@@ -1,0 +1,67 @@
+"""``multirnn.port.load``: the one front door for porting, for saved files and live framework objects.
+
+It picks the reader of the source's framework (``multirnn.port.<framework>.read`` for live objects,
+``read_file`` for paths), which accounts for the whole source or refuses by name, and -- where the
+source can run -- proves the conversion by running it (``multirnn.port.verify``). No framework is
+imported until a source of that framework is given.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+from .source import Loaded
+
+# A live object's framework, from the top-level package its class (or a base class) comes from.
+_LIVE_READERS = (
+    ("torch", "torch"),
+    ("keras", "keras"), ("tf_keras", "keras"), ("tensorflow", "keras"),
+    ("flax.nnx", "flax_nnx"), ("flax.linen", "flax"),
+    ("mxnet", "gluon"),
+    ("onnx", "onnx"),
+)
+
+
+def _reader_of(source) -> str | None:
+    for cls in type(source).__mro__:
+        module = cls.__module__ or ""
+        for package, reader in _LIVE_READERS:
+            if module == package or module.startswith(package + "."):
+                return reader
+    return None
+
+
+def load(source, *, variables=None, verify: bool = True, format: str | None = None, **known) -> Loaded:
+    """``(model, params)`` -- a ``Loaded``, which unpacks to those two -- from any supported source.
+
+    source: a path (``.npz .pt/.pth .keras/.h5 .msgpack .params .onnx``, or ``format=``) or a live
+    object: a torch ``nn.RNN/GRU/LSTM`` (or a module whose only computation is one such stack), a
+    Keras layer / ``Sequential`` / functional ``Model``, a Flax linen module (with its ``variables``),
+    an nnx module, a Gluon block, an ``onnx.ModelProto``.
+    known: spec fields the source cannot say (e.g. ``nonlinearity`` of a torch RNN state_dict); a
+    field that contradicts the source is an error.
+    verify: run the source in its own framework on seeded probes and compare with the converted model
+    on the NumPy float64 reference; ``ConversionMismatch`` beyond the parity tolerance. Sources that
+    cannot run (weights-only files) are returned with a note saying so.
+    """
+    from .verify import prove
+
+    if isinstance(source, (str, os.PathLike)):
+        from .files import guess_format, read_loaded
+
+        if variables is not None:
+            raise ValueError("variables= goes with a live Flax linen module, not with a path")
+        loaded = read_loaded(format or guess_format(source), source, **known)
+    else:
+        if format is not None:
+            raise ValueError("format= applies to paths; a live object's framework is read from its type")
+        reader = _reader_of(source)
+        if reader is None:
+            raise TypeError(f"cannot read a {type(source).__module__}.{type(source).__qualname__}: give a "
+                            f"path or a torch, Keras, Flax, Gluon or ONNX model")
+        loaded = importlib.import_module(f"{__package__}.{reader}").read(source, variables=variables, **known)
+    if verify and loaded.run is not None:
+        prove(loaded)
+    elif loaded.run is None:
+        loaded.notes += (f"not verified: {loaded.origin or 'the source'} cannot run (weights only)",)
+    return loaded
