@@ -1,6 +1,6 @@
 """JAX adapter: ``jax.lax.scan`` under ``jax.jit`` (compiled once per spec and shape), ``jax.grad``.
 
-float64 runs inside ``jax.experimental.enable_x64()`` rather than flipping JAX's global default for the
+float64 runs inside JAX's x64 context (``precision``) rather than flipping JAX's global default for the
 whole process (which would change every other JAX user's dtypes).
 """
 from __future__ import annotations
@@ -11,15 +11,25 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import enable_x64
 
 from multirnn import head, recurrence
 
 from ._base import FrameworkBackend
 
 
-def _precision(dtype):
-    return enable_x64() if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
+def _enable_x64():
+    """JAX's x64 context manager: ``jax.enable_x64(True)`` since jax 0.8 (where
+    ``jax.experimental.enable_x64`` was removed), ``jax.experimental.enable_x64()`` before."""
+    if callable(getattr(jax, "enable_x64", None)):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64
+
+    return enable_x64()
+
+
+def precision(dtype):
+    """A context in which JAX computes in ``dtype``: x64 for float64, nothing to do for float32."""
+    return _enable_x64() if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
 class Backend(FrameworkBackend):
@@ -83,25 +93,25 @@ class Backend(FrameworkBackend):
                        * cotangent)
 
     def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
-        with _precision(xs.dtype):
+        with precision(xs.dtype):
             ys, finals = self._forward(model, *self._to_framework(params, xs, flat_state, masks),
                                        self._padding(model, xs, lengths))
             return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
     def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
-        with _precision(xs.dtype):
+        with precision(xs.dtype):
             grads = self._gradients(model, *self._to_framework(params, xs, flat_state, masks),
                                     self._padding(model, xs, lengths), jnp.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def lm_logits(self, model, params, tokens, flat_state):
-        with _precision(params["W_hq"].dtype):
+        with precision(params["W_hq"].dtype):
             p, _, s, _ = self._to_framework(params, tokens, flat_state)
             out, finals = self._lm_logits(model, p, jnp.asarray(tokens), s)
             return self.to_numpy(out), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
 
     def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
-        with _precision(params["W_hq"].dtype):
+        with precision(params["W_hq"].dtype):
             p, _, s, _ = self._to_framework(params, tokens, flat_state)
             (loss, finals), (d_params, d_state) = self._lm_value_and_grad(
                 model, p, jnp.asarray(tokens), jnp.asarray(targets), s)
@@ -111,13 +121,13 @@ class Backend(FrameworkBackend):
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):
         """A Flax linen module bound to ``params`` (or to the seeded init): call it like a function.
-        For float64, call it inside ``jax.experimental.enable_x64()``."""
+        For float64, call it inside ``precision("float64")`` (JAX's x64 context)."""
         from .flax_module import RecurrentModule
 
         if params is not None:
             dtype = next(iter(params.values())).dtype
         module = RecurrentModule(model, seed=seed, dtype=str(np.dtype(dtype)))
-        with _precision(dtype):  # else float64 weights would be cut to float32 here
+        with precision(dtype):  # else float64 weights would be cut to float32 here
             if params is None:
                 return module.bind(module.init(jax.random.PRNGKey(0), jnp.zeros(
                     (1, 1, model.num_inputs), dtype)))

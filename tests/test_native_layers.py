@@ -17,9 +17,9 @@ def call_layer(backend, layer, inputs, state):
     impl = multirnn.backends.get(backend)
     precision = contextlib.nullcontext()
     if backend == "jax" and inputs.dtype == np.float64:  # JAX computes float64 only under x64
-        from jax.experimental import enable_x64
+        from multirnn.backends.jax_backend import precision as jax_precision
 
-        precision = enable_x64()
+        precision = jax_precision("float64")
     with precision:
         state = None if state is None else map_state(layer.model, state, impl.asarray)
         out, new_state = layer(impl.asarray(inputs), state)

@@ -207,10 +207,10 @@ def run_layer_calls(model, calls, inputs: np.ndarray, state=None):
     """Chain Flax-style layer calls ``call(x, initial_carry=...) -> (carries, x)`` (linen or nnx),
     translating multirnn's state to Flax carries and back. Flax's LSTM carry is (c, h); multirnn's is
     (h, c). float64 runs inside enable_x64, as the jax backend does."""
-    import jax.experimental
+    from multirnn.backends.jax_backend import precision
 
     if inputs.dtype == np.float64:
-        with jax.experimental.enable_x64():
+        with precision("float64"):
             return _run_layer_calls(model, calls, inputs, state)
     return _run_layer_calls(model, calls, inputs, state)
 

@@ -141,10 +141,10 @@ def _as_jax(tree):
 
 def run_nnx(model, layers_state: list, inputs: np.ndarray, state=None):
     """Run nnx layers holding ``layers_state`` with a multirnn-convention state; returns (outputs, state)."""
-    import jax.experimental
+    from multirnn.backends.jax_backend import precision
 
     # the modules are built (their weights placed) inside the same precision as the run
     if inputs.dtype == np.float64:
-        with jax.experimental.enable_x64():
+        with precision("float64"):
             return linen.run_layer_calls(model, nnx_layers(model, layers_state, "float64"), inputs, state)
     return linen.run_layer_calls(model, nnx_layers(model, layers_state, inputs.dtype.name), inputs, state)
