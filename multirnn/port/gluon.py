@@ -166,7 +166,8 @@ def read_file(path, **known):
 def write_file(path, model, params: dict) -> None:
     import multirnn.backends
 
+    arrays = to_gluon(model, params)  # NumPy only: refuses what Gluon cannot hold before mxnet loads
     multirnn.backends.get("mxnet")
     import mxnet as mx
 
-    mx.nd.save(str(path), {k: mx.nd.array(v, dtype=v.dtype) for k, v in to_gluon(model, params).items()})
+    mx.nd.save(str(path), {k: mx.nd.array(v, dtype=v.dtype) for k, v in arrays.items()})

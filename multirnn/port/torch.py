@@ -163,7 +163,8 @@ def read_file(path, prefix: str = "", **known):
 def write_file(path, model, params: dict) -> None:
     import multirnn.backends
 
+    state_dict = to_torch(model, params)  # NumPy only: refuses what torch cannot hold before torch loads
     multirnn.backends.get("torch")
     import torch
 
-    torch.save({k: torch.from_numpy(v) for k, v in to_torch(model, params).items()}, path)
+    torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, path)
