@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 import pytest
-from conftest import FRAMEWORKS, FUSED_KERNEL_BACKENDS, REQUIRE_ALL, load_backend
+from conftest import FRAMEWORKS, FUSED_KERNEL_BACKENDS, REQUIRED, load_backend
 
 from multirnn import backends, cli
 
@@ -18,9 +18,7 @@ def test_compare_json_lists_every_backend_and_passes(capsys):
     rows = report["rows"]
     assert report["tolerance"] == 1e-10
     available = [r["backend"] for r in rows if not r.get("error")]
-    if REQUIRE_ALL:
-        assert sorted(set(available)) == sorted(FRAMEWORKS)
-    assert available, "no backend ran"
+    assert REQUIRED & set(FRAMEWORKS) <= set(available)  # with no framework, every row is an install hint
     for row in rows:
         if row.get("error"):
             assert "pip install 'multirnn[" in row["error"]

@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import assert_close, load_backend, make_case, to_float64
+from conftest import assert_close, load_backend, make_case, require_module, to_float64
 from test_port import assert_tree_equal
 
 import multirnn
@@ -24,7 +24,7 @@ def need(fmt):
     if NEEDS[fmt]:
         load_backend(NEEDS[fmt])
     if fmt == "onnx":
-        pytest.importorskip("onnx")
+        require_module("onnx")
 
 
 @pytest.fixture(scope="module")

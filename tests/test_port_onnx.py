@@ -7,11 +7,9 @@ Y_c: those cases are checked with onnxruntime (float32 only: its recurrent kerne
 from __future__ import annotations
 
 import dataclasses
-import importlib
-
 import numpy as np
 import pytest
-from conftest import REQUIRE_ALL, make_case, random_state
+from conftest import make_case, random_state, require_module
 from test_port import STRUCTURES, VARIANTS, assert_matches_reference, assert_tree_equal, random_model
 
 import multirnn
@@ -19,18 +17,9 @@ from multirnn.port import UnrepresentableError
 from multirnn.port import onnx as ponnx
 
 
-def require(module: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        if REQUIRE_ALL:
-            pytest.fail(f"{module} is required in CI: {exc}")
-        pytest.skip(f"{module} is not installed")
-
-
 @pytest.fixture(autouse=True)
 def _onnx():
-    require("onnx")
+    require_module("onnx")
 
 
 def case(variant, structure, dtype="float32"):
@@ -66,7 +55,7 @@ def test_reference_evaluator_matches_spec(variant, structure, dtype):
 @pytest.mark.parametrize("structure", range(len(STRUCTURES)))
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_onnxruntime_matches_spec(variant, structure):
-    require("onnxruntime")
+    require_module("onnxruntime")
     model, params, inputs, state = case(variant, structure)
     outputs, new_state = ponnx.run_onnx(model, ponnx.to_onnx(model, params), inputs, state, "onnxruntime")
     assert_matches_reference(model, params, inputs, state, outputs, new_state, "onnxruntime")
@@ -85,7 +74,7 @@ def _set_initializer(proto, name, array):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_import_of_foreign_biases(variant):
     """Both ONNX bias halves nonzero (as another exporter writes them): the import computes the same."""
-    require("onnxruntime")
+    require_module("onnxruntime")
     model, params, inputs, state = case(variant, 3)
     proto = ponnx.to_onnx(model, params)
     rng = np.random.default_rng(0)
