@@ -5,7 +5,9 @@ Layout of the zip (uncompressed, fixed timestamps, so equal content gives equal 
 - ``params/<name>.npy``: the canonical parameters of the spec (multirnn.spec);
 - ``arrays/<name>.npy``: any extra arrays (an embedding, an output layer, optimizer moments...);
 - ``multirnn.json``: format name and version, multirnn version, the spec (class + fields), dtype, the
-  user's JSON metadata (seed, step, vocabulary...) and, per array, its shape, dtype and SHA-256.
+  user's JSON metadata (seed, step, vocabulary...), per array its shape, dtype and SHA-256, and the
+  SHA-256 of the header itself (``header_sha256``, over its canonical JSON without that entry), so a
+  hand-edited header is caught as surely as a damaged array. Version 1 files (no header hash) still load.
 
 Any tool that reads npz reads it (``numpy.load(path, allow_pickle=False)``); nothing is ever unpickled.
 Writes are atomic: a temp file in the same directory, fsync, then ``os.replace``, so a crash mid-write
@@ -33,7 +35,8 @@ from . import validate
 from .spec import RecurrentSpec
 
 FORMAT = "multirnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header carries its own SHA-256
+HEADER_HASH = "header_sha256"
 HEADER = "multirnn.json"
 MAX_HEADER_BYTES = 16 << 20  # a header is a few kB; refuse to parse anything absurd
 RESERVED_METADATA = ("multirnn_version", "format_version", "dtype", "spec")
@@ -67,12 +70,12 @@ def save(path, model: RecurrentSpec, params: dict, *, arrays: dict | None = None
     blobs = {member: _npy_bytes(value) for member, value in members.items()}
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "multirnn_version": _version(),
-        "spec": _spec_to_json(model), "dtype": dtype.name, "metadata": metadata,
+        "spec": spec_to_dict(model), "dtype": dtype.name, "metadata": metadata,
         "arrays": {member: {"shape": list(members[member].shape), "dtype": members[member].dtype.str,
                             "sha256": hashlib.sha256(blob).hexdigest()}
                    for member, blob in blobs.items()},
     }
-    blobs[HEADER] = json.dumps(header, indent=1, sort_keys=True, allow_nan=False).encode()
+    blobs[HEADER] = json.dumps(seal(header), indent=1, sort_keys=True, allow_nan=False).encode()
 
     def write(file):
         with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
@@ -132,7 +135,12 @@ def _read(file, where: str) -> Checkpoint:
         if version > FORMAT_VERSION:
             fail(f"format version {version} is newer than this multirnn reads ({FORMAT_VERSION}); "
                  f"it was written by multirnn {header.get('multirnn_version')!r}: upgrade multirnn")
-        model = _spec_from_json(header.get("spec"), fail)
+        if version >= 2 and header.get(HEADER_HASH) != _header_digest(header):
+            fail(f"{HEADER} was edited or is corrupt (its {HEADER_HASH} does not match its content)")
+        try:
+            model = spec_from_dict(header.get("spec"))
+        except ValueError as exc:
+            fail(str(exc))
         index, metadata = header.get("arrays"), header.get("metadata")
         if not isinstance(index, dict) or not isinstance(metadata, dict):
             fail(f"{HEADER} lacks its 'arrays' index or 'metadata'")
@@ -187,22 +195,35 @@ def _spec_classes() -> dict:
     return found
 
 
-def _spec_to_json(model: RecurrentSpec) -> dict:
+def spec_to_dict(model: RecurrentSpec) -> dict:
+    """The one serialized form of a spec (checkpoints, ONNX metadata, LM configs): class + fields."""
     fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.init}
     return {"class": type(model).__name__, "fields": fields}
 
 
-def _spec_from_json(spec, fail) -> RecurrentSpec:
+def spec_from_dict(spec) -> RecurrentSpec:
+    """Inverse of spec_to_dict; ValueError naming what is wrong. Only RecurrentSpec and its subclasses
+    are ever constructed."""
     if not isinstance(spec, dict) or not isinstance(spec.get("fields"), dict):
-        fail(f"{HEADER} has no valid 'spec'")
+        raise ValueError(f"{HEADER} has no valid 'spec'")
     cls = _spec_classes().get(spec.get("class"))
     if cls is None:
-        fail(f"unknown spec class {spec.get('class')!r} (known: {sorted(_spec_classes())}); import the "
-             f"module that defines it before loading")
+        raise ValueError(f"unknown spec class {spec.get('class')!r} (known: {sorted(_spec_classes())}); "
+                         f"import the module that defines it before loading")
     try:
         return cls(**spec["fields"])
     except (TypeError, ValueError) as exc:
-        fail(f"stored spec {spec} is invalid: {exc}")
+        raise ValueError(f"stored spec {spec} is invalid: {exc}") from None
+
+
+def _header_digest(header: dict) -> str:
+    body = {k: v for k, v in header.items() if k != HEADER_HASH}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(header: dict) -> dict:
+    """``header`` with its own SHA-256 set (as ``save`` writes it)."""
+    return {**header, HEADER_HASH: _header_digest(header)}
 
 
 # ---- writing ----

@@ -144,8 +144,9 @@ def write_zip(path, members: dict):
             archive.writestr(name, blob)
 
 
-def tamper(tmp_path, edit_header=None, add_members=None, drop_members=()):
-    """A saved checkpoint rewritten with an edited header and/or members (hashes kept consistent)."""
+def tamper(tmp_path, edit_header=None, add_members=None, drop_members=(), seal=True):
+    """A saved checkpoint rewritten with an edited header and/or members (hashes kept consistent, the
+    header's own hash included unless ``seal=False``: a hand edit)."""
     model = multirnn.RecurrentSpec(3, 4, cell="gru")
     path = checkpoint.save(tmp_path / "m.npz", model, multirnn.init_params(model, seed=0), seed=0)
     with zipfile.ZipFile(path) as archive:
@@ -158,7 +159,7 @@ def tamper(tmp_path, edit_header=None, add_members=None, drop_members=()):
         del members[name]
     if edit_header:
         edit_header(header)
-    members["multirnn.json"] = json.dumps(header).encode()
+    members["multirnn.json"] = json.dumps(checkpoint.seal(header) if seal else header).encode()
     write_zip(path, members)
     return path
 
@@ -173,7 +174,7 @@ def set_in(keys, value):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (set_in(["format_version"], 2), r"format version 2 is newer than this multirnn reads \(1\)"),
+    (set_in(["format_version"], 3), r"format version 3 is newer than this multirnn reads \(2\)"),
     (set_in(["format_version"], "1"), r"invalid format_version '1'"),
     (set_in(["format"], "keras"), r"multirnn.json does not describe a multirnn-checkpoint"),
     (set_in(["spec", "class"], "Transformer"), r"unknown spec class 'Transformer'"),
@@ -194,6 +195,20 @@ def set_in(keys, value):
 def test_mismatched_header_is_named(tmp_path, edit, match):
     with pytest.raises(CheckpointError, match=match):
         checkpoint.load(tamper(tmp_path, edit_header=edit))
+
+
+def test_hand_edited_header_is_caught_by_its_own_hash(tmp_path):
+    """A consistent-looking edit (another sigma: the params still fit) that does not re-seal the header."""
+    with pytest.raises(CheckpointError, match=r"multirnn.json was edited or is corrupt \(its header_sha256"):
+        checkpoint.load(tamper(tmp_path, edit_header=set_in(["spec", "fields", "sigma"], 0.5), seal=False))
+
+
+def test_version_1_files_without_a_header_hash_still_load(tmp_path):
+    def as_version_1(header):
+        header["format_version"] = 1
+        header.pop("header_sha256")
+    got = checkpoint.read(tamper(tmp_path, edit_header=as_version_1, seal=False))
+    assert got.metadata["format_version"] == 1 and got.model == multirnn.RecurrentSpec(3, 4, cell="gru")
 
 
 def test_member_missing_or_unexpected(tmp_path):
@@ -388,7 +403,8 @@ def test_fuzzed_headers_never_crash_the_loader(tmp_path, pristine, data):
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = data.draw(JSON_VALUES, label="value")
-    members["multirnn.json"] = json.dumps(header).encode()
+    # re-sealed, so the fuzzing reaches the checks behind the header's own hash
+    members["multirnn.json"] = json.dumps(checkpoint.seal(header)).encode()
     buffer = io.BytesIO()
     write_zip(buffer, members)
     # A consistent edit of the metadata, the writer's version or the spec is not corruption: the
