@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install each stack into its own fresh venv and run the whole test suite there; what .ci/run runs.
+#   pinned   constraints.txt: numpy 1.26 and all four backends (MXNet needs numpy < 2); all required
+#   current  constraints-current.txt: numpy 2 and today's torch/tensorflow/jax/onnx; MXNet skipped
+#   bare     numpy only: every framework test skips cleanly, the NumPy-only paths still run
+# Usage: tests/run_stacks.sh [pinned] [current] [bare]   (default: all three, in that order)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stacks=("$@")
+[ ${#stacks[@]} -gt 0 ] || stacks=(pinned current bare)
+
+for stack in "${stacks[@]}"; do
+  case "$stack" in
+    pinned)  venv=.venv         pins=(-c constraints.txt)         extras='all,test'
+             require=all ;;
+    current) venv=.venv-current pins=(-c constraints-current.txt) extras='torch,tensorflow,jax,onnx,onnxruntime,lm,test'
+             require=torch,tensorflow,jax,onnx,onnxruntime ;;
+    bare)    venv=.venv-bare    pins=()                           extras='test'
+             require=none ;;
+    *) echo "unknown stack '$stack' (pinned, current, bare)" >&2; exit 2 ;;
+  esac
+  echo "=== stack $stack: $venv, required: $require ==="
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "${pins[@]}" -e ".[$extras]"
+  MULTIRNN_REQUIRE_BACKENDS=$require "$venv/bin/python" -m pytest
+done
