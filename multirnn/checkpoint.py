@@ -158,7 +158,7 @@ def _read(file, where: str) -> Checkpoint:
                 fail(f"params[{_strip(member)!r}] has shape {stored[member]} in the file but the stored "
                      f"spec needs {shape}")
         loaded = {member: _read_member(archive, member, index[member], fail) for member in index}
-    params = {_strip(m): v for m, v in loaded.items() if m.startswith("params/")}
+    params = {name: loaded[f"params/{name}.npy"] for name in model.param_shapes()}  # canonical order
     arrays = {_strip(m): v for m, v in loaded.items() if m.startswith("arrays/")}
     if len(params) + len(arrays) != len(loaded):
         fail(f"unknown members {sorted(m for m in loaded if not m.startswith(('params/', 'arrays/')))}")

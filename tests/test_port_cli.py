@@ -94,10 +94,72 @@ def test_npz_loads_without_pickle_and_unknown_extension_is_named(tmp_path, capsy
     model = multirnn.RecurrentSpec(2, 3, cell="lstm")
     params = multirnn.init_params(model, 0)
     files.save_npz(tmp_path / "m.npz", model, params)
-    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
-        assert sorted(data.files) == sorted(list(params) + [files.SPEC_KEY])
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:  # the checkpoint format: plain npz
+        assert sorted(data.files) == sorted([f"params/{k}" for k in params] + ["multirnn.json"])
+        assert_tree_equal({k: data[f"params/{k}"] for k in params}, params)
     assert main(["convert", str(tmp_path / "m.npz"), "-o", str(tmp_path / "m.bin")]) == 2
     assert "cannot tell the format" in capsys.readouterr().err
+
+
+def test_convert_and_checkpoint_share_one_file_format(tmp_path, capsys):
+    """convert reads what multirnn.checkpoint.save writes, `multirnn checkpoint` verifies what convert
+    writes, and the written file records where it came from."""
+    from multirnn import checkpoint
+
+    model = multirnn.RecurrentSpec(2, 3, cell="gru", bidirectional=True)
+    params = multirnn.init_params(model, 0)
+    checkpoint.save(tmp_path / "saved.npz", model, params, seed=0)
+    assert main(["convert", str(tmp_path / "saved.npz"), "-o", str(tmp_path / "copy.npz")]) == 0
+    capsys.readouterr()
+    assert main(["checkpoint", str(tmp_path / "copy.npz"), "--json"]) == 0
+    import json
+
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] and summary["metadata"]["converted_from"]["format"] == "npz"
+    got = checkpoint.read(tmp_path / "copy.npz")
+    assert got.model == model
+    assert_tree_equal(got.params, params)
+
+
+def test_npz_written_by_multirnn_0_1_convert_still_loads(tmp_path):
+    """The 0.1 convert wrote np.savez(params, __multirnn_spec__=<flat JSON fields>)."""
+    import json
+
+    model = multirnn.RecurrentSpec(2, 3, cell="rnn", nonlinearity="relu")
+    params = multirnn.init_params(model, 0)
+    fields = {f: getattr(model, f) for f in model.__dataclass_fields__}
+    with open(tmp_path / "old.npz", "wb") as f:
+        np.savez(f, **{files.SPEC_KEY: np.array(json.dumps(fields))}, **params)
+    assert main(["convert", str(tmp_path / "old.npz"), "-o", str(tmp_path / "new.npz")]) == 0
+    got_model, got = files.load_npz(tmp_path / "new.npz")
+    assert got_model == model
+    assert_tree_equal(got, params)
+
+
+def test_language_model_checkpoint_converts_its_recurrent_part(tmp_path, capsys):
+    from multirnn import lm_checkpoint
+    from multirnn.lm import LanguageModel, init_lm_params
+    from multirnn.text import Vocab
+
+    vocab = Vocab("abc")  # <unk>, a, b, c
+    lm = LanguageModel(multirnn.RecurrentSpec(4, 5, cell="lstm"), vocab_size=4)
+    params = init_lm_params(lm, 0)
+    lm_checkpoint.save(tmp_path / "lm.npz", lm, params, vocab)
+    assert main(["convert", str(tmp_path / "lm.npz"), "-o", str(tmp_path / "rnn.onnx")]) == 0
+    assert "head (W_hq, b_q) is not converted" in capsys.readouterr().out
+    model, got = files.read("onnx", tmp_path / "rnn.onnx")
+    assert model == lm.rnn
+    assert_tree_equal(got, {k: params[k] for k in lm.rnn.param_shapes()})
+
+
+def test_npz_with_arrays_the_model_does_not_use_is_refused(tmp_path, capsys):
+    from multirnn import checkpoint
+
+    model = multirnn.RecurrentSpec(2, 3, cell="rnn")
+    checkpoint.save(tmp_path / "m.npz", model, multirnn.init_params(model, 0),
+                    arrays={"W_out": np.ones((3, 2), np.float32)})
+    assert main(["convert", str(tmp_path / "m.npz"), "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "arrays ['W_out'] are not parameters" in capsys.readouterr().err
 
 
 def test_torch_lstm_to_keras_file_runs_the_same(tmp_path):

@@ -127,23 +127,25 @@ def require_reset_after(model: RecurrentSpec, framework: str) -> None:
             f"and ONNX GRU (linear_before_reset=0) can hold it exactly.")
 
 
-# ---- the spec as JSON, for file metadata ----
+# ---- the spec as JSON, for file metadata: multirnn.checkpoint's one serialized form ----
 
 def spec_to_json(model: RecurrentSpec) -> str:
-    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(RecurrentSpec)}
-    return json.dumps(fields, sort_keys=True)
+    from multirnn.checkpoint import spec_to_dict
+
+    return json.dumps(spec_to_dict(model), sort_keys=True)
 
 
 def spec_from_json(text: str) -> RecurrentSpec:
+    """Inverse of spec_to_json; also reads multirnn 0.1's flat ``{field: value}`` form."""
+    from multirnn.checkpoint import spec_from_dict
+
     try:
-        fields = json.loads(text)
+        stored = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"spec metadata is not valid JSON: {exc}") from exc
-    known = {f.name for f in dataclasses.fields(RecurrentSpec)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"spec metadata has unknown fields {unknown}")
-    return RecurrentSpec(**fields)
+    if isinstance(stored, dict) and "class" not in stored:  # the 0.1 form: RecurrentSpec's fields
+        stored = {"class": "RecurrentSpec", "fields": stored}
+    return spec_from_dict(stored)
 
 
 def make_spec(inferred: dict, overrides: dict | None, source: str) -> RecurrentSpec:

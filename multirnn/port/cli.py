@@ -17,7 +17,10 @@ def register(subparsers) -> None:
         "convert", help="convert saved RNN/GRU/LSTM weights between npz, torch, keras, flax, gluon, onnx",
         description=__doc__ + " The format is guessed from the extension when --from/--to is left out "
         "(.npz .pt/.pth .keras/.weights.h5 .msgpack .params .onnx). Spec flags complete what a source "
-        "file does not record (e.g. --nonlinearity of a torch RNN) and are checked against what it does.")
+        "file does not record (e.g. --nonlinearity of a torch RNN) and are checked against what it does: a flag "
+        "that contradicts the file is an error. Where the source can run (ONNX, a .keras model), it is run "
+        "on seeded probes and compared with the converted model; the result is printed and recorded in an "
+        "npz output's metadata.")
     p.add_argument("src", help="the saved source file")
     p.add_argument("--from", dest="src_format", choices=FORMATS)
     p.add_argument("--to", dest="dst_format", choices=FORMATS)
@@ -31,20 +34,41 @@ def register(subparsers) -> None:
     spec.add_argument("--nonlinearity", choices=["tanh", "relu"], help="rnn cells")
     for flag in ("bidirectional", "reset-after", "bias", "batch-first"):
         spec.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="do not run the source to prove the conversion (it is run by default where it can)")
     p.set_defaults(func=convert_command)
 
 
 def convert_command(args) -> int:
     from . import files
+    from .front import load
 
     try:
         src_format = args.src_format or guess_format(args.src)
         dst_format = args.dst_format or guess_format(args.output)
         known = {field: getattr(args, flag) for flag, field in SPEC_FLAGS.items()}
-        model, params = files.read(src_format, args.src, prefix=args.prefix, **known)
-        files.write(dst_format, args.output, model, params)
+        known = {k: v for k, v in known.items() if v is not None}
+        if args.prefix is not None:
+            known["prefix"] = args.prefix
+        loaded = load(args.src, format=src_format, verify=args.verify, **known)
+        proof = _proof(loaded, args.verify)
+        files.write(dst_format, args.output, loaded.model, loaded.params,
+                    initial_state=loaded.initial_state,
+                    converted_from={"format": src_format, "file": str(args.src), "verification": proof})
     except (ValueError, TypeError, OSError, ImportError) as exc:  # ImportError: framework missing
         print(f"multirnn convert: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{src_format} -> {dst_format}: {model} -> {args.output}")
+    print(f"{src_format} -> {dst_format}: {loaded.model} -> {args.output}")
+    print(proof if isinstance(proof, str) else f"{loaded.verification}")
+    for note in loaded.notes:
+        print(f"note: {note}")
     return 0
+
+
+def _proof(loaded, verify: bool):
+    """What the conversion was proven by: the verification's numbers, or why there is none."""
+    if loaded.verification is not None:
+        return loaded.verification.as_dict()
+    if loaded.run is None:
+        return "not verified: the source cannot run (a weights-only file); the spec comes from the file and flags"
+    return "not verified: --no-verify"

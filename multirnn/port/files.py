@@ -3,7 +3,7 @@
 =======  ==========================  ==========================================================
 format   file                        where the spec comes from on reading
 =======  ==========================  ==========================================================
-npz      ``.npz`` canonical params   ``__multirnn_spec__`` entry (JSON) written by ``save_npz``
+npz      multirnn checkpoint        its JSON header (``multirnn.checkpoint``; older ``__multirnn_spec__`` npz too)
 torch    ``torch.save`` state_dict   key names and shapes (+ ``nonlinearity`` for an RNN)
 keras    ``.keras`` / ``.weights.h5`` the ``.keras`` config; a ``.weights.h5`` needs every field given
 flax     msgpack params tree         tree structure and shapes (+ ``nonlinearity`` for an RNN)
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import finish_import, make_spec, spec_from_json, spec_from_known, spec_to_json
+from ._common import finish_import, make_spec, spec_from_json, spec_from_known
 
 FORMATS = ("npz", "torch", "keras", "flax", "gluon", "onnx")
 EXTENSIONS = {".npz": "npz", ".pt": "torch", ".pth": "torch", ".keras": "keras", ".h5": "keras",
@@ -41,29 +41,86 @@ def _known(known: dict) -> dict:
     return {k: v for k, v in (known or {}).items() if v is not None}
 
 
-# ---- canonical .npz ----
+# ---- canonical .npz: the one multirnn file format (multirnn.checkpoint) ----
 
-def save_npz(path, model, params: dict) -> None:
-    """Canonical params plus the spec (as JSON) in one ``.npz``, loadable with allow_pickle=False."""
-    from multirnn import validate
+INITIAL_STATE = "initial_state"  # extra arrays initial_state.<unit>.<k>: a state stored with the model
 
-    validate.check_model(model)
-    validate.check_params(model, params)
-    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to other names
-        np.savez(f, **{SPEC_KEY: np.array(spec_to_json(model))}, **params)
+
+def save_npz(path, model, params: dict, *, initial_state=None, **metadata) -> None:
+    """The model in multirnn's one file format (``multirnn.checkpoint``: atomic, no pickle, hashed),
+    with an optional stored initial state and JSON ``metadata`` (e.g. what it was converted from)."""
+    from multirnn import checkpoint
+    from multirnn.state import flatten_state
+
+    arrays = {}
+    if initial_state is not None:
+        for unit, unit_arrays in enumerate(flatten_state(model, initial_state)):
+            arrays.update({f"{INITIAL_STATE}.{unit}.{k}": np.asarray(a) for k, a in enumerate(unit_arrays)})
+    checkpoint.save(path, model, params, arrays=arrays, **metadata)
 
 
 def load_npz(path, **known):
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    """``(model, params)`` from a multirnn ``.npz`` (see read_npz)."""
+    loaded = read_npz(path, **known)
+    return loaded.model, loaded.params
+
+
+def read_npz(path, **known):
+    """A ``Loaded`` from a multirnn checkpoint (a language-model checkpoint gives its recurrent part),
+    from an ``.npz`` written by multirnn 0.1's ``convert`` (``__multirnn_spec__`` entry), or from a
+    bare npz of canonical arrays with the spec given in ``known``. Every array must be accounted for."""
+    from multirnn import checkpoint
+    from multirnn.state import nest_state
+
+    from .source import Loaded
+
+    known, origin = _known(known), f"npz file {os.fspath(path)!r}"
+    try:
+        stored = checkpoint.read(path)
+    except checkpoint.CheckpointError:
+        with np.load(path, allow_pickle=False) as data:  # not a checkpoint: an older or bare npz?
+            if "multirnn.json" in data.files:
+                raise
+            arrays = {k: data[k] for k in data.files}
+        return _read_plain_npz(arrays, known, origin)
+    model = stored.model
+    make_spec({f: getattr(model, f) for f in model.__dataclass_fields__}, known, "npz")  # flags must agree
+    state, extra = {}, {}
+    for name, value in stored.arrays.items():
+        parts = name.split(".")
+        if parts[0] == INITIAL_STATE and len(parts) == 3:
+            state.setdefault(int(parts[1]), {})[int(parts[2])] = value
+        else:
+            extra[name] = value
+    notes = ()
+    if stored.metadata.get("kind") == "language-model":
+        notes = (f"the recurrent part of a language-model checkpoint; its head ({', '.join(sorted(extra))}) "
+                 "is not converted",)
+    elif extra:
+        raise ValueError(f"{path}: arrays {sorted(extra)} are not parameters of {model} nor a stored "
+                         "initial state: this converter would drop them")
+    initial = None
+    if state:
+        if sorted(state) != list(range(len(list(model.units())))):
+            raise ValueError(f"{path}: the stored initial state has units {sorted(state)}, the model "
+                             f"{len(list(model.units()))}")
+        initial = nest_state(model, [tuple(state[u][k] for k in sorted(state[u])) for u in sorted(state)])
+    return Loaded(model, finish_import(model, stored.params), initial_state=initial, origin=origin,
+                  notes=notes)
+
+
+def _read_plain_npz(arrays: dict, known: dict, origin: str):
+    from .source import Loaded
+
     text = arrays.pop(SPEC_KEY, None)
-    if text is not None:
+    if text is not None:  # written by multirnn 0.1's convert
         stored = spec_from_json(str(text[()]))
-        fields = {f: getattr(stored, f) for f in stored.__dataclass_fields__}
-        model = make_spec(fields, _known(known), "npz")
+        model = make_spec({f: getattr(stored, f) for f in stored.__dataclass_fields__}, known, "npz")
     else:
-        model = spec_from_known(_known(known), "npz without a spec entry")
-    return model, finish_import(model, arrays)
+        model = spec_from_known(known, "npz without a spec")
+    return Loaded(model, finish_import(model, arrays), origin=origin,
+                  notes=("an npz without a multirnn header: re-save it with `multirnn convert` to get the "
+                         "checksummed format",))
 
 
 # ---- each framework's files: read_file / write_file in multirnn.port.<framework> ----
@@ -78,8 +135,6 @@ def _module(fmt: str):
 
 def read_loaded(fmt: str, path, **known):
     """A ``Loaded`` (spec, params, and a runner where the file can run) from a saved file of ``fmt``."""
-    from .source import Loaded
-
     known = _known(known)
     prefix = known.pop("prefix", None)
     if prefix is not None and fmt != "torch":
@@ -87,8 +142,7 @@ def read_loaded(fmt: str, path, **known):
     if prefix is not None:
         known["prefix"] = prefix
     if fmt == "npz":
-        model, params = load_npz(path, **known)
-        return Loaded(model, params, origin=f"npz file {os.fspath(path)!r}")
+        return read_npz(path, **known)
     return _module(fmt).read_file(path, **known)
 
 
@@ -98,10 +152,16 @@ def read(fmt: str, path, **known):
     return loaded.model, loaded.params
 
 
-def write(fmt: str, path, model, params: dict) -> None:
-    """Save ``params`` of ``model`` as ``fmt``'s own file at ``path``."""
+def write(fmt: str, path, model, params: dict, *, initial_state=None, **metadata) -> None:
+    """Save ``params`` of ``model`` as ``fmt``'s own file at ``path``. Only npz records ``metadata``
+    and a stored ``initial_state``; other formats refuse a model that has one."""
     path = os.fspath(path)
     if fmt == "npz":
-        save_npz(path, model, params)
-    else:
-        _module(fmt).write_file(path, model, params)
+        save_npz(path, model, params, initial_state=initial_state, **metadata)
+        return
+    if initial_state is not None:
+        from ._common import UnrepresentableError
+
+        raise UnrepresentableError(f"the model has a stored initial state, which {fmt} files cannot hold: "
+                                   "it would start from zeros there; convert to npz instead")
+    _module(fmt).write_file(path, model, params)

@@ -89,8 +89,9 @@ def prove(loaded: Loaded, *, seed: int = 0) -> Verification:
         inputs, random_state = probe_inputs(model, steps, batch, seed + index)
         given = random_state if (run.takes_state and index > 0) else None
         reference_state = given if given is not None else loaded.initial_state
-        if reference_state is not None:
-            reference_state = map_state(model, reference_state, lambda a: np.asarray(a, np.float64))
+        if reference_state is not None:  # a stored state may be (H,) or (1, H), broadcast over the batch
+            reference_state = map_state(model, reference_state, lambda a: np.broadcast_to(
+                np.asarray(a, np.float64), (batch, model.num_hiddens)).copy())
         ref_out, ref_state = api.forward(model, params64, inputs, reference_state)
         cast = None if given is None else map_state(model, given, lambda a: a.astype(dtype))
         out, state = run.call(inputs.astype(dtype), cast)
