@@ -6,6 +6,10 @@ them; a block prefix such as ``rnn0_`` (``collect_params()`` names) is accepted 
 Gluon layers always have both biases: a bias=False model exports zeros and imports only zero biases.
 Like torch, an RNN's two biases are summed into ``b_h`` on import; export writes ``h2h_bias = 0``.
 Note Gluon's ``rnn.RNN`` defaults to activation='relu'; ``gluon_layer`` sets the model's nonlinearity.
+
+``read`` takes a live block: every attribute that changes what it computes is represented or refused by
+name, every parameter consumed, and the ``Loaded`` runs the block itself so the conversion is proven.
+mxnet is imported only through ``multirnn.backends.get("mxnet")``, never at module top level.
 """
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ import re
 
 import numpy as np
 
-from ._common import (Fused, as_numpy, check_export, expect_shape, finish_import, fuse, infer_fused_sizes,
-                      make_spec, require_bias_free, require_reset_after, unfuse)
+from ._common import (Fused, UnrepresentableError, as_numpy, check_export, expect_shape, finish_import, fuse,
+                      infer_fused_sizes, make_spec, require_bias_free, require_reset_after, unfuse)
+from .torch import weights_only_notes  # NumPy only (torch itself is imported by torch.py's functions)
 
 _KEY = re.compile(r"^(.*?)([lr])(\d+)_(i2h|h2h)_(weight|bias)$")
 
@@ -147,6 +152,159 @@ def run_gluon_layer(model, layer, inputs: np.ndarray, state=None):
     return out.asnumpy(), nest_state(model, [tuple(a[i] for a in arrays) for i in range(arrays[0].shape[0])])
 
 
+# ---- live blocks: read, proven by running (import mxnet) ----
+
+_CELL_OF_MODE = {"rnn_tanh": ("rnn", "tanh"), "rnn_relu": ("rnn", "relu"), "gru": ("gru", None),
+                 "lstm": ("lstm", None)}
+_FLOAT_DTYPES = ("float32", "float64")
+# Methods of _RNNLayer that decide what a block computes: a subclass overriding one computes its own thing.
+_COMPUTING_METHODS = ("__call__", "forward", "hybrid_forward", "_forward_kernel", "begin_state", "state_info")
+
+
+def _mxnet():
+    import multirnn.backends
+
+    multirnn.backends.get("mxnet")  # restores numpy.bool before mxnet loads
+    import mxnet as mx
+
+    return mx
+
+
+def _describe(block) -> str:
+    return f"Gluon {type(block).__name__} block {block.prefix!r}"
+
+
+def _refuse_unsupported(block, base) -> None:
+    """Every attribute of a Gluon recurrent layer that changes what it computes beyond the spec."""
+    where = _describe(block)
+    for method in _COMPUTING_METHODS:
+        if getattr(type(block), method) is not getattr(base, method):
+            raise UnrepresentableError(f"{where} overrides {method}: its computation is its own; "
+                                       f"representable: gluon.rnn.{base.__name__} itself")
+    if block._forward_hooks or block._forward_pre_hooks:
+        raise UnrepresentableError(f"{where} has forward (pre-)hooks: they can change what it computes; "
+                                   f"representable: the block without hooks")
+    if block._projection_size:
+        raise UnrepresentableError(
+            f"{where} has projection_size={block._projection_size}: its hidden state is projected by "
+            f"h2r_weight, which the spec cannot hold; representable: projection_size=None")
+    clip = (block._lstm_state_clip_min, block._lstm_state_clip_max)
+    if any(bound is not None for bound in clip):
+        # (lstm_state_clip_nan only acts together with the bounds)
+        raise UnrepresentableError(
+            f"{where} clips its LSTM cell state (state_clip_min={clip[0]}, state_clip_max={clip[1]}), which "
+            f"the spec does not; representable: state_clip_min=None and state_clip_max=None")
+    if block._use_sequence_length:
+        raise UnrepresentableError(f"{where} has use_sequence_length=True: it takes per-sequence lengths "
+                                   f"as an input; representable: use_sequence_length=False (multirnn.forward "
+                                   f"takes lengths= itself)")
+    if block._children:
+        raise UnrepresentableError(f"{where} has child blocks {list(block._children)}: they are no part of "
+                                   f"a recurrent layer")
+
+
+def _block_arrays(block) -> dict:
+    """The layer's parameters by registered name (no prefix), checking every parameter is one of them."""
+    mx = _mxnet()
+    registered = {id(p): name for name, p in block._reg_params.items()}
+    unused = sorted(name for name, p in block.collect_params().items() if id(p) not in registered)
+    if unused:
+        raise UnrepresentableError(f"{_describe(block)} holds parameters {unused} that its kernel does not "
+                                   f"use: a converted model would drop them")
+    try:
+        return {name: p.data().asnumpy() for name, p in block._reg_params.items()}
+    except mx.gluon.parameter.DeferredInitializationError as exc:
+        raise ValueError(f"{_describe(block)} is not initialized yet (deferred: input_size=0); give "
+                         f"input_size= or run it once before converting") from exc
+
+
+def _block_spec(block, base, arrays: dict, known: dict):
+    where = _describe(block)
+    if block._mode not in _CELL_OF_MODE or _CELL_OF_MODE[block._mode][0] != base.__name__.lower():
+        raise UnrepresentableError(f"{where} has mode {block._mode!r}, which is not gluon.rnn.{base.__name__}'s")
+    cell, nonlinearity = _CELL_OF_MODE[block._mode]
+    inferred = infer_gluon_spec(arrays, cell=cell, nonlinearity=nonlinearity)  # sizes, depth, direction
+    fields = inferred.__dict__
+    fields = {k: fields[k] for k in ("cell", "num_inputs", "num_hiddens", "num_layers", "bidirectional")}
+    stated = {"num_hiddens": block._hidden_size, "num_layers": block._num_layers,
+              "bidirectional": block._dir == 2}
+    if block._input_size:
+        stated["num_inputs"] = block._input_size
+    for name, value in stated.items():
+        if fields[name] != value:
+            raise ValueError(f"{where} says {name}={value!r} but its parameters have {fields[name]!r}")
+    fields.update(batch_first=block._layout == "NTC", dropout=float(block._dropout))
+    if cell == "rnn":
+        fields["nonlinearity"] = nonlinearity
+    if cell == "gru":
+        fields["reset_after"] = True  # Gluon's GRU resets after the h2h matmul
+    for name, value in known.items():
+        if value is not None and name in fields and fields[name] != value:
+            raise ValueError(f"{name}={value!r} contradicts {where}, which has {name}={fields[name]!r}")
+    return make_spec(fields, known, where)
+
+
+def _block_dtype(block, arrays: dict) -> str:
+    names = sorted({a.dtype.name for a in arrays.values()} | {np.dtype(block._dtype).name})
+    if len(names) != 1 or names[0] not in _FLOAT_DTYPES:
+        raise UnrepresentableError(f"{_describe(block)} has dtype {names}: multirnn computes in one of "
+                                   f"{_FLOAT_DTYPES}; representable: block.cast('float32') or 'float64'")
+    return names[0]
+
+
+def _source_run(block, model, dtype: str):
+    mx = _mxnet()
+    from .source import SourceRun
+
+    ctx = next(iter(block.collect_params().values())).list_ctx()[0]
+
+    def array(value):
+        made = mx.nd.array(value, ctx=ctx, dtype=dtype)
+        return made.as_np_ndarray() if mx.util.is_np_array() else made
+
+    def call(inputs, state):
+        from multirnn.state import flatten_state, nest_state
+
+        batch = inputs.shape[0 if model.batch_first else 1]
+        if state is None:  # the block's own initial state
+            begin = block.begin_state(batch_size=batch, ctx=ctx, dtype=dtype)
+        else:
+            flat = flatten_state(model, state)
+            begin = [array(np.stack([unit[k] for unit in flat])) for k in range(model.state_arrays)]
+        with mx.autograd.predict_mode():  # inference: dropout between layers is the identity
+            out, states = block(array(inputs), begin)
+        finals = [s.asnumpy() for s in states]
+        return out.asnumpy(), nest_state(model, [tuple(a[i] for a in finals) for i in range(finals[0].shape[0])])
+
+    return SourceRun(call, f"mxnet {mx.__version__}", dtype)
+
+
+def read(block, *, variables=None, **known):
+    """A ``Loaded`` from a live Gluon ``rnn.RNN``/``GRU``/``LSTM`` block that runs it. Every attribute
+    that changes what it computes is represented or refused by name (``UnrepresentableError``), every
+    parameter consumed (whatever the block prefix)."""
+    mx = _mxnet()
+    from .source import Loaded
+
+    if variables is not None:
+        raise ValueError("variables= goes with a Flax linen module, not with a Gluon block")
+    rnn = mx.gluon.rnn
+    base = next((cls for cls in (rnn.RNN, rnn.GRU, rnn.LSTM) if isinstance(block, cls)), None)
+    if base is None:
+        raise UnrepresentableError(f"{type(block).__name__} is not a Gluon recurrent layer: representable: "
+                                   f"a gluon.rnn.RNN, GRU or LSTM block")
+    _refuse_unsupported(block, base)
+    arrays = _block_arrays(block)
+    model = _block_spec(block, base, arrays, known)
+    dtype = _block_dtype(block, arrays)
+    notes = ()
+    if model.dropout:
+        notes += (f"dropout={model.dropout} between layers is kept in the spec (training only); the source "
+                  f"was verified in predict mode, where it is the identity",)
+    return Loaded(model, from_gluon(model, arrays), run=_source_run(block, model, dtype),
+                  origin=_describe(block), notes=notes)
+
+
 # ---- files (import mxnet) ----
 
 def read_file(path, **known):
@@ -160,7 +318,12 @@ def read_file(path, **known):
 
     arrays = {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
     model = infer_gluon_spec(arrays, **known)
-    return Loaded(model, from_gluon(model, arrays), origin=f"Gluon params {str(path)!r}")
+    return Loaded(model, from_gluon(model, arrays), origin=f"Gluon params {str(path)!r}",
+                  notes=weights_only_notes("a Gluon .params file", _PARAMS_SHOW, known))
+
+
+# What a .params file's names and shapes say (Gluon layers always hold biases, so not bias).
+_PARAMS_SHOW = frozenset({"cell", "num_inputs", "num_hiddens", "num_layers", "bidirectional", "reset_after"})
 
 
 def write_file(path, model, params: dict) -> None:
