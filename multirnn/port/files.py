@@ -106,7 +106,7 @@ def read_npz(path, **known):
                              f"{len(list(model.units()))}")
         initial = nest_state(model, [tuple(state[u][k] for k in sorted(state[u])) for u in sorted(state)])
     return Loaded(model, finish_import(model, stored.params), initial_state=initial, origin=origin,
-                  notes=notes)
+                  notes=notes, native=True)
 
 
 def _read_plain_npz(arrays: dict, known: dict, origin: str):
@@ -118,7 +118,7 @@ def _read_plain_npz(arrays: dict, known: dict, origin: str):
         model = make_spec({f: getattr(stored, f) for f in stored.__dataclass_fields__}, known, "npz")
     else:
         model = spec_from_known(known, "npz without a spec")
-    return Loaded(model, finish_import(model, arrays), origin=origin,
+    return Loaded(model, finish_import(model, arrays), origin=origin, native=True,
                   notes=("an npz without a multirnn header: re-save it with `multirnn convert` to get the "
                          "checksummed format",))
 

@@ -62,6 +62,7 @@ def load(source, *, variables=None, verify: bool = True, format: str | None = No
         loaded = importlib.import_module(f"{__package__}.{reader}").read(source, variables=variables, **known)
     if verify and loaded.run is not None:
         prove(loaded)
-    elif loaded.run is None:
-        loaded.notes += (f"not verified: {loaded.origin or 'the source'} cannot run (weights only)",)
+    elif loaded.run is None and not loaded.native:
+        loaded.notes += (f"not verified: {loaded.origin or 'the source'} cannot run (weights only); its "
+                         "spec comes from the file and the fields given",)
     return loaded

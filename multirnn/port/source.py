@@ -58,6 +58,7 @@ class Loaded:
     origin: str = ""
     verification: Any = None
     notes: tuple = ()  # facts the user should know (e.g. "spec completed from flags: cell, ...")
+    native: bool = False  # multirnn's own file: nothing was converted, so there is nothing to prove
 
     def __iter__(self):
         return iter((self.model, self.params))

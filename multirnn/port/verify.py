@@ -52,7 +52,7 @@ def _flat(state) -> list:
     return [np.asarray(state)]
 
 
-def _last_outputs(model, state) -> np.ndarray:
+def last_outputs(model, state) -> np.ndarray:
     """The final hidden state of the last layer, directions concatenated (Keras return_sequences=False)."""
     from multirnn.state import flatten_state
 
@@ -81,7 +81,7 @@ def prove(loaded: Loaded, *, seed: int = 0) -> Verification:
     run = loaded.run
     if run is None:
         raise ValueError(f"{loaded.origin or 'this source'} cannot run, so the conversion cannot be proven")
-    model, dtype = loaded.model, run.dtype
+    model, dtype, who = loaded.model, run.dtype, loaded.origin or "the source"
     params64 = {k: np.asarray(v, np.float64) for k, v in loaded.params.items()}
     tol, worst = TOLERANCES[dtype], 0.0
     for index, (steps, batch) in enumerate(PROBE_SHAPES):
@@ -95,7 +95,7 @@ def prove(loaded: Loaded, *, seed: int = 0) -> Verification:
         ref_out, ref_state = api.forward(model, params64, inputs, reference_state)
         cast = None if given is None else map_state(model, given, lambda a: a.astype(dtype))
         out, state = run.call(inputs.astype(dtype), cast)
-        expected = ref_out if run.outputs == "sequence" else _last_outputs(model, ref_state)
+        expected = ref_out if run.outputs == "sequence" else last_outputs(model, ref_state)
         where = f"probe {index} (steps {steps}, batch {batch}, {'random' if given is not None else 'own'} " \
                 f"initial state)"
         pairs = [("outputs", np.asarray(out), expected)]
@@ -103,12 +103,12 @@ def prove(loaded: Loaded, *, seed: int = 0) -> Verification:
                   enumerate(zip(_flat(state), _flat(ref_state)))] if state is not None else []
         for what, actual, want in pairs:
             if actual.shape != want.shape:
-                raise ConversionMismatch(f"{loaded.origin}: {where}: {what} have shape {actual.shape} in "
+                raise ConversionMismatch(f"{who}: {where}: {what} have shape {actual.shape} in "
                                          f"{run.framework} but {want.shape} in the converted model")
             err = error(actual, want, dtype)
             if not err <= tol:
                 raise ConversionMismatch(
-                    f"{loaded.origin}: the converted model differs from {run.framework} by {err:.3g} "
+                    f"{who}: the converted model differs from {run.framework} by {err:.3g} "
                     f"({'abs' if dtype == 'float64' else 'rel'}; tolerance {tol:.0e}) in {what}, {where}")
             worst = max(worst, err)
     loaded.verification = Verification(run.framework, dtype, len(PROBE_SHAPES), worst, tol)
