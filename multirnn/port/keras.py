@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (Fused, UnrepresentableError, check_export, expect_shape, finish_import, fuse,
+from ._common import (Fused, check_export, expect_shape, finish_import, fuse,
                       make_spec, spec_from_known, unfuse)
 
 
@@ -155,7 +155,8 @@ def run_keras_layers(model, layers, inputs: np.ndarray, state=None):
 
 
 def recurrent_layers(layers) -> list:
-    """The SimpleRNN/GRU/LSTM/Bidirectional layers of a list (e.g. a model's ``.layers``), in order."""
+    """The SimpleRNN/GRU/LSTM/Bidirectional layers of a list, in order (other layers are skipped: use
+    ``infer_keras_spec`` or ``read`` to check that nothing else computes)."""
     import keras
 
     kinds = (keras.layers.SimpleRNN, keras.layers.GRU, keras.layers.LSTM, keras.layers.Bidirectional)
@@ -163,77 +164,233 @@ def recurrent_layers(layers) -> list:
 
 
 def infer_keras_spec(layers, **known):
-    """The spec of built Keras recurrent layers (a model's ``.layers`` may be passed: only its
-    recurrent layers count), from their config. Refuses what the canonical spec cannot hold exactly."""
+    """The spec of built Keras layers in order (a chain, e.g. a model's ``.layers``), from their config.
+    Every layer must be part of the stack (InputLayer first, Dropout between recurrent layers); anything
+    the canonical spec cannot hold exactly is refused (see ``multirnn.port.keras_graph``)."""
+    from .keras_graph import chain_of_layers
+
+    _import_keras()
+    return make_spec(chain_of_layers(list(layers)).inferred, known, "keras")
+
+
+# ---- live Keras objects: read and run (import keras) ----
+
+def _import_keras():
+    import multirnn.backends
+
+    multirnn.backends.get("tensorflow")  # keras after torch: the backend imports them in safe order
     import keras
 
-    cells = {keras.layers.SimpleRNN: "rnn", keras.layers.GRU: "gru", keras.layers.LSTM: "lstm"}
-    rnns = recurrent_layers(layers)  # other layers (a Dense head...) are not converted
-    if not rnns:
-        raise ValueError("no Keras SimpleRNN/GRU/LSTM/Bidirectional layer found")
-    fields, num_inputs, bidirectional = [], None, []
-    for rnn in rnns:
-        bidirectional.append(isinstance(rnn, keras.layers.Bidirectional))
-        parts = [rnn.forward_layer, rnn.backward_layer] if bidirectional[-1] else [rnn]
-        if bidirectional[-1] and rnn.merge_mode != "concat":
-            raise UnrepresentableError(f"Bidirectional merge_mode={rnn.merge_mode!r} is not representable "
-                             "(multirnn concatenates [fwd, bwd])")
-        for part in parts:
-            cell = cells.get(type(part))
-            if cell is None:
-                raise ValueError(f"layer {part.name!r} ({type(part).__name__}) is not SimpleRNN/GRU/LSTM")
-            cfg = part.get_config()
-            entry = {"cell": cell, "num_hiddens": cfg["units"], "bias": cfg["use_bias"]}
-            if cell == "rnn":
-                entry["nonlinearity"] = cfg["activation"]
-            else:
-                if cfg["activation"] != "tanh" or cfg["recurrent_activation"] != "sigmoid":
-                    raise UnrepresentableError(
-                        f"layer {part.name!r}: activation {cfg['activation']!r}/"
-                        f"{cfg['recurrent_activation']!r} is not representable (tanh/sigmoid)")
-                if cell == "gru":
-                    entry["reset_after"] = cfg["reset_after"]
-            if cfg.get("go_backwards") and not bidirectional[-1]:
-                raise UnrepresentableError(f"layer {part.name!r}: a go_backwards layer outside "
-                                           "Bidirectional is not representable")
-            fields.append(entry)
-        if num_inputs is None:
-            num_inputs = parts[0].get_weights()[0].shape[0] if parts[0].get_weights() else None
-    if len({tuple(sorted(f.items())) for f in fields}) != 1:
-        raise UnrepresentableError(f"layers differ ({fields}): multirnn needs one cell, size and setting "
-                                   "for every layer and direction (per-direction hidden sizes are not "
-                                   "representable)")
-    if len(set(bidirectional)) != 1:
-        raise UnrepresentableError("some layers are Bidirectional and some not: not representable")
-    if num_inputs is None:
-        raise ValueError("the Keras layers are not built: build them (or load the model) first")
-    inferred = dict(fields[0], num_inputs=num_inputs, num_layers=len(rnns), bidirectional=bidirectional[0])
-    known = dict(known)
-    known.setdefault("batch_first", True)  # Keras layers are batch-major
-    return make_spec(inferred, known, "keras")
+    return keras
+
+
+def read(source, *, variables=None, **known):
+    """A ``Loaded`` from a live Keras recurrent layer, ``Sequential`` or functional ``Model``: the spec
+    from its config (``known`` fields must agree), params from its weights, and a ``SourceRun`` that runs
+    the object itself, so ``multirnn.port.load`` proves the conversion."""
+    from .keras_graph import chain_of, describe
+    from .source import Loaded
+
+    if variables is not None:
+        raise ValueError("variables= goes with a Flax linen module; a Keras object holds its own weights")
+    _import_keras()
+    chain = chain_of(source)
+    model = make_spec(chain.inferred, known, "keras")
+    params = from_keras(model, [np.asarray(w) for w in chain.weights()])
+    return Loaded(model, params, run=_source_run(chain, model), origin=f"Keras {describe(source)}",
+                  notes=chain.notes)
+
+
+def _source_run(chain, model):
+    import keras
+
+    from .source import SourceRun
+
+    def call(inputs, state):
+        with _fresh_states(chain):
+            if state is None:
+                return _run_whole(chain, model, inputs)
+            return _run_entries(chain, model, inputs, state)
+
+    last = chain.recurrents[-1]
+    return SourceRun(call, f"keras {keras.__version__} ({keras.backend.backend()})", dtype=chain.dtype,
+                     takes_state=True, steps=chain.steps, batch=chain.batch,
+                     outputs="sequence" if last.return_sequences else "last")
+
+
+def _flat_arrays(nested) -> list:
+    if isinstance(nested, (list, tuple)):
+        return [a for part in nested for a in _flat_arrays(part)]
+    return [np.asarray(nested)]
+
+
+def _units(model, arrays: list) -> list:
+    k = model.state_arrays
+    return [tuple(arrays[i:i + k]) for i in range(0, len(arrays), k)]
+
+
+def _run_whole(chain, model, inputs):
+    """The source object itself on the inputs, from its own initial state. Its final state is returned
+    only when it is the whole state (one recurrent layer that returns its state)."""
+    from multirnn.state import nest_state
+
+    result = chain.source(inputs)
+    if not isinstance(result, (list, tuple)):
+        return np.asarray(result), None
+    out, *states = result
+    whole = len(chain.recurrents) == 1 and chain.recurrents[0].return_state
+    return np.asarray(out), nest_state(model, _units(model, _flat_arrays(states))) if whole else None
+
+
+def _initial_state(direction, units: list) -> list:
+    """A Keras RNN layer's initial_state: [h(, c)], or per cell [[h(, c)], ...] for StackedRNNCells."""
+    import keras
+
+    if isinstance(direction.rnn.cell, keras.layers.StackedRNNCells):
+        return [list(unit) for unit in units]
+    return list(units[0])
+
+
+def _run_entries(chain, model, inputs, state):
+    """The chain's layers one by one (each recurrent layer from its part of ``state``). The final state
+    is returned when every recurrent layer returns its state."""
+    from multirnn.state import flatten_state, nest_state
+
+    units, x, finals, taken = flatten_state(model, state), inputs, [], 0
+    for entry in chain.entries:
+        if not hasattr(entry, "directions"):  # ("dropout", layer): identity at inference, run anyway
+            x = entry[1](x, training=False)
+            continue
+        initial = []
+        for index, direction in enumerate(entry.directions):
+            mine = units[taken + index:taken + entry.num_layers * len(entry.directions):len(entry.directions)]
+            initial += _initial_state(direction, mine)
+        taken += entry.num_layers * len(entry.directions)
+        result = entry.layer(x, initial_state=initial)
+        if entry.return_state:
+            x, *states = result
+            finals += _flat_arrays(states)
+        else:
+            x = result
+    complete = all(entry.return_state for entry in chain.recurrents)
+    return np.asarray(x), nest_state(model, _units(model, finals)) if complete else None
+
+
+class _fresh_states:
+    """Stateful layers start each proof call from zeros (or the given state) and get their own state
+    back afterwards, so proving leaves the user's layer as it was."""
+
+    def __init__(self, chain):
+        self.rnns = [d.rnn for e in chain.recurrents for d in e.directions if d.stateful]
+
+    def __enter__(self):
+        import keras
+
+        self.held = [[np.array(v) for v in keras.tree.flatten(rnn.states)] if rnn.states is not None else None
+                     for rnn in self.rnns]
+        for rnn in self.rnns:
+            rnn.reset_state()
+
+    def __exit__(self, *exc):
+        import keras
+
+        for rnn, values in zip(self.rnns, self.held):
+            if values is not None:
+                for variable, value in zip(keras.tree.flatten(rnn.states), values):
+                    variable.assign(value)
+        return False
 
 
 # ---- files (import keras) ----
 
 def read_file(path, **known):
-    """A ``Loaded`` from a ``.keras`` model (spec from its config) or a ``.weights.h5`` (spec from
-    ``known``)."""
+    """A ``Loaded`` from a Keras file.
+
+    ``.keras`` and legacy full-model ``.h5`` (``model.save("x.h5")``, with a ``model_config``): the model
+    is loaded and read like a live one (its config is the spec; ``known`` must agree), and can run.
+    ``.weights.h5`` (and legacy weights-only ``.h5``): weights only, so the spec comes from ``known``;
+    every array in the file must belong to that spec's layers (a leftover layer is an error)."""
+    keras = _import_keras()
+    text = str(path)
+    if text.endswith(".keras") or _is_full_h5(text):
+        loaded = read(keras.saving.load_model(text, compile=False), **known)
+        loaded.origin = f"Keras file {text!r}"
+        return loaded
+    return _read_weights_file(text, known)
+
+
+def _is_full_h5(path: str) -> bool:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return "model_config" in f.attrs
+
+
+def _h5_arrays(path: str) -> dict:
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj.shape) if isinstance(obj, h5py.Dataset)
+                     else None)
+    return arrays
+
+
+def _read_weights_file(path: str, known: dict):
+    import h5py
+
     from .source import Loaded
 
-    if str(path).endswith(".keras"):
-        import multirnn.backends
-
-        multirnn.backends.get("tensorflow")
-        import keras
-
-        layers = recurrent_layers(keras.saving.load_model(path, compile=False).layers)
-        model = infer_keras_spec(layers, **known)
+    known = dict(known)
+    known.setdefault("batch_first", True)  # Keras layers are batch-major
+    model = spec_from_known(known, "Keras .weights.h5")
+    net = keras_model(model)
+    with h5py.File(path, "r") as f:
+        legacy = "layer_names" in f.attrs
+    if legacy:  # Keras 2 save_weights: Keras loads by topology and checks the layer count
+        _check_legacy_layer_count(path, model)
     else:
-        model = spec_from_known(known, "Keras .weights.h5")
-        net = keras_model(model)
-        net.load_weights(path)
-        layers = recurrent_layers(net.layers)
-    return Loaded(model, from_keras(model, get_keras_weights(layers)), origin=f"Keras file {str(path)!r}")
+        _check_weights_match(path, net, model)
+    net.load_weights(path)
+    weights = get_keras_weights(recurrent_layers(net.layers))
+    return Loaded(model, from_keras(model, weights), origin=f"Keras weights file {path!r}")
+
+
+def _check_weights_match(path: str, net, model) -> None:
+    """Every array of the file is one of the spec's Keras layers' and none is missing (Keras itself
+    would load a 1-layer spec from a 2-layer file and drop the second layer silently)."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        reference = os.path.join(folder, "expected.weights.h5")
+        net.save_weights(reference)
+        expected = _h5_arrays(reference)
+    found = _h5_arrays(path)
+    if found == expected:
+        return
+    layer_of = lambda name: "/".join(name.split("/")[:2])  # noqa: E731 -- "layers/lstm_1"
+    leftover = sorted({layer_of(n) for n in found if n not in expected})
+    missing = sorted({layer_of(n) for n in expected if n not in found})
+    shapes = sorted(f"{n}: file {found[n]}, spec {expected[n]}" for n in found
+                    if n in expected and found[n] != expected[n])
+    raise ValueError(f"{path} does not hold exactly the weights of {model}: "
+                     + "; ".join(part for part in (
+                         leftover and f"layers in the file the spec does not account for: {leftover} "
+                                      f"(give the spec that has them, e.g. --layers, --bidirectional)",
+                         missing and f"layers the spec needs but the file lacks: {missing}",
+                         shapes and f"shapes differ: {shapes}") if part))
+
+
+def _check_legacy_layer_count(path: str, model) -> None:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
+        weighted = [n for n in names if len(f[n].attrs.get("weight_names", [])) > 0]
+    if len(weighted) != model.num_layers:
+        raise ValueError(f"{path} holds {len(weighted)} layers with weights {weighted}, but the spec {model} "
+                         f"has {model.num_layers}: give the spec of every layer in the file")
 
 
 def write_file(path, model, params: dict) -> None:
