@@ -145,24 +145,37 @@ def _decode(value):
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _check_node(node, values: dict) -> dict:
-    """Refuse what multirnn cannot represent; return the node's spec fields."""
+def _check_node(node) -> dict:
+    """Refuse what multirnn cannot represent; return the node's spec fields (and ``hidden_size`` when
+    the attribute is given; the trace checks it against R)."""
+    from .onnx_graph import describe
+
     attrs = _attributes(node)
-    where = f"ONNX {node.op_type} node {node.name or node.output[0]!r}"
+    where = describe(node)
     cell = CELLS[node.op_type]
     direction = _decode(attrs.get("direction", b"forward"))
     if direction == "reverse":
         raise UnrepresentableError(f"{where}: direction 'reverse' alone is not representable "
-                                   "(multirnn runs forward, or both directions)")
+                                   "(multirnn runs forward, or both directions: 'bidirectional')")
+    if direction not in ("forward", "bidirectional"):
+        raise ValueError(f"{where}: unknown direction {direction!r}")
     if "clip" in attrs:
-        raise UnrepresentableError(f"{where}: cell clipping (clip={attrs['clip']}) is not representable")
+        raise UnrepresentableError(f"{where}: cell clipping (clip={attrs['clip']}) is not representable "
+                                   "(multirnn never clips; export without clip)")
     if attrs.get("input_forget", 0):
-        raise UnrepresentableError(f"{where}: input_forget=1 (coupled gates) is not representable")
-    if "activation_alpha" in attrs or "activation_beta" in attrs:
-        raise UnrepresentableError(f"{where}: activation_alpha/beta are not representable")
+        raise UnrepresentableError(f"{where}: input_forget=1 (coupled gates) is not representable "
+                                   "(only input_forget=0)")
+    for name in ("activation_alpha", "activation_beta"):
+        if name in attrs:
+            raise UnrepresentableError(f"{where}: {name}={list(attrs[name])} is not representable "
+                                       "(only activations without parameters)")
+    if attrs.get("layout", 0) not in (0, 1):
+        raise ValueError(f"{where}: layout={attrs['layout']} is neither 0 nor 1")
     nd = 2 if direction == "bidirectional" else 1
     acts = [_decode(a) for a in attrs.get("activations", [])]
-    fields = {"cell": cell, "num_hiddens": attrs["hidden_size"], "bidirectional": nd == 2}
+    fields = {"cell": cell, "bidirectional": nd == 2}
+    if "hidden_size" in attrs:
+        fields["hidden_size"] = int(attrs["hidden_size"])
     if cell == "rnn":
         acts = acts or ["Tanh"] * nd
         if len(set(acts)) != 1 or acts[0] not in ("Tanh", "Relu"):
@@ -171,66 +184,383 @@ def _check_node(node, values: dict) -> dict:
         fields["nonlinearity"] = acts[0].lower()
     elif acts and acts != _DEFAULT_ACTS[cell] * nd:
         raise UnrepresentableError(f"{where}: activations {acts} are not representable "
-                                   f"(only the defaults {_DEFAULT_ACTS[cell]})")
+                                   f"(only the defaults {_DEFAULT_ACTS[cell]} per direction)")
     if cell == "gru":
         fields["reset_after"] = bool(attrs.get("linear_before_reset", 0))
-    if len(node.input) > 7 and node.input[7] and np.any(values.get(node.input[7], 1) != 0):
-        raise UnrepresentableError(f"{where}: peephole weights P are not representable")
     return fields
 
 
-def _constant_values(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
+# ---- reading a whole graph ----
 
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            attrs = {a.name: a for a in node.attribute}
-            if "value" in attrs:
-                values[node.output[0]] = numpy_helper.to_array(attrs["value"].t)
-    return values
+_PROBE_SIZES = ((4, 2), (9, 3))  # (steps, batch) the reader traces a graph with dynamic dims at
 
 
-def from_onnx(proto, **known):
-    """``(model, params)`` from an ONNX model (a ModelProto or a path) whose recurrent nodes form one
-    stack of RNN/GRU/LSTM layers (read in graph order; the ops between them are not interpreted).
-    The spec comes from the nodes, completed by ``multirnn.spec`` metadata and ``known`` fields."""
+def read(source, *, variables=None, **known):
+    """A ``Loaded`` from an ONNX model (a ModelProto or a path) whose graph is one stack of RNN/GRU/LSTM
+    nodes between its input X and its outputs, with only re-layouts around them.
+
+    The whole graph is read (see ``multirnn.port.onnx_graph``): X's layout (``layout`` attributes and
+    exporters' Transposes) gives ``batch_first``; each node's attributes give the spec or are refused by
+    name; a stored or computed-from-stored initial state becomes ``Loaded.initial_state``, a state graph
+    input makes the run take a state; the graph outputs must be the stack's sequence outputs and/or
+    final states. ``variables``: values of graph inputs that hold weights (as in ONNX's backend node
+    tests, where W, R, B are inputs). ``known`` fields and ``multirnn.spec`` metadata complete the spec;
+    a field contradicting the graph is a ValueError. ``Loaded.run`` runs the graph with onnxruntime
+    (float32, layout 0) or onnx's reference evaluator."""
     import onnx
 
-    if not isinstance(proto, onnx.ModelProto):
-        proto = onnx.load(str(proto))
-    graph, values = proto.graph, _constant_values(proto.graph)
-    nodes = [n for n in graph.node if n.op_type in CELLS]
-    if not nodes:
-        raise ValueError("the ONNX model has no RNN, GRU or LSTM node")
-    fields = [_check_node(n, values) for n in nodes]
-    if any(f != fields[0] for f in fields):
-        raise UnrepresentableError(f"the recurrent nodes differ ({fields}): multirnn needs one cell, "
-                                   "hidden size and direction setting for every layer")
-    layers = []
-    for node in nodes:
-        entry = {}
-        for key, index in (("W", 1), ("R", 2), ("B", 3)):
-            name = node.input[index] if len(node.input) > index else ""
-            if not name:
-                continue
-            if name not in values:
-                raise ValueError(f"ONNX node {node.name!r}: {key} ({name!r}) is not an initializer or "
-                                 "Constant; only stored weights can be converted")
-            entry[key] = values[name]
-        layers.append(entry)
+    from .onnx_graph import graph_info
+    from .source import Loaded
+
+    origin = "ONNX model" if isinstance(source, onnx.ModelProto) else f"ONNX file {str(source)!r}"
+    proto = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
+    info = graph_info(proto, variables)
     metadata = {p.key: p.value for p in proto.metadata_props}
-    inferred = dict(fields[0], num_inputs=int(layers[0]["W"].shape[2]), num_layers=len(nodes),
-                    bias="B" in layers[0])
+    stored = spec_from_json(metadata[METADATA_KEY]) if METADATA_KEY in metadata else None
+    preferred = known.get("batch_first", None if stored is None else stored.batch_first)
+    batch_first, traces, notes = _fit(info, preferred)
+    layers = _consistent_layers(traces)
+    first = layers[0]
+    inferred = dict(first.fields, num_inputs=int(first.weights["W"].shape[2]), num_layers=len(layers),
+                    bias=any("B" in layer.weights for layer in layers))
+    if not notes:
+        inferred["batch_first"] = batch_first
     extra = {}
-    if METADATA_KEY in metadata:
-        stored = spec_from_json(metadata[METADATA_KEY])
+    if stored is not None:
         extra = {"batch_first": stored.batch_first, "sigma": stored.sigma}
         if stored.cell == "rnn":
             extra["nonlinearity"] = stored.nonlinearity
     extra.update({k: v for k, v in known.items() if v is not None})
-    model = make_spec(inferred, extra, "ONNX")
-    return model, from_onnx_weights(model, layers)
+    if notes:
+        extra.setdefault("batch_first", batch_first)
+    model = make_spec(inferred, extra, "ONNX graph")
+    params = from_onnx_weights(model, [_with_bias(layer, model) for layer in layers])
+    initial_state, takes_state = _initial_state(model, info, traces)
+    loaded = Loaded(model, params, initial_state=initial_state, origin=origin, notes=tuple(notes))
+    loaded.run = _source_run(info, model, traces, takes_state, loaded)
+    return loaded
+
+
+def _sizes(info, batch_first: bool) -> list[tuple[int, int]]:
+    """The (steps, batch) to trace at: the declared dims where they are fixed, else the probe sizes."""
+    dims = info.input_dims[info.x_name]
+    steps_dim, batch_dim = (dims[1], dims[0]) if batch_first else (dims[0], dims[1])
+    sizes = []
+    for steps, batch in _PROBE_SIZES:
+        size = (steps_dim if isinstance(steps_dim, int) else steps,
+                batch_dim if isinstance(batch_dim, int) else batch)
+        if size not in sizes:
+            sizes.append(size)
+    return sizes
+
+
+def _fit(info, preferred):
+    """(batch_first, traces, notes): the layout of X that the graph's wiring fits, traced at each size.
+    Both fit only when X is (1, 1, features): then both layouts compute the same."""
+    from .onnx_graph import LayoutMismatch, Trace
+
+    fits, reasons = {}, {}
+    for batch_first in (False, True):
+        try:
+            fits[batch_first] = [Trace(info, batch_first, steps, batch, _check_node)
+                                 for steps, batch in _sizes(info, batch_first)]
+        except LayoutMismatch as exc:
+            reasons[batch_first] = str(exc)
+    if not fits:
+        raise UnrepresentableError(
+            "the ONNX graph is not one stack of recurrent nodes fed by graph input "
+            f"{info.x_name!r}: as time-major X, {reasons[False]}; as batch-first X, {reasons[True]}")
+    if len(fits) == 1:
+        (batch_first, traces), = fits.items()
+        return batch_first, traces, []
+    first = fits[False][0].layers[0]
+    batch_first = bool(first.layout) if preferred is None else bool(preferred)
+    return batch_first, fits[batch_first], [
+        f"graph input {info.x_name!r} has one step and one sequence, so both layouts compute the same; "
+        f"batch_first={batch_first}"]
+
+
+def _consistent_layers(traces):
+    """The layers of the first trace, after checking every trace found the same stack and weights."""
+    layers = traces[0].layers
+    fields = [layer.fields for layer in layers]
+    if any(f != fields[0] for f in fields):
+        raise UnrepresentableError(f"the recurrent nodes differ ({fields}): multirnn needs one cell, "
+                                   "hidden size and direction setting for every layer")
+    for trace in traces[1:]:
+        for a, b in zip(layers, trace.layers):
+            same = a.weights.keys() == b.weights.keys() and all(
+                np.array_equal(a.weights[k], b.weights[k]) for k in a.weights)
+            if not same:
+                raise UnrepresentableError(f"the weights of ONNX node {a.node.name!r} depend on the input's "
+                                           "size; multirnn's weights are fixed arrays")
+    return layers
+
+
+def _with_bias(layer, model) -> dict:
+    entry = {k: v for k, v in layer.weights.items() if k in ("W", "R", "B")}
+    if model.bias and "B" not in entry:  # ONNX's absent B is zeros
+        entry["B"] = np.zeros((len(model.directions), 2 * entry["R"].shape[1]), entry["R"].dtype)
+    return entry
+
+
+def _initial_state(model, info, traces):
+    """(Loaded.initial_state, SourceRun.takes_state) from where the nodes' initial_h/c come from."""
+    from multirnn.state import nest_state
+
+    from .onnx_graph import Data
+
+    first = traces[0].layers
+    origins = {(k, s): ("input" if isinstance(v, Data) else "stored")
+               for k, layer in enumerate(first) for s, v in layer.initial.items()}
+    if set(origins.values()) == {"input"}:
+        return None, True
+    if "input" in origins.values():
+        raise UnrepresentableError(
+            f"initial states come partly from graph inputs and partly from stored arrays or zeros "
+            f"({origins}): a source run takes the whole state or none of it")
+    per_trace = [[tuple(np.zeros((t.batch, model.num_hiddens)) if layer.initial.get(s) is None
+                        else layer.initial[s][d] for s in ("h", "c")[:model.state_arrays])
+                  for layer in t.layers for d in range(len(model.directions))] for t in traces]
+    if all(not np.any(a) for flat in per_trace for unit in flat for a in unit):
+        return None, False
+    batch_dim = info.input_dims[info.x_name][0 if model.batch_first else 1]
+    if not isinstance(batch_dim, int):
+        raise UnrepresentableError(
+            f"the stored initial state is expanded to the batch of graph input {info.x_name!r}, whose "
+            "batch size is not fixed; multirnn's initial state holds one row per sequence of a fixed "
+            "batch: export with a fixed batch size, or pass the state as a graph input")
+    flat = per_trace[0]
+    if any(not all(np.array_equal(a, b) for ua, ub in zip(flat, other) for a, b in zip(ua, ub))
+           for other in per_trace[1:]):
+        raise UnrepresentableError("the stored initial state depends on the number of steps")
+    dtype = np.dtype(_float_dtype(info))
+    return nest_state(model, [tuple(np.asarray(a, dtype) for a in unit) for unit in flat]), False
+
+
+def _float_dtype(info) -> str:
+    from onnx import TensorProto
+
+    names = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64"}
+    if info.x_elem not in names:
+        raise UnrepresentableError(f"graph input {info.x_name!r} has ONNX element type {info.x_elem}; "
+                                   "multirnn converts float32 and float64 models")
+    return names[info.x_elem]
+
+
+def from_onnx(proto, *, variables=None, **known):
+    """``(model, params)`` from an ONNX model (a ModelProto or a path); see ``read``, which this calls.
+    A stored nonzero initial state cannot travel in the pair, so it is refused here: use
+    ``multirnn.port.load`` or ``read``, whose ``Loaded.initial_state`` carries it."""
+    loaded = read(proto, variables=variables, **known)
+    if loaded.initial_state is not None:
+        raise UnrepresentableError(
+            "the ONNX graph stores a nonzero initial state, which (model, params) cannot hold; use "
+            "multirnn.port.load(...) or multirnn.port.onnx.read(...) and run with Loaded.initial_state")
+    return loaded.model, loaded.params
+
+
+# ---- running the source graph ----
+
+def _source_run(info, model, traces, takes_state: bool, loaded):
+    from .source import SourceRun
+
+    dtype = _float_dtype(info)
+    dims = info.input_dims[info.x_name]
+    steps_dim, batch_dim = (dims[1], dims[0]) if model.batch_first else (dims[0], dims[1])
+    fixed_steps = steps_dim if isinstance(steps_dim, int) else None
+    engine, why_not = _engine(dtype, traces[0].layers, fixed_steps)
+    if engine is None:
+        loaded.notes += (f"not run: {why_not}",)
+        return None
+    runner = _GraphRun(info, model, engine, takes_state)
+    kind = runner.output_kind(traces[0])
+    return SourceRun(runner, runner.framework, dtype, takes_state, fixed_steps,
+                     batch_dim if isinstance(batch_dim, int) else None, kind)
+
+
+def _engine(dtype, layers, fixed_steps):
+    """("onnxruntime" | "reference" | None, why not)."""
+    if dtype == "float32" and all(layer.layout == 0 for layer in layers):
+        try:
+            import onnxruntime  # noqa: F401
+
+            return "onnxruntime", ""
+        except ImportError:
+            pass
+    if _legacy_reference():  # onnx's old reference RNNs: forward only, Tanh only, no Y_c
+        for layer in layers:
+            acts = _attributes(layer.node).get("activations")
+            if layer.fields["bidirectional"]:
+                return None, "this onnx's ReferenceEvaluator runs no bidirectional recurrent node"
+            if acts and [_decode(a) for a in acts] != ["Tanh"] and layer.node.op_type == "RNN":
+                return None, "this onnx's ReferenceEvaluator runs RNN nodes with Tanh only"
+            if layer.layout == 1 and (fixed_steps != 1 or any(v is not None for v in layer.initial.values())):
+                return None, "this onnx's ReferenceEvaluator runs layout=1 nodes only for one step, from zeros"
+    return "reference", ""
+
+
+def _legacy_reference() -> bool:
+    """Whether onnx's reference RNN is the old one (no bidirectional); probed once."""
+    global _LEGACY
+    if _LEGACY is None:
+        from onnx import TensorProto, helper
+        from onnx.reference import ReferenceEvaluator
+
+        node = helper.make_node("RNN", ["X", "W", "R"], ["Y"], hidden_size=1, direction="bidirectional")
+        feeds = {"X": np.zeros((1, 1, 1), np.float32), "W": np.zeros((2, 1, 1), np.float32),
+                 "R": np.zeros((2, 1, 1), np.float32)}
+        del TensorProto
+        try:
+            ReferenceEvaluator(node, opsets={"": 17}).run(None, feeds)
+            _LEGACY = False
+        except NotImplementedError:
+            _LEGACY = True
+    return _LEGACY
+
+
+_LEGACY = None
+
+
+class _GraphRun:
+    """``SourceRun.call``: feeds X (and the state graph inputs) and reads the stack's outputs and final
+    states back from the graph outputs, re-tracing the graph at each call's size."""
+
+    def __init__(self, info, model, engine: str, takes_state: bool):
+        import onnx
+
+        self.info, self.model, self.engine, self.takes_state = info, model, engine, takes_state
+        self._traces, self._session = {}, None
+        if engine == "onnxruntime":
+            import onnxruntime
+
+            self.framework = f"onnxruntime {onnxruntime.__version__}"
+        else:
+            self.framework = f"onnx.reference {onnx.__version__}"
+
+    def trace(self, steps, batch):
+        from .onnx_graph import Trace
+
+        key = (steps, batch)
+        if key not in self._traces:
+            self._traces[key] = Trace(self.info, self.model.batch_first, steps, batch, _check_node)
+        return self._traces[key]
+
+    def output_kind(self, trace) -> str:
+        from .onnx_graph import output_coverage
+
+        cover = output_coverage(trace)
+        last = len(trace.layers) - 1
+        if cover.get(("Y", last)) is not None and cover[("Y", last)].complete:
+            return "sequence"
+        if self._last_coverage(trace, cover) is not None:
+            return "last"
+        raise UnrepresentableError(
+            "the ONNX graph outputs hold neither the stack's sequence outputs nor the final hidden state "
+            f"of its last layer (outputs {self.info.outputs})")
+
+    def _last_coverage(self, trace, cover):
+        """Per direction of the last layer, how to read its final h: from Y_h, or from Y's last step
+        (first step for the backward direction); None when the outputs do not hold it."""
+        last = len(trace.layers) - 1
+        y_h, y = cover.get(("Y_h", last)), cover.get(("Y", last))
+        ways = []
+        for d in range(len(self.model.directions)):
+            if y_h is not None and np.all(y_h.output.reshape(y_h.base.shape)[d] >= 0):
+                ways.append(("Y_h", d))
+            elif y is not None and np.all(y.output.reshape(y.base.shape)[-1 if d == 0 else 0, d] >= 0):
+                ways.append(("Y", d))
+            else:
+                return None
+        return ways
+
+    def __call__(self, inputs, state):
+        inputs = np.asarray(inputs)
+        steps, batch = (inputs.shape[1], inputs.shape[0]) if self.model.batch_first else inputs.shape[:2]
+        trace = self.trace(steps, batch)
+        if state is not None and not self.takes_state:
+            raise ValueError("this ONNX graph takes no initial state")
+        outputs = self._execute(self._feeds(trace, inputs, state))
+        return self._results(trace, outputs)
+
+    def _feeds(self, trace, inputs, state) -> dict:
+        from multirnn.state import flatten_state
+
+        from .onnx_graph import Data
+
+        dtype = inputs.dtype
+        feeds = {self.info.x_name: inputs}
+        graph_inputs = [i.name for i in self.info.proto.graph.input
+                        if i.name not in self.info.proto_initializers()]             if hasattr(self.info, "proto_initializers") else None
+        del graph_inputs
+        arrays = {b.name: np.zeros(b.shape, dtype) for b in trace.bases if b.kind == "input"}
+        flat = flatten_state(self.model, state) if state is not None else None
+        nd, used = len(self.model.directions), {}
+        for k, layer in enumerate(trace.layers):
+            for s, value in layer.initial.items():
+                if not isinstance(value, Data):
+                    continue
+                which, local = trace.decode(value.tags.ravel())
+                given = np.zeros(value.tags.shape, dtype) if flat is None else np.stack(
+                    [flat[k * nd + d][0 if s == "h" else 1] for d in range(nd)])
+                for b in np.unique(which):
+                    mask = which == b
+                    name = trace.bases[b].name
+                    seen = used.setdefault(name, np.zeros(trace.bases[b].size, bool))
+                    if np.any(seen[local[mask]]):
+                        raise UnrepresentableError(
+                            f"graph input {name!r} feeds more than one initial state entry; multirnn's "
+                            "state has one array per layer and direction")
+                    seen[local[mask]] = True
+                    arrays[name].reshape(-1)[local[mask]] = given.ravel()[mask]
+        feeds.update(arrays)
+        feeds.update({k: v for k, v in self.info.variables.items()})
+        return feeds
+
+    def _execute(self, feeds) -> list:
+        names = self.info.outputs
+        if self.engine == "onnxruntime":
+            import onnxruntime
+
+            if self._session is None:
+                self._session = onnxruntime.InferenceSession(self.info.proto.SerializeToString(),
+                                                             providers=["CPUExecutionProvider"])
+            wanted = {i.name for i in self._session.get_inputs()}
+            return self._session.run(names, {k: v for k, v in feeds.items() if k in wanted})
+        from onnx.reference import ReferenceEvaluator
+
+        if self._session is None:
+            proto, self._kept = self.info.proto, names
+            if _legacy_reference():  # its LSTM never returns Y_c: run without what needs it
+                proto, self._kept = _without_lstm_cell_state(proto)
+            self._session = ReferenceEvaluator(proto)
+        results = dict(zip(self._kept, self._session.run(self._kept, feeds)))
+        return [results.get(name) for name in names]
+
+    def _results(self, trace, outputs):
+        from multirnn.state import nest_state
+
+        from .onnx_graph import output_coverage
+
+        cover = output_coverage(trace)
+        model, last, nd = self.model, len(trace.layers) - 1, len(self.model.directions)
+        kind = self.output_kind(trace)
+        if kind == "sequence":
+            y = cover[("Y", last)].gather(outputs)  # (steps, D, batch, H)
+            out = y.transpose(0, 2, 1, 3).reshape(y.shape[0], y.shape[2], -1)
+            out = out.transpose(1, 0, 2) if model.batch_first else out
+        else:
+            parts = []
+            for source, d in self._last_coverage(trace, cover):
+                full = cover[(source, last)].gather(outputs)
+                parts.append(full[d] if source == "Y_h" else full[-1 if d == 0 else 0, d])
+            out = np.concatenate(parts, axis=-1)
+        kinds = ("Y_h", "Y_c")[:model.state_arrays]
+        if not all(_readable(cover.get((s, k)), outputs) for k in range(len(trace.layers)) for s in kinds):
+            return out, None
+        finals = {(s, k): cover[(s, k)].gather(outputs) for k in range(len(trace.layers)) for s in kinds}
+        flat = [tuple(finals[(s, k)][d] for s in kinds) for k in range(len(trace.layers)) for d in range(nd)]
+        return out, nest_state(model, flat)
 
 
 def run_onnx(model, proto, inputs: np.ndarray, state=None, engine: str = "reference"):
@@ -270,6 +600,41 @@ def run_onnx(model, proto, inputs: np.ndarray, state=None, engine: str = "refere
                                    for i in range(units)])
 
 
+def _readable(coverage, outputs) -> bool:
+    return coverage is not None and coverage.complete and all(
+        outputs[int(j)] is not None for j in np.unique(coverage.output))
+
+
+def _without_lstm_cell_state(proto):
+    """A copy of ``proto`` whose LSTM nodes return no Y_c, keeping the graph outputs that do not need
+    it; returns (copy, kept output names)."""
+    import onnx
+
+    from .onnx_graph import _live_nodes
+
+    trimmed = onnx.ModelProto()
+    trimmed.CopyFrom(proto)
+    graph = trimmed.graph
+    dropped = {n.output[2] for n in graph.node if n.op_type == "LSTM" and len(n.output) > 2 and n.output[2]}
+    for node in graph.node:
+        if node.op_type == "LSTM" and len(node.output) > 2:
+            del node.output[2:]
+    changed = True
+    while changed:  # whatever is computed from a dropped value is dropped too
+        changed = False
+        for node in graph.node:
+            if any(i in dropped for i in node.input) and not set(node.output) <= dropped:
+                dropped.update(o for o in node.output if o)
+                changed = True
+    outputs = [o for o in graph.output if o.name not in dropped]
+    del graph.output[:]
+    graph.output.extend(outputs)
+    keep = _live_nodes(graph)
+    del graph.node[:]
+    graph.node.extend(keep)
+    return trimmed, [o.name for o in outputs]
+
+
 def _without_cell_state(proto):
     """A copy of an exported LSTM model without the c_n output (for engines that cannot give Y_c)."""
     import onnx
@@ -297,10 +662,7 @@ def infer_onnx_spec(proto, **known):
 # ---- files ----
 
 def read_file(path, **known):
-    from .source import Loaded
-
-    model, params = from_onnx(path, **known)
-    return Loaded(model, params, origin=f"ONNX file {str(path)!r}")
+    return read(path, **known)
 
 
 def write_file(path, model, params: dict) -> None:
