@@ -1,7 +1,9 @@
 """MXNet Gluon ``rnn.RNN``/``rnn.GRU``/``rnn.LSTM`` parameters <-> canonical params.
 
-Names ``{l|r}{k}_{i2h|h2h}_{weight|bias}`` (``r`` = reverse direction), as ``save_parameters`` writes
-them; a block prefix such as ``rnn0_`` (``collect_params()`` names) is accepted on import. Weights
+Names ``{l|r}{k}_{i2h|h2h}_{weight|bias}`` (``r`` = reverse direction), the layer's registered names;
+a block prefix such as ``rnn0_`` (``collect_params()`` names) is accepted on import, and so are the names
+``save_parameters`` writes in MXNet 1.9 (``_unfused.{k}.{i2h|h2h}_{weight|bias}``, bidirectional
+``_unfused.{k}.{l|r}_cell.…``, under a parent's ``child.`` prefix). Weights
 (G·H, in) / (G·H, H), gates r, z, n (GRU, reset after the h2h matmul like torch) and i, f, c, o (LSTM).
 Gluon layers always have both biases: a bias=False model exports zeros and imports only zero biases.
 Like torch, an RNN's two biases are summed into ``b_h`` on import; export writes ``h2h_bias = 0``.
@@ -22,6 +24,8 @@ from ._common import (Fused, UnrepresentableError, as_numpy, check_export, expec
 from .torch import weights_only_notes  # NumPy only (torch itself is imported by torch.py's functions)
 
 _KEY = re.compile(r"^(.*?)([lr])(\d+)_(i2h|h2h)_(weight|bias)$")
+# What _RNNLayer.save_parameters writes (MXNet 1.9 keeps the old unfused-cell names in files).
+_SAVED_KEY = re.compile(r"^(.*?)_unfused\.(\d+)\.(?:([lr])_cell\.)?(i2h|h2h)_(weight|bias)$")
 
 
 def _name(layer: int, direction: str, kind: str) -> str:
@@ -57,12 +61,20 @@ def to_gluon(model, params: dict) -> dict[str, np.ndarray]:
 def _strip_prefix(arrays: dict) -> dict[str, np.ndarray]:
     out, prefixes = {}, set()
     for key, value in arrays.items():
+        saved = _SAVED_KEY.match(key)
         match = _KEY.match(key)
-        if match is None:
+        if saved is not None:
+            prefix, layer, direction, kind, part = saved.groups()
+            name = f"{direction or 'l'}{layer}_{kind}_{part}"
+        elif match is not None:
+            prefix, name = match.group(1), key[len(match.group(1)):]
+        else:
             raise ValueError(f"{key!r} is not a Gluon RNN parameter name "
-                             "({l|r}<k>_{i2h|h2h}_{weight|bias})")
-        prefixes.add(match.group(1))
-        out[key[len(match.group(1)):]] = as_numpy(value)
+                             "({l|r}<k>_{i2h|h2h}_{weight|bias}, or save_parameters' _unfused.<k>.…)")
+        if name in out:
+            raise ValueError(f"{key!r} names the parameter {name!r} a second time")
+        prefixes.add(prefix)
+        out[name] = as_numpy(value)
     if len(prefixes) > 1:
         raise ValueError(f"parameters of several blocks given (prefixes {sorted(prefixes)}); "
                          "pass one layer's")
