@@ -99,6 +99,12 @@ def test_float64_blocks_are_exact(kind):
     assert all(v.dtype == np.float64 for v in loaded.params.values())
 
 
+def test_a_hybridized_block_is_exact():
+    block = _block("lstm", num_layers=2, bidirectional=True)
+    block.hybridize()
+    assert_block_exact(block)
+
+
 def test_any_block_prefix_is_accepted():
     mx = _mx()
     with mx.name.Prefix("encoder_"):

@@ -174,6 +174,14 @@ def test_a_subclass_overriding_forward_is_refused():
         multirnn.port.load(Doubled(3, 4))
 
 
+def test_torchscript_is_refused():
+    import torch
+
+    load_backend("torch")
+    with pytest.raises(UnrepresentableError, match="TorchScript"):
+        multirnn.port.load(torch.jit.script(_stack("gru", 3, 4)))
+
+
 # ---- modules whose only computation is one recurrent stack (proven with torch.fx) ----
 
 def _wrapper(body, **members):
