@@ -14,7 +14,7 @@ def _compare(args) -> int:
 
     names = args.backends.split(",") if args.backends else list(backends.FRAMEWORKS)
     unknown = [n for n in names if n not in backends.NAMES]
-    if unknown:
+    if unknown and not args.native:
         raise SystemExit(f"multirnn compare: --backends: unknown {unknown}; choose from {backends.NAMES}")
     models = compare.default_models()
     if args.models:
@@ -23,7 +23,17 @@ def _compare(args) -> int:
         if unknown:
             raise SystemExit(f"multirnn compare: --models: unknown {unknown}; choose from {list(models)}")
         models = {m: models[m] for m in wanted}
-    rows = compare.run(names, models, seed=args.seed, dtype=args.dtype, fused_kernels=not args.generic)
+    if args.native:
+        from multirnn.port import native
+
+        names = args.backends.split(",") if args.backends else list(native.FRAMEWORK_BACKEND)
+        unknown = [n for n in names if n not in native.FRAMEWORK_BACKEND]
+        if unknown:
+            raise SystemExit(f"multirnn compare: --backends: unknown {unknown} with --native; choose from "
+                             f"{list(native.FRAMEWORK_BACKEND)}")
+        rows = compare.run_native(names, models, seed=args.seed, dtype=args.dtype)
+    else:
+        rows = compare.run(names, models, seed=args.seed, dtype=args.dtype, fused_kernels=not args.generic)
     if args.json:
         json.dump({"dtype": args.dtype, "seed": args.seed, "tolerance": compare.TOLERANCES[args.dtype],
                    "fused_kernels": not args.generic, "rows": rows}, sys.stdout, indent=2)
@@ -46,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generic", action="store_true",
                    help="switch off torch's and MXNet's fused kernels: every layer runs multirnn's "
                         "step-by-step recurrence")
+    p.add_argument("--native", action="store_true",
+                   help="compare the frameworks' own layers instead (torch nn.*, Keras, Flax linen and nnx, "
+                        "Gluon, onnxruntime), each loaded with converted copies of one seeded weight set; "
+                        "--backends then picks among torch,keras,flax,nnx,gluon,onnxruntime")
     p.set_defaults(func=_compare)
     import importlib
 

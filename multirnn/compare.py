@@ -48,16 +48,20 @@ def _state_arrays(state):
     return [state]
 
 
-def compare_one(model, backend, seed, dtype, steps=16, batch=4) -> dict:
-    """One model on one backend: the max errors of outputs, states and gradients vs the reference."""
-    # d2l's sigma=0.01 makes tanh nearly linear; scaled weights and random biases exercise the
-    # nonlinearity and the biases, so a wrong layout cannot hide.
+def seeded_case(model, seed, steps=16, batch=4):
+    """float64 params, inputs and an output cotangent of one comparison. d2l's sigma=0.01 makes tanh
+    nearly linear; scaled weights and random biases exercise the nonlinearity and the biases, so a
+    wrong layout cannot hide."""
     base = randomize_biases(model, init_params(model, seed, "float64"), seed + 1, 0.5)
     params64 = {k: (v * 30 if k.rsplit(".", 1)[-1].startswith("W_") else v) for k, v in base.items()}
     rng = np.random.default_rng(seed + 2)
     shape = (batch, steps) if model.batch_first else (steps, batch)
-    inputs64 = rng.normal(size=shape + (model.num_inputs,))
-    cot64 = rng.normal(size=shape + (model.output_size,))
+    return params64, rng.normal(size=shape + (model.num_inputs,)), rng.normal(size=shape + (model.output_size,))
+
+
+def compare_one(model, backend, seed, dtype, steps=16, batch=4) -> dict:
+    """One model on one backend: the max errors of outputs, states and gradients vs the reference."""
+    params64, inputs64, cot64 = seeded_case(model, seed, steps, batch)
     ref_out, ref_state = api.forward(model, params64, inputs64)
     ref_grads = api.gradients(model, params64, inputs64, cotangent=cot64)
 
@@ -94,6 +98,38 @@ def run(backend_names, models, seed=0, dtype="float32", fused_kernels=True) -> l
     return rows
 
 
+def run_native(frameworks, models, seed=0, dtype="float32") -> list[dict]:
+    """Rows for every framework's own layer (multirnn.port.native) x model, each loaded with converted
+    copies of one seeded weight set: forward outputs and final states vs the reference. A model the
+    framework cannot hold gives a "refused" row with the converter's reason; a missing framework one row."""
+    from multirnn.port import UnrepresentableError, native
+
+    rows = []
+    for name in frameworks:
+        try:
+            version = native.version(name)
+        except ImportError as exc:
+            rows.append({"backend": name, "version": None, "model": None, "error": str(exc), "pass": False})
+            continue
+        for label, model in models.items():
+            row = {"backend": name, "version": version, "model": label, "dtype": dtype,
+                   "path": native.LAYERS[name], "tolerance": TOLERANCES[dtype]}
+            params64, inputs64, _ = seeded_case(model, seed)
+            params = {k: v.astype(dtype) for k, v in params64.items()}
+            ref_out, ref_state = api.forward(model, params64, inputs64)
+            try:
+                out, state = native.run_native(name, model, params, inputs64.astype(dtype))
+            except UnrepresentableError as exc:
+                rows.append({**row, "refused": str(exc), "pass": True})
+                continue
+            pairs = [(a, b) for a, b in zip(_state_arrays(state), _state_arrays(ref_state)) if a is not None]
+            row.update(outputs=error(out, ref_out, dtype), states=max(error(a, b, dtype) for a, b in pairs),
+                       gradients=None)
+            row["pass"] = row["outputs"] <= TOLERANCES[dtype] and row["states"] <= TOLERANCES[dtype]
+            rows.append(row)
+    return rows
+
+
 def format_table(rows, dtype) -> str:
     kind = "max abs diff" if dtype == "float64" else "max diff / max|ref|"
     header = ["backend", "version", "model", "path", "outputs", "states", "gradients", "result"]
@@ -102,8 +138,11 @@ def format_table(rows, dtype) -> str:
         if r.get("error"):
             lines.append([r["backend"], "-", "-", "-", "-", "-", "-", "UNAVAILABLE"])
             continue
-        lines.append([r["backend"], r["version"], r["model"], r["path"], *(f"{r[k]:.2e}" for k in
-                      ("outputs", "states", "gradients")), "pass" if r["pass"] else "FAIL"])
+        if r.get("refused"):
+            lines.append([r["backend"], r["version"], r["model"], r["path"], "-", "-", "-", "refused"])
+            continue
+        lines.append([r["backend"], r["version"], r["model"], r["path"], *("-" if r[k] is None else f"{r[k]:.2e}"
+                      for k in ("outputs", "states", "gradients")), "pass" if r["pass"] else "FAIL"])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     text = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
@@ -111,4 +150,6 @@ def format_table(rows, dtype) -> str:
              "path: fused = whole layers in the framework's own fused kernel; generic = multirnn's "
              "step-by-step recurrence (--generic forces it everywhere)"]
     notes += [f"{r['backend']}: {r['error']}" for r in rows if r.get("error")]
+    refusals = {r["refused"].split(";")[0] for r in rows if r.get("refused")}
+    notes += [f"refused: {reason}" for reason in sorted(refusals)]
     return "\n".join(text + [""] + notes)

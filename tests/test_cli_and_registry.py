@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 import pytest
-from conftest import FRAMEWORKS, FUSED_KERNEL_BACKENDS, REQUIRED, load_backend
+from conftest import FRAMEWORKS, FUSED_KERNEL_BACKENDS, REQUIRED, load_backend, require_module
 
 from multirnn import backends, cli
 
@@ -74,3 +74,25 @@ def test_missing_frameworks_name_their_extras():
     for name, line in zip(FRAMEWORKS, out, strict=False):
         assert line.startswith(f"backend {name!r} is unavailable") and f"pip install 'multirnn[{name}]'" in line
     assert out[-1] == "['numpy']"
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras", "flax", "nnx", "gluon", "onnxruntime"])
+def test_compare_native_holds_each_frameworks_own_layer_against_the_reference(framework, capsys):
+    from multirnn.port.native import FRAMEWORK_BACKEND
+
+    if FRAMEWORK_BACKEND[framework]:
+        load_backend(FRAMEWORK_BACKEND[framework])
+    else:
+        require_module(framework)
+    models = "lstm bi x2,gru uni x1,gru-after bi x1,rnn bi x2"  # gru = reset-before: Keras and ONNX only
+    code = cli.main(["compare", "--native", "--json", "--backends", framework, "--models", models])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["model"] for r in rows] == models.split(",")
+    for row in rows:
+        if row.get("refused"):
+            assert (row["model"] == "gru uni x1" and "reset_after=False" in row["refused"]) or \
+                (framework == "nnx" and "recurrent bias" in row["refused"]), row
+            continue
+        assert row["outputs"] <= 1e-5 and row["states"] <= 1e-5 and row["pass"], row
+    assert framework in ("torch", "flax", "nnx", "gluon") or not any(r.get("refused") for r in rows)
+    assert code == 0

@@ -19,6 +19,7 @@ from multirnn.port import flax_nnx as pnnx
 from multirnn.port import gluon as pgluon
 from multirnn.port import keras as pkeras
 from multirnn.port import torch as ptorch
+from multirnn.port.native import FRAMEWORK_BACKEND, run_native
 from multirnn.state import flatten_state
 
 VARIANTS = {
@@ -31,8 +32,6 @@ VARIANTS = {
 # (num_layers, bidirectional, batch_first, bias, initial state given): every structure at least once.
 STRUCTURES = [(1, False, False, True, True), (1, True, True, True, False), (2, False, True, False, True),
               (2, True, False, True, True)]
-# The backend whose framework each converter needs (conftest: skipped locally, required in CI).
-FRAMEWORK_BACKEND = {"torch": "torch", "keras": "tensorflow", "flax": "jax", "nnx": "jax", "gluon": "mxnet"}
 CONVERTERS = {"torch": (ptorch.to_torch, ptorch.from_torch), "keras": (pkeras.to_keras, pkeras.from_keras),
               "flax": (pflax.to_flax, pflax.from_flax), "nnx": (pnnx.to_nnx, pnnx.from_nnx),
               "gluon": (pgluon.to_gluon, pgluon.from_gluon)}
@@ -56,19 +55,6 @@ def random_model(variant: str, structure: int) -> multirnn.RecurrentSpec:
     return multirnn.RecurrentSpec(int(rng.integers(1, 5)), int(rng.integers(1, 6)), num_layers=layers,
                                   bidirectional=bidirectional, batch_first=batch_first, bias=bias,
                                   **VARIANTS[variant])
-
-
-def run_native(framework: str, model, params, inputs, state):
-    """The framework's own layer(s) holding ``params`` converted by multirnn.port."""
-    if framework == "torch":
-        return ptorch.run_torch_layer(model, ptorch.torch_layer(model, params), inputs, state)
-    if framework == "keras":
-        return pkeras.run_keras_layers(model, pkeras.keras_layers(model, params), inputs, state)
-    if framework == "flax":
-        return pflax.run_flax(model, pflax.to_flax(model, params), inputs, state)
-    if framework == "nnx":
-        return pnnx.run_nnx(model, pnnx.to_nnx(model, params), inputs, state)
-    return pgluon.run_gluon_layer(model, pgluon.gluon_layer(model, params), inputs, state)
 
 
 def run_native_weights(framework: str, model, native, inputs, state):
