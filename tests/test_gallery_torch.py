@@ -4,6 +4,8 @@ state with ``multirnn.forward`` on the NumPy float64 reference -- or is refused 
 ``UnrepresentableError``. Nothing in between: no module comes back computing something else."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import assert_close, load_backend, random_state, to_float64
@@ -178,8 +180,11 @@ def test_torchscript_is_refused():
     import torch
 
     load_backend("torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.14 deprecates torch.jit.script
+        scripted = torch.jit.script(_stack("gru", 3, 4))
     with pytest.raises(UnrepresentableError, match="TorchScript"):
-        multirnn.port.load(torch.jit.script(_stack("gru", 3, 4)))
+        multirnn.port.load(scripted)
 
 
 # ---- modules whose only computation is one recurrent stack (proven with torch.fx) ----
