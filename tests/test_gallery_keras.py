@@ -80,7 +80,8 @@ EXACT = {
     "float64 gru": lambda k: built(k.layers.GRU(4, return_sequences=True, dtype="float64"), "float64"),
     "RNN(LSTMCell)": lambda k: built(k.layers.RNN(k.layers.LSTMCell(4), return_sequences=True,
                                                   return_state=True)),
-    "RNN(GRUCell)": lambda k: built(k.layers.RNN(k.layers.GRUCell(4, reset_after=False), return_sequences=True)),
+    "RNN(GRUCell)": lambda k: built(k.layers.RNN(k.layers.GRUCell(4, reset_after=False),
+                                                 return_sequences=True)),
     "RNN(SimpleRNNCell)": lambda k: built(k.layers.RNN(k.layers.SimpleRNNCell(4), return_sequences=True)),
     "RNN(StackedRNNCells)": lambda k: built(k.layers.RNN(
         k.layers.StackedRNNCells([k.layers.LSTMCell(4), k.layers.LSTMCell(4)]), return_sequences=True,
@@ -184,7 +185,8 @@ REFUSED = {
         backward_layer=k.layers.LSTM(4, return_sequences=True))), "go_backwards"),
     "backward_layer other size": (lambda k: built(k.layers.Bidirectional(
         k.layers.GRU(3, return_sequences=True),
-        backward_layer=k.layers.GRU(4, return_sequences=True, go_backwards=True))), "per-direction hidden sizes"),
+        backward_layer=k.layers.GRU(4, return_sequences=True, go_backwards=True))),
+        "per-direction hidden sizes"),
     "backward_layer other activation": (lambda k: built(k.layers.Bidirectional(
         k.layers.SimpleRNN(3, return_sequences=True),
         backward_layer=k.layers.SimpleRNN(3, activation="relu", return_sequences=True, go_backwards=True))),
@@ -225,7 +227,8 @@ REFUSED = {
     "initial_state from the graph": (_graph_initial_state, "takes 3 graph tensors"),
     "op between layers": (_flip_between, "operation"),
     "bidirectional and not": (lambda k: _sequential(k, k.layers.LSTM(4, return_sequences=True),
-                                                    k.layers.Bidirectional(k.layers.LSTM(4))), "Bidirectional"),
+                                                    k.layers.Bidirectional(k.layers.LSTM(4))),
+                              "Bidirectional"),
 }
 
 
@@ -294,8 +297,8 @@ def test_legacy_h5_config_is_honoured(keras, tmp_path):
 
 
 def _two_lstm_weights(keras, tmp_path):
-    seq = _sequential(keras, keras.layers.LSTM(4, return_sequences=True), keras.layers.LSTM(4,
-                                                                                           return_sequences=True))
+    seq = _sequential(keras, keras.layers.LSTM(4, return_sequences=True),
+                      keras.layers.LSTM(4, return_sequences=True))
     seq.save_weights(tmp_path / "two.weights.h5")
     return seq, tmp_path / "two.weights.h5"
 
@@ -321,3 +324,20 @@ def test_cli_refuses_a_leftover_layer(keras, tmp_path, capsys):
     assert main(args + ["--layers", "1"]) == 2
     assert "layers/lstm_1" in capsys.readouterr().err
     assert main(args + ["--layers", "2"]) == 0
+
+
+def test_legacy_weights_only_h5_layer_count(keras, tmp_path):
+    """A Keras 2 style ``save_weights("x.h5")`` file (layer_names, no model_config): loaded by topology,
+    and its layer count must be the spec's."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    seq, _ = _two_lstm_weights(keras, tmp_path)
+    with h5py.File(tmp_path / "legacy.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, seq)
+    spec = {"cell": "lstm", "num_inputs": NUM_INPUTS, "num_hiddens": 4}
+    with pytest.raises(ValueError, match=r"2 layers with weights \[.*\], but the spec .* has 1"):
+        load(tmp_path / "legacy.h5", num_layers=1, **spec)
+    loaded, live = load(tmp_path / "legacy.h5", num_layers=2, **spec), load(seq)
+    for name in live.params:
+        np.testing.assert_array_equal(loaded.params[name], live.params[name])

@@ -9,6 +9,12 @@ Biases: a GRU with reset_after=True has bias (2, 3H) = [input row, recurrent row
 Keras LSTMs and reset_after=False GRUs have one bias (G·H,): exporting writes ``b_x + b_h`` (one float
 rounding; exact when either is zero), importing puts it in ``b_x`` and zeros in ``b_h``, so
 Keras -> canonical -> Keras is exact. SimpleRNN's bias is ``b_h``.
+
+Sources (``read`` for live objects, ``read_file`` for files): every layer, graph edge and config field
+is accounted for by ``multirnn.port.keras_graph`` -- represented exactly or refused by name -- and a
+live or full-config source comes with a ``SourceRun`` that runs the Keras object itself, so
+``multirnn.port.load`` proves the conversion. ``.weights.h5`` files hold weights only: the spec comes
+from the caller and every array in the file must belong to it.
 """
 from __future__ import annotations
 

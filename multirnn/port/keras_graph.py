@@ -27,7 +27,8 @@ from ._common import UnrepresentableError
 # RNN-wrapper config fields: the ones that change nothing multirnn computes, and the ones read below.
 _WRAPPER_INERT = {"name", "trainable", "unroll", "zero_output_for_mask", "activity_regularizer",
                   "input_shape", "batch_input_shape", "input_dim", "input_length"}
-_WRAPPER_READ = {"dtype", "return_sequences", "return_state", "go_backwards", "stateful", "time_major", "cell"}
+_WRAPPER_READ = {"dtype", "return_sequences", "return_state", "go_backwards", "stateful", "time_major",
+                 "cell"}
 # Cell config fields that only matter when training or initializing.
 _CELL_INERT = {"name", "trainable", "seed", "unit_forget_bias", "implementation"}
 _CELL_TRAINING_ONLY = {"dropout", "recurrent_dropout"}
@@ -193,8 +194,9 @@ def _direction(rnn, where: str, notes: list) -> Direction:
     if cfg.get("time_major"):
         _refuse(where, "time_major", True, "multirnn reads Keras layers as batch-major (time_major=False)")
     _dtype_name(rnn, where)
-    cells = list(rnn.cell.cells) if isinstance(rnn.cell, keras.layers.StackedRNNCells) else [rnn.cell]
-    if isinstance(rnn.cell, keras.layers.StackedRNNCells) and type(rnn.cell) is not keras.layers.StackedRNNCells:
+    stacked = isinstance(rnn.cell, keras.layers.StackedRNNCells)
+    cells = list(rnn.cell.cells) if stacked else [rnn.cell]
+    if stacked and type(rnn.cell) is not keras.layers.StackedRNNCells:
         raise UnrepresentableError(f"{where}: cell {type(rnn.cell).__name__} is not representable")
     fields = []
     for index, cell in enumerate(cells):
@@ -238,8 +240,8 @@ def _recurrent(layer, notes: list) -> Recurrent:
         _refuse(where, "merge_mode", layer.merge_mode,
                 "multirnn concatenates [forward, backward] outputs (merge_mode='concat')")
     _dtype_name(layer, where)
-    forward = _direction(layer.forward_layer, f"{where} forward layer {layer.forward_layer.name!r}", notes)
-    backward = _direction(layer.backward_layer, f"{where} backward layer {layer.backward_layer.name!r}", notes)
+    forward, backward = (_direction(half, f"{where} {kind} layer {half.name!r}", notes) for kind, half in
+                         (("forward", layer.forward_layer), ("backward", layer.backward_layer)))
     if forward.go_backwards or not backward.go_backwards:
         _refuse(where, "go_backwards of (forward, backward)", (forward.go_backwards, backward.go_backwards),
                 "only (False, True) -- the forward layer reading forward, the backward one reversed")
@@ -251,8 +253,8 @@ def _recurrent(layer, notes: list) -> Recurrent:
                      f"{where}: backward_layer is not the mirror of the forward layer:")
     for attr in ("return_sequences", "return_state", "stateful"):
         if getattr(forward, attr) != getattr(backward, attr):
-            _refuse(where, f"{attr} of (forward, backward)", (getattr(forward, attr), getattr(backward, attr)),
-                    "both directions must agree")
+            values = (getattr(forward, attr), getattr(backward, attr))
+            _refuse(where, f"{attr} of (forward, backward)", values, "both directions must agree")
     return Recurrent(layer, [forward, backward])
 
 
@@ -278,7 +280,8 @@ def _refuse_layer(layer, seen_recurrent: bool, recurrent_after: bool):
     where = describe(layer)
     if isinstance(layer, keras.layers.Masking):
         raise UnrepresentableError(f"{where}: masking is not representable (masked steps are skipped and "
-                                   f"their state carried over; multirnn's spec has no masks yet); {_SUPPORTED}")
+                                   f"their state carried over; multirnn's spec has no masks yet); "
+                                   f"{_SUPPORTED}")
     if isinstance(layer, keras.layers.Embedding):
         mask = " (and mask_zero=True masks padded steps)" if layer.mask_zero else ""
         raise UnrepresentableError(f"{where}: an Embedding is not part of a recurrent stack{mask}; "
@@ -376,7 +379,8 @@ def _functional_layers(model) -> list:
     keras, _, _ = _kinds()
     where = f"functional model {model.name!r}"
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise UnrepresentableError(f"{where} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+        raise UnrepresentableError(f"{where} has {len(model.inputs)} inputs and {len(model.outputs)} "
+                                   f"outputs; "
                                    f"only one input and one output are representable")
     previous, layers = None, []
     for op in model.operations:
