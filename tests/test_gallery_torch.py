@@ -150,9 +150,9 @@ def test_float16_is_refused_by_dtype():
 
 
 def test_forward_hooks_and_parametrizations_are_refused():
+    load_backend("torch")
     import torch
 
-    load_backend("torch")
     hooked = _stack("gru", 3, 4)
     hooked.register_forward_hook(lambda module, args, out: out)
     with pytest.raises(UnrepresentableError, match="forward hooks"):
@@ -163,9 +163,8 @@ def test_forward_hooks_and_parametrizations_are_refused():
 
 
 def test_a_subclass_overriding_forward_is_refused():
-    import torch
-
     load_backend("torch")
+    import torch
 
     class Doubled(torch.nn.GRU):
         def forward(self, x, hx=None):
@@ -177,9 +176,9 @@ def test_a_subclass_overriding_forward_is_refused():
 
 
 def test_torchscript_is_refused():
+    load_backend("torch")
     import torch
 
-    load_backend("torch")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.14 deprecates torch.jit.script
         scripted = torch.jit.script(_stack("gru", 3, 4))
@@ -258,9 +257,9 @@ def test_a_wrapper_passing_the_state_through_takes_it():
 
 
 def test_sequential_holding_one_gru_is_exact():
+    load_backend("torch")
     import torch
 
-    load_backend("torch")
     module = torch.nn.Sequential(_stack("gru", 3, 4))
     loaded = multirnn.port.load(module)
     inputs = _inputs(loaded.model)
@@ -269,9 +268,9 @@ def test_sequential_holding_one_gru_is_exact():
 
 
 def test_a_linear_before_the_gru_is_refused_by_name():
+    load_backend("torch")
     import torch
 
-    load_backend("torch")
     module = _wrapper(lambda self, x: self.rnn(self.proj(x)), proj=torch.nn.Linear(3, 3),
                       rnn=_stack("gru", 3, 4))
     with pytest.raises(UnrepresentableError, match=r"module 'proj' \(Linear\) computes more than one "
@@ -280,9 +279,9 @@ def test_a_linear_before_the_gru_is_refused_by_name():
 
 
 def test_a_linear_after_the_stack_or_an_activation_is_refused_by_name():
+    load_backend("torch")
     import torch
 
-    load_backend("torch")
     head = _wrapper(lambda self, x: self.head(self.rnn(x)[0]), rnn=_stack("gru", 3, 4),
                     head=torch.nn.Linear(4, 2))
     with pytest.raises(UnrepresentableError, match=r"'head' \(Linear\)"):
@@ -293,9 +292,9 @@ def test_a_linear_after_the_stack_or_an_activation_is_refused_by_name():
 
 
 def test_unused_parameters_are_refused_by_name():
+    load_backend("torch")
     import torch
 
-    load_backend("torch")
     module = _wrapper(lambda self, x: self.rnn(x), rnn=_stack("gru", 3, 4), head=torch.nn.Linear(4, 2))
     with pytest.raises(UnrepresentableError, match=r"\['head.bias', 'head.weight'\]"):
         multirnn.port.load(module)
@@ -324,9 +323,8 @@ def test_an_untraceable_forward_is_refused():
 
 
 def test_a_learned_h0_broadcast_over_the_batch_is_refused_with_the_reason():
-    import torch
-
     load_backend("torch")
+    import torch
 
     def forward(self, x):
         return self.rnn(x, self.h0.expand(-1, x.shape[1], -1).contiguous())
@@ -338,9 +336,9 @@ def test_a_learned_h0_broadcast_over_the_batch_is_refused_with_the_reason():
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_a_learned_h0_of_fixed_shape_is_exact_with_initial_state(cell):
+    load_backend("torch")
     import torch
 
-    load_backend("torch")
     torch.manual_seed(3)
     members = {"rnn": _stack(cell, 3, 4, num_layers=2), "h0": torch.nn.Parameter(torch.randn(2, 3, 4))}
     if cell == "lstm":
@@ -364,9 +362,9 @@ def test_a_learned_h0_of_fixed_shape_is_exact_with_initial_state(cell):
 # ---- state_dict files: weights only ----
 
 def test_a_state_dict_file_is_weights_only_and_says_so(tmp_path):
+    load_backend("torch")
     import torch
 
-    load_backend("torch")
     path = tmp_path / "rnn.pt"
     torch.save(_stack("rnn", 3, 4, nonlinearity="relu").state_dict(), path)
     loaded = multirnn.port.load(path, nonlinearity="relu")

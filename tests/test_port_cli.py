@@ -137,6 +137,7 @@ def test_npz_written_by_multirnn_0_1_convert_still_loads(tmp_path):
 
 
 def test_language_model_checkpoint_converts_its_recurrent_part(tmp_path, capsys):
+    need("onnx")
     from multirnn import lm_checkpoint
     from multirnn.lm import LanguageModel, init_lm_params
     from multirnn.text import Vocab
