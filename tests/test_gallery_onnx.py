@@ -289,6 +289,45 @@ def test_torch_learned_initial_state_with_dynamic_batch_refused():
         multirnn.port.load(proto)
 
 
+def test_torch_state_as_graph_input():
+    load_backend("torch")
+    import torch
+
+    class Module(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(3, 4, num_layers=2)
+
+        def forward(self, x, h):
+            return self.gru(x, h)
+
+    torch.manual_seed(0)
+    module = Module()
+    x, h = torch.randn(5, 2, 3), torch.randn(2, 2, 4)
+    loaded = multirnn.port.load(torch_export(module, (x, h), False))
+    assert loaded.run.takes_state and loaded.initial_state is None
+    with torch.no_grad():
+        out, h_n = module(x, h)
+    outputs, state = reference(loaded, x.numpy(), (h.numpy()[0], h.numpy()[1]))
+    assert_close(outputs, out.numpy().astype(np.float64), "float32", "outputs from a given h0")
+    assert_close(np.stack(state), h_n.numpy(), "float32", "h_n from a given h0")
+
+
+def test_state_input_broadcast_over_batch_refused():
+    """An h0 graph input of one row expanded to the batch: multirnn's state has a row per sequence."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = one_node_graph("GRU")
+    graph = proto.graph
+    graph.input.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, 1, 3]))
+    graph.initializer.append(numpy_helper.from_array(np.array([1, 2, 3], np.int64), "to_batch"))
+    node = graph.node[-1]
+    node.input.extend(["", "h0_batch"])
+    graph.node.insert(0, helper.make_node("Expand", ["h0", "to_batch"], ["h0_batch"]))
+    with pytest.raises(UnrepresentableError, match="more than one initial state entry"):
+        multirnn.port.load(proto)
+
+
 # ---- multirnn's own to_onnx ----
 
 @pytest.mark.parametrize("batch_first", [False, True])

@@ -12,6 +12,14 @@ inputs ``X`` (steps, batch, in) — (batch, steps, in) when batch_first, by a Tr
 canonical (layer, direction) order like torch's. Layers are chained by Transpose + Reshape of ``Y``
 (steps, D, batch, H) -> (steps, batch, D·H). The spec is stored in metadata ``multirnn.spec``.
 
+Reading (``read``, ``from_onnx``, ``read_file``) accounts for the whole graph (``onnx_graph``: element
+tracing): X's layout decides ``batch_first`` (``layout`` attributes and exporters' Transposes); every op
+between the graph input, the recurrent nodes and the graph outputs must only re-lay out data, or it is
+refused by name; attributes multirnn cannot hold (reverse, clip, input_forget, other activations,
+nonzero peepholes, sequence_lens) are refused by name. A stored initial state (an initializer, torch's
+learned h0 expanded to a fixed batch) is ``Loaded.initial_state``; a state graph input makes the source
+run take a state. ``from_onnx`` returns the pair and refuses a stored nonzero state it cannot carry.
+
 Only the conversion of weights is framework-free; building, reading and running models imports onnx.
 """
 from __future__ import annotations
@@ -314,6 +322,8 @@ def _initial_state(model, info, traces):
     origins = {(k, s): ("input" if isinstance(v, Data) else "stored")
                for k, layer in enumerate(first) for s, v in layer.initial.items()}
     if set(origins.values()) == {"input"}:
+        for trace in traces:
+            _state_plan(trace)  # refuses a state input element feeding two state entries
         return None, True
     if "input" in origins.values():
         raise UnrepresentableError(
@@ -396,7 +406,8 @@ def _engine(dtype, layers, fixed_steps):
             if acts and [_decode(a) for a in acts] != ["Tanh"] and layer.node.op_type == "RNN":
                 return None, "this onnx's ReferenceEvaluator runs RNN nodes with Tanh only"
             if layer.layout == 1 and (fixed_steps != 1 or any(v is not None for v in layer.initial.values())):
-                return None, "this onnx's ReferenceEvaluator runs layout=1 nodes only for one step, from zeros"
+                return None, ("this onnx's ReferenceEvaluator runs layout=1 nodes only for one step, "
+                              "from zeros")
     return "reference", ""
 
 
@@ -404,13 +415,12 @@ def _legacy_reference() -> bool:
     """Whether onnx's reference RNN is the old one (no bidirectional); probed once."""
     global _LEGACY
     if _LEGACY is None:
-        from onnx import TensorProto, helper
+        from onnx import helper
         from onnx.reference import ReferenceEvaluator
 
         node = helper.make_node("RNN", ["X", "W", "R"], ["Y"], hidden_size=1, direction="bidirectional")
         feeds = {"X": np.zeros((1, 1, 1), np.float32), "W": np.zeros((2, 1, 1), np.float32),
                  "R": np.zeros((2, 1, 1), np.float32)}
-        del TensorProto
         try:
             ReferenceEvaluator(node, opsets={"": 17}).run(None, feeds)
             _LEGACY = False
@@ -486,35 +496,17 @@ class _GraphRun:
     def _feeds(self, trace, inputs, state) -> dict:
         from multirnn.state import flatten_state
 
-        from .onnx_graph import Data
-
         dtype = inputs.dtype
         feeds = {self.info.x_name: inputs}
-        graph_inputs = [i.name for i in self.info.proto.graph.input
-                        if i.name not in self.info.proto_initializers()]             if hasattr(self.info, "proto_initializers") else None
-        del graph_inputs
         arrays = {b.name: np.zeros(b.shape, dtype) for b in trace.bases if b.kind == "input"}
         flat = flatten_state(self.model, state) if state is not None else None
-        nd, used = len(self.model.directions), {}
-        for k, layer in enumerate(trace.layers):
-            for s, value in layer.initial.items():
-                if not isinstance(value, Data):
-                    continue
-                which, local = trace.decode(value.tags.ravel())
-                given = np.zeros(value.tags.shape, dtype) if flat is None else np.stack(
-                    [flat[k * nd + d][0 if s == "h" else 1] for d in range(nd)])
-                for b in np.unique(which):
-                    mask = which == b
-                    name = trace.bases[b].name
-                    seen = used.setdefault(name, np.zeros(trace.bases[b].size, bool))
-                    if np.any(seen[local[mask]]):
-                        raise UnrepresentableError(
-                            f"graph input {name!r} feeds more than one initial state entry; multirnn's "
-                            "state has one array per layer and direction")
-                    seen[local[mask]] = True
-                    arrays[name].reshape(-1)[local[mask]] = given.ravel()[mask]
+        nd = len(self.model.directions)
+        for k, s, name, mask, local in _state_plan(trace):
+            if flat is not None:
+                given = np.stack([flat[k * nd + d][0 if s == "h" else 1] for d in range(nd)])
+                arrays[name].reshape(-1)[local] = given.ravel()[mask]
         feeds.update(arrays)
-        feeds.update({k: v for k, v in self.info.variables.items()})
+        feeds.update(self.info.variables)
         return feeds
 
     def _execute(self, feeds) -> list:
@@ -598,6 +590,32 @@ def run_onnx(model, proto, inputs: np.ndarray, state=None, engine: str = "refere
     out, *finals = [None if r is None else np.asarray(r) for r in results]
     return out, nest_state(model, [tuple(None if f is None else f[i] for f in finals)
                                    for i in range(units)])
+
+
+def _state_plan(trace) -> list:
+    """Where each layer's initial h/c (canonical (D, batch, H)) is fed: (layer, "h"|"c", graph input,
+    mask over the state's elements, flat positions in that input). Refuses an input element that
+    feeds two state entries: multirnn's state holds one array per layer and direction."""
+    from .onnx_graph import Data
+
+    plan, used = [], {}
+    for k, layer in enumerate(trace.layers):
+        for s, value in layer.initial.items():
+            if not isinstance(value, Data):
+                continue
+            which, local = trace.decode(value.tags.ravel())
+            for b in np.unique(which):
+                mask = which == b
+                base = trace.bases[b]
+                seen = used.setdefault(base.name, np.zeros(base.size, np.int64))
+                np.add.at(seen, local[mask], 1)
+                if np.any(seen > 1):
+                    raise UnrepresentableError(
+                        f"graph input {base.name!r} feeds more than one initial state entry (e.g. one h0 "
+                        "broadcast over the batch or shared by layers); multirnn's state holds one array "
+                        "per layer and direction, one row per sequence")
+                plan.append((k, s, base.name, mask, local[mask]))
+    return plan
 
 
 def _readable(coverage, outputs) -> bool:

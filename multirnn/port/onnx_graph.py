@@ -242,12 +242,13 @@ class Trace:
         if node.op_type in RECURRENT_OPS:
             return self._recurrent(node, inputs)
         if node.domain not in ("", "ai.onnx"):
-            raise UnrepresentableError(f"{describe(node)} (domain {node.domain!r}) is not an ONNX standard op")
+            raise UnrepresentableError(f"{describe(node)} (domain {node.domain!r}) is not an ONNX "
+                                       "standard op")
         if node.op_type.startswith(_RANDOM_PREFIXES):
             raise UnrepresentableError(f"{describe(node)} draws random numbers: its outputs are not stored")
         traced = [isinstance(v, Data) for v in inputs]
         if not any(traced):
-            return self._store(node, self.info.evaluate(node, inputs))
+            return self._store(node, self._constant(node, inputs))
         if node.op_type in SHAPE_OPS:
             shape = np.array(inputs[0].tags.shape, np.int64)
             return self._store(node, self.info.evaluate(node, [np.zeros(shape, np.int8)] + inputs[1:]))
@@ -277,6 +278,13 @@ class Trace:
             raise LayoutMismatch(f"{describe(node)} fails at steps {self.steps}, batch {self.batch}: "
                                  f"{exc}") from exc
         self._store(node, [Data(np.asarray(r, np.int64), elem) for r in results])
+
+    def _constant(self, node, inputs):
+        try:
+            return self.info.evaluate(node, inputs)
+        except Exception as exc:  # a shape this size does not fit, or an op the evaluator lacks
+            raise LayoutMismatch(f"{describe(node)} computes a constant that onnx's reference evaluator "
+                                 f"cannot evaluate at steps {self.steps}, batch {self.batch}: {exc}") from exc
 
     def _cast(self, node, value: Data):
         from onnx import helper
@@ -338,7 +346,8 @@ class Trace:
             raise UnrepresentableError(f"{describe(node)}: X is a stored constant, not the model's input")
         if layer == 0:
             expected = self.bases[0].canonical_tags()  # (steps, batch, features)
-            source = f"graph input {self.info.x_name!r} in the {'batch-first' if self.batch_first else 'time-major'} layout"
+            layout_name = "batch-first" if self.batch_first else "time-major"
+            source = f"graph input {self.info.x_name!r} in the {layout_name} layout"
         else:
             previous = next(b for b in self.bases if b.kind == "Y" and b.layer == layer - 1)
             y = previous.canonical_tags()  # (steps, D, batch, H)
@@ -416,8 +425,10 @@ def output_coverage(trace: Trace) -> dict:
     last = len(trace.layers) - 1
     allowed = {i for i, b in enumerate(trace.bases)
                if (b.kind == "Y" and b.layer == last) or b.kind in ("Y_h", "Y_c")}
-    cover = {i: Coverage(trace.bases[i], np.full(trace.bases[i].size, -1), np.zeros(trace.bases[i].size, np.int64))
-             for i in allowed}
+    cover = {}
+    for i in allowed:
+        size = trace.bases[i].size
+        cover[i] = Coverage(trace.bases[i], np.full(size, -1), np.zeros(size, np.int64))
     for j, name in enumerate(trace.info.outputs):
         value = trace.values[name]
         if not isinstance(value, Data):
