@@ -5,7 +5,8 @@ import contextlib
 
 import numpy as np
 
-from multirnn import head, recurrence
+from multirnn import recurrence
+from multirnn.lm import head
 from multirnn.state import flatten_state, nest_state
 
 

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from multirnn import head, recurrence
+from multirnn import recurrence
+from multirnn.lm import head
 
 from ._base import FrameworkBackend
 

@@ -10,7 +10,8 @@ if "bool" not in vars(np):  # not hasattr(): numpy 1.26 warns on that lookup
     np.bool = bool
 import mxnet as mx  # noqa: E402
 
-from multirnn import head, recurrence  # noqa: E402
+from multirnn import recurrence  # noqa: E402
+from multirnn.lm import head  # noqa: E402
 from multirnn.backends import get  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 

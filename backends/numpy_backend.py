@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirnn import lm_reference, reference
+from multirnn import reference
+from multirnn.lm import reference as lm_reference
 
 from ._base import FrameworkBackend
 

@@ -14,7 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CPU-feature ba
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from multirnn import head, recurrence  # noqa: E402
+from multirnn import recurrence  # noqa: E402
+from multirnn.lm import head  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import FrameworkBackend  # noqa: E402

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from multirnn import head, recurrence
+from multirnn import recurrence
+from multirnn.lm import head
 from multirnn.backends import get
 from multirnn.params import init_params
 

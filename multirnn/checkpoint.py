@@ -81,7 +81,7 @@ def save(path, model: RecurrentSpec, params: dict, *, arrays: dict | None = None
         with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
             for member, blob in blobs.items():
                 archive.writestr(zipfile.ZipInfo(member, _ZIP_TIME), blob)
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -268,7 +268,7 @@ def _version() -> str:
     return __version__
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write via a temp file in the same directory, fsync, rename over ``path``, fsync the directory."""
     directory = path.parent if str(path.parent) else Path(".")
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644

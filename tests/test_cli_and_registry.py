@@ -48,11 +48,21 @@ def test_compare_reports_the_path_and_generic_switches_kernels_off(name, capsys)
     assert backends.get(name).use_fused_kernels  # switched back on afterwards
 
 
-def test_compare_rejects_unknown_names():
-    with pytest.raises(SystemExit, match="unknown"):
-        cli.main(["compare", "--backends", "theano"])
-    with pytest.raises(SystemExit, match="unknown"):
-        cli.main(["compare", "--models", "transformer"])
+def test_compare_rejects_unknown_names(capsys):
+    for argv, option in ((["--backends", "theano"], "--backends"), (["--models", "transformer"], "--models"),
+                         (["--native", "--backends", "mxnet"], "--backends (with --native)")):
+        assert cli.main(["compare", *argv]) == 2  # a usage error, as argparse's own
+        assert f"multirnn compare: error: {option}: unknown" in capsys.readouterr().err
+
+
+def test_help_is_written_for_users(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert out.startswith("usage: multirnn [-h] COMMAND") and "``" not in out and "register(" not in out
+    for command in ("compare", "convert", "verify", "train", "generate", "checkpoint"):
+        assert f"multirnn {command}" in out
 
 
 def test_unknown_backend_is_a_clear_error():

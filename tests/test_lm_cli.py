@@ -6,7 +6,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from multirnn import lm_checkpoint
+from multirnn.lm import checkpoint as lm_checkpoint
 from multirnn.cli import main
 
 TINY = ["--hidden", "8", "--max-tokens", "3000", "--batch-size", "8", "--num-steps", "10",
@@ -48,10 +48,21 @@ def test_max_steps_stops_mid_epoch_and_saves(tmp_path):
     assert carried is not None  # sequential partitioning carries the state into the next batch
 
 
-def test_cli_errors_are_clear(tmp_path):
-    with pytest.raises(SystemExit, match="checkpoint must be an existing file"):
-        main(["train", "--resume", str(tmp_path / "missing.npz")])
-    with pytest.raises(SystemExit, match="corpus must be an existing text file"):
-        main(["train", "--corpus", str(tmp_path / "missing.txt")])
-    with pytest.raises(SystemExit, match="backend must be one of"):
-        main(["train", *TINY, "--backend", "theano", "--checkpoint", str(tmp_path / "x.npz")])
+def test_cli_errors_are_clear(tmp_path, capsys):
+    """A wrong command line exits 2 with the reason; a damaged checkpoint is a failure, 1."""
+    for argv, reason in ((["train", "--resume", str(tmp_path / "missing.npz")], "checkpoint must be an existing file"),
+                         (["train", "--corpus", str(tmp_path / "missing.txt")], "corpus must be an existing text file"),
+                         (["train", *TINY, "--backend", "theano", "--checkpoint", str(tmp_path / "x.npz")],
+                          "backend must be one of")):
+        assert main(argv) == 2
+        assert f"multirnn train: error: {reason}" in capsys.readouterr().err
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
+    assert main(["generate", "--checkpoint", str(tmp_path / "bad.npz")]) == 1
+    assert "multirnn generate: error:" in capsys.readouterr().err
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, capsys):
+    """Redirected output (a log, CI) gets one line per epoch, never carriage-return redraws."""
+    assert main(["train", *TINY, "--epochs", "1", "--checkpoint", str(tmp_path / "c.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "epoch 1: train perplexity" in err and "tok/s" in err

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import assert_close
 
-from multirnn import lm_reference
+from multirnn.lm import reference as lm_reference
 from multirnn.backends.numpy_backend import NumpyOps
-from multirnn.head import loss as neutral_loss
+from multirnn.lm.head import loss as neutral_loss
 from multirnn.lm import LanguageModel, init_lm_params, logits, loss_and_grads
 from multirnn.state import flatten_state
 

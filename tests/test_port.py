@@ -294,6 +294,6 @@ def test_importing_multirnn_port_imports_no_framework():
     loaded = run_python(
         "import sys, multirnn.port, multirnn.port.torch, multirnn.port.keras, multirnn.port.flax, "
         "multirnn.port.gluon, multirnn.port.onnx, multirnn.port.flax_nnx, multirnn.port.files, "
-        "multirnn.port.cli\n"
+        "multirnn.cli.port\n"
         f"print(','.join(m for m in {FRAMEWORK_MODULES + ('onnx', 'mxnet')!r} if m in sys.modules))")
     assert loaded == ""

@@ -7,14 +7,14 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from multirnn import text
+from multirnn.lm import text
 
 # sha256 of tests/testdata/alice29.txt in the Brotli 1.1.0 sdist on PyPI (the Canterbury corpus file).
 ALICE_SHA256 = "7467306ee0feed4971260f3c87421154a05be571d944e9cb021a5713700c38f0"
 
 
 def test_bundled_corpus_is_the_verified_file_and_loads_offline():
-    raw = resources.files("multirnn").joinpath("data", text.BUNDLED).read_bytes()
+    raw = resources.files("multirnn.lm").joinpath("data", text.BUNDLED).read_bytes()
     assert hashlib.sha256(raw).hexdigest() == ALICE_SHA256
     corpus, vocab = text.load_corpus()
     assert len(vocab) == 28  # <unk>, space, a-z: d2l's character vocabulary

@@ -29,6 +29,11 @@ class UnrepresentableError(ValueError):
     """The weights (or a feature of the model) cannot be written in the target format exactly."""
 
 
+class SpecFieldError(ValueError):
+    """A spec field the caller gave contradicts the source, or one the source cannot say is missing:
+    the caller's arguments are at fault (the CLI's usage error, exit status 2)."""
+
+
 def infer_fused_sizes(w_ih_name: str, w_ih, w_hh_name: str, w_hh) -> dict:
     """cell, num_hiddens, num_inputs from a first layer's fused (G·H, in) and (G·H, H) weights, the
     torch / Gluon / ONNX-style stacking."""
@@ -156,11 +161,11 @@ def make_spec(inferred: dict, overrides: dict | None, source: str) -> RecurrentS
         if value is None:
             continue
         if name in inferred and inferred[name] != value:
-            raise ValueError(f"{name}={value!r} disagrees with the {source} weights, which have "
+            raise SpecFieldError(f"{name}={value!r} disagrees with the {source} weights, which have "
                              f"{name}={inferred[name]!r}")
         fields[name] = value
     if fields.get("cell") == "rnn" and "nonlinearity" not in fields:
-        raise ValueError(f"the {source} weights do not say the rnn nonlinearity: pass nonlinearity "
+        raise SpecFieldError(f"the {source} weights do not say the rnn nonlinearity: pass nonlinearity "
                          f"'tanh' or 'relu' (CLI: --nonlinearity)")
     return RecurrentSpec(**fields)
 
@@ -169,6 +174,6 @@ def spec_from_known(known: dict, source: str):
     try:
         return make_spec({}, known, source)
     except TypeError as exc:  # a required field is missing
-        raise ValueError(f"{source} files do not record the model: give cell, num_inputs, num_hiddens "
+        raise SpecFieldError(f"{source} files do not record the model: give cell, num_inputs, num_hiddens "
                          f"(CLI: --cell --inputs --hidden, and --layers, --bidirectional, ... as needed); "
                          f"{exc}") from exc

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (Fused, check_export, expect_shape, finish_import, fuse,
+from ._common import (Fused, SpecFieldError, check_export, expect_shape, finish_import, fuse,
                       make_spec, spec_from_known, unfuse)
 
 
@@ -380,7 +380,7 @@ def _check_weights_match(path: str, net, model) -> None:
     missing = sorted({layer_of(n) for n in expected if n not in found})
     shapes = sorted(f"{n}: file {found[n]}, spec {expected[n]}" for n in found
                     if n in expected and found[n] != expected[n])
-    raise ValueError(f"{path} does not hold exactly the weights of {model}: "
+    raise SpecFieldError(f"{path} does not hold exactly the weights of {model} (a spec from the flags given): "
                      + "; ".join(part for part in (
                          leftover and f"layers in the file the spec does not account for: {leftover} "
                                       f"(give the spec that has them, e.g. --layers, --bidirectional)",
@@ -395,7 +395,7 @@ def _check_legacy_layer_count(path: str, model) -> None:
         names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
         weighted = [n for n in names if len(f[n].attrs.get("weight_names", [])) > 0]
     if len(weighted) != model.num_layers:
-        raise ValueError(f"{path} holds {len(weighted)} layers with weights {weighted}, but the spec {model} "
+        raise SpecFieldError(f"{path} holds {len(weighted)} layers with weights {weighted}, but the spec {model} "
                          f"has {model.num_layers}: give the spec of every layer in the file")
 
 

@@ -42,7 +42,8 @@ class SourceRun:
 
 @dataclasses.dataclass
 class Loaded:
-    """A source model read into multirnn. Unpacks to ``(model, params)``.
+    """A source model read into multirnn. Unpacks to ``(model, params)`` -- unless the source stores an
+    initial state, which unpacking would drop: then unpacking raises and the attributes are the way.
 
     ``initial_state``: a state stored in the source (ONNX ``initial_h`` initializer, a learned torch h0),
     in the nested convention, or None when the source starts from zeros. Run the model with it to
@@ -61,4 +62,8 @@ class Loaded:
     native: bool = False  # multirnn's own file: nothing was converted, so there is nothing to prove
 
     def __iter__(self):
+        if self.initial_state is not None:  # (model, params) alone would start from zeros: not the source
+            raise ValueError(f"{self.origin or 'the source'} has a stored initial state, so (model, params) "
+                             "alone compute something else: use loaded.model, loaded.params and "
+                             "loaded.initial_state (multirnn.forward(model, params, x, loaded.initial_state))")
         return iter((self.model, self.params))

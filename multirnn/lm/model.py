@@ -13,10 +13,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import validate
-from .params import check_dtype, init_params
-from .spec import RecurrentSpec
-from .state import nest_state
+from .. import validate
+from ..params import check_dtype, init_params
+from ..spec import RecurrentSpec
+from ..state import nest_state
 
 @dataclass(frozen=True)
 class LanguageModel:
@@ -157,7 +157,7 @@ def perplexity(lm: LanguageModel, params: dict, corpus: np.ndarray, backend: str
     starts from a zero state.
     """
     from multirnn import backends
-    from .lm_reference import cross_entropy
+    from .reference import cross_entropy
 
     check_lm(lm)
     dtype = check_lm_params(lm, params)
@@ -186,7 +186,7 @@ def generate(lm: LanguageModel, params: dict, vocab, prefix: str, num_preds: int
     token (greedy); temperature > 0 samples from softmax(logits / temperature) with a generator seeded by
     ``seed``, so one seed gives one text on every backend (up to ties in floating point).
     """
-    from .lm_reference import log_softmax
+    from .reference import log_softmax
     from .text import tokenize
 
     check_lm(lm)

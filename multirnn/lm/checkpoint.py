@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import checkpoint
-from .lm import LanguageModel, check_lm_params
+from .. import checkpoint
+from .model import LanguageModel, check_lm_params
 from .text import Vocab
 
 KIND = "language-model"

@@ -12,7 +12,7 @@ Tokens here are time-major integer arrays (num_steps, batch); multirnn.lm adapts
 """
 from __future__ import annotations
 
-from . import recurrence
+from .. import recurrence
 
 
 def rnn_params(lm, params: dict) -> dict:

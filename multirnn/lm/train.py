@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import text, validate
-from .clipping import clip_by_global_norm, global_norm
-from .lm import LanguageModel, check_lm, check_lm_params
+from .. import validate
+from . import text
+from ..clipping import clip_by_global_norm, global_norm
+from .model import LanguageModel, check_lm, check_lm_params
 
 
 @dataclass
@@ -114,7 +115,7 @@ class Trainer:
     def finish_epoch(self, valid: np.ndarray | None = None, eval_batch_size: int = 16) -> dict:
         """Close the epoch: record train perplexity exp(mean batch loss) and, given ``valid`` tokens,
         the validation perplexity; move on to the next epoch with a fresh state."""
-        from .lm import perplexity
+        from .model import perplexity
 
         p = self.progress
         train_ppl = math.exp(p.epoch_loss / max(p.epoch_batches, 1))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import reference
+from .. import reference
 from .head import rnn_params
 
 

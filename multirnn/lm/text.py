@@ -22,7 +22,7 @@ BUNDLED = "alice29.txt"
 def read_text(path: str | Path | None = None) -> str:
     """The raw text of ``path``, or of the bundled corpus when ``path`` is None."""
     if path is None:
-        return resources.files("multirnn").joinpath("data", BUNDLED).read_text(encoding="ascii")
+        return resources.files("multirnn.lm").joinpath("data", BUNDLED).read_text(encoding="ascii")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"corpus must be an existing text file, got {str(path)!r}")

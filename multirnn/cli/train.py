@@ -1,17 +1,23 @@
-"""``multirnn train`` and ``multirnn generate``: the character (or word) language model, on the CLI."""
+"""``multirnn train``: train the character (or word) language model on any backend, with checkpoints
+after every epoch and a perplexity plot."""
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ._common import UsageError, failed
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a recurrent language model (bundled corpus by default)")
+    p = subparsers.add_parser(
+        "train", help="train a recurrent language model (bundled corpus by default)",
+        description="Train a character (or word) language model: embedding or one-hot inputs, one "
+        "recurrent spec, an output layer; minibatch SGD with gradient clipping on the chosen backend. The "
+        "checkpoint is written atomically after every epoch and --resume continues exactly where it "
+        "stopped (on any backend). The progress bar is shown on a terminal only.")
     p.add_argument("--backend", default="numpy", help="numpy | torch | tensorflow | jax | mxnet")
     p.add_argument("--cell", choices=["rnn", "gru", "lstm"], default="rnn")
     p.add_argument("--hidden", type=int, default=32, help="hidden units per layer")
@@ -33,28 +39,25 @@ def register(subparsers) -> None:
     p.add_argument("--resume", help="continue from this checkpoint (model, data and config come from it)")
     p.add_argument("--plot", help="PNG of perplexity per epoch (default: the checkpoint's name .png)")
     p.add_argument("--max-steps", type=int, help="stop after this many updates in this run")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it is shown on a terminal only)")
     p.set_defaults(func=_train)
 
-    g = subparsers.add_parser("generate", help="continue a prefix with a trained language model")
-    g.add_argument("--checkpoint", required=True)
-    g.add_argument("--prefix", default="the ")
-    g.add_argument("--num-preds", type=int, default=100)
-    g.add_argument("--backend", default="numpy")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
-    g.add_argument("--seed", type=int, default=0, help="seeds sampling")
-    g.set_defaults(func=_generate)
+def setup_error(command: str, exc: Exception) -> int:
+    """A missing framework or a damaged checkpoint is a failure (1); any other bad value came from the
+    command line (a usage error, 2)."""
+    from multirnn import backends, checkpoint
 
-
-def _fail(message: str) -> SystemExit:
-    return SystemExit(f"multirnn: {message}")
+    if isinstance(exc, (backends.BackendUnavailable, checkpoint.CheckpointError)):
+        return failed(command, exc)
+    raise UsageError(str(exc)) from None
 
 
 def _setup(args):
     """(lm, params, vocab, config, progress, carried, data settings) for a new or resumed run."""
-    from . import lm_checkpoint, text
-    from .lm import LanguageModel, init_lm_params
-    from .lm_train import Progress, TrainConfig
+    from multirnn.lm import checkpoint as lm_checkpoint
+    from multirnn.lm import text
+    from multirnn.lm.model import LanguageModel, init_lm_params
+    from multirnn.lm.train import Progress, TrainConfig
 
     if args.resume:
         lm, params, vocab, meta, carried = lm_checkpoint.load(args.resume)
@@ -77,7 +80,7 @@ def _setup(args):
 
 
 def _save(path, trainer, vocab, data, unigram):
-    from . import lm_checkpoint
+    from multirnn.lm import checkpoint as lm_checkpoint
 
     meta = {"config": asdict(trainer.config), "progress": asdict(trainer.progress), "data": data,
             "backend": trainer.backend, "unigram_perplexity": unigram}
@@ -108,23 +111,13 @@ def save_plot(path, history: dict, unigram: float | None) -> bool:
     ax.set_ylabel("perplexity")
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
+    from multirnn.checkpoint import atomic_write
+
     try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        atomic_write(Path(path), lambda file: fig.savefig(file, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _bar(epoch, epochs, done, total, loss_sum, count, tokens, seconds) -> str:
@@ -138,19 +131,20 @@ def _bar(epoch, epochs, done, total, loss_sum, count, tokens, seconds) -> str:
 def _train(args) -> int:
     from multirnn import backends
 
-    from . import text
-    from .lm_train import Trainer
+    from multirnn.lm import text
+    from multirnn.lm.train import Trainer
 
     try:
         lm, params, vocab, config, progress, carried, data, corpus = _setup(args)
         train, valid = text.split_corpus(corpus, data["valid_fraction"])
         trainer = Trainer(lm, params, train, config, args.backend, progress, carried)
     except (ValueError, TypeError, backends.BackendUnavailable) as exc:
-        raise _fail(str(exc)) from exc
+        return setup_error("train", exc)
     unigram = text.unigram_perplexity(train, valid if len(valid) else train, lm.vocab_size)
     plot = args.plot or str(Path(args.checkpoint).with_suffix(".png"))
     steps_left = args.max_steps
     out = sys.stderr
+    show_bar = not args.quiet and out.isatty()  # "\r" redraws belong on a terminal, not in a log
     print(f"{lm.rnn.cell} LM, vocab {lm.vocab_size}, hidden {lm.rnn.num_hiddens}, {len(train)} train / "
           f"{len(valid)} valid tokens, backend {args.backend}; unigram perplexity {unigram:.2f}", file=out)
     try:
@@ -162,7 +156,7 @@ def _train(args) -> int:
                 tokens += info["tokens"]
                 steps_left = None if steps_left is None else steps_left - 1
                 now = time.perf_counter()
-                if not args.quiet and (now - shown > 0.2 or info["epoch_done"]):
+                if show_bar and (now - shown > 0.2 or info["epoch_done"]):
                     shown = now
                     print(_bar(progress.epoch + 1, args.epochs, progress.batch, total, progress.epoch_loss,
                                progress.epoch_batches, tokens, time.perf_counter() - start), end="",
@@ -171,8 +165,9 @@ def _train(args) -> int:
                     result = trainer.finish_epoch(valid if len(valid) else None)
                     valid_text = ("" if result["valid_perplexity"] is None
                                   else f", valid perplexity {result['valid_perplexity']:.2f}")
-                    print(("\n" if not args.quiet else "") + f"epoch {result['epoch']}: train perplexity "
-                          f"{result['train_perplexity']:.2f}{valid_text}", file=out)
+                    print(("\n" if show_bar else "") + f"epoch {result['epoch']}: train perplexity "
+                          f"{result['train_perplexity']:.2f}{valid_text} "
+                          f"({tokens / max(time.perf_counter() - start, 1e-9):,.0f} tok/s)", file=out)
                     _save(args.checkpoint, trainer, vocab, data, unigram)
                     save_plot(plot, progress.history, unigram)
                     break
@@ -180,24 +175,6 @@ def _train(args) -> int:
         _save(args.checkpoint, trainer, vocab, data, unigram)
         print(f"\ninterrupted: saved {args.checkpoint} at step {progress.step}", file=out)
         return 130
-    if not args.quiet:
-        print(file=out)
     _save(args.checkpoint, trainer, vocab, data, unigram)
     print(f"saved {args.checkpoint} (epoch {progress.epoch}, step {progress.step})", file=out)
-    return 0
-
-
-def _generate(args) -> int:
-    from multirnn import backends
-
-    from . import lm_checkpoint
-    from .lm import generate
-
-    try:
-        lm, params, vocab, meta, _ = lm_checkpoint.load(args.checkpoint)
-        text_out = generate(lm, params, vocab, args.prefix, args.num_preds, args.backend,
-                            meta.get("data", {}).get("tokens", "char"), args.temperature, args.seed)
-    except (ValueError, TypeError, backends.BackendUnavailable) as exc:
-        raise _fail(str(exc)) from exc
-    print(text_out)
     return 0
