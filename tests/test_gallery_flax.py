@@ -127,7 +127,8 @@ def test_linen_inner_rnn_flags_and_scan_options_have_no_effect():
     load_backend("jax")
     import flax.linen as nn
 
-    module = nn.Bidirectional(nn.RNN(nn.GRUCell(HIDDEN), unroll=3, split_rngs={"params": False, "dropout": True}),
+    module = nn.Bidirectional(nn.RNN(nn.GRUCell(HIDDEN), unroll=3,
+                                     split_rngs={"params": False, "dropout": True}),
                               nn.RNN(nn.GRUCell(HIDDEN), reverse=True, keep_order=False, time_major=True))
     check_linen_exact(module, inputs_for(), bidirectional=True, batch_first=True)
 
@@ -173,9 +174,10 @@ def linen_refusals():
         "variable-axes": (lambda: nn.RNN(nn.SimpleCell(HIDDEN), variable_axes={"params": 0},
                                          variable_broadcast=False, split_rngs={"params": True}),
                           "variable_axes"),
-        "mixed-features": (lambda: nn.Sequential([nn.RNN(nn.GRUCell(HIDDEN)), nn.RNN(nn.GRUCell(HIDDEN + 1))]),
-                           "features"),
-        "mixed-cells": (lambda: nn.Sequential([nn.RNN(nn.GRUCell(HIDDEN)), nn.RNN(nn.LSTMCell(HIDDEN))]), "cell"),
+        "mixed-features": (lambda: nn.Sequential([nn.RNN(nn.GRUCell(HIDDEN)),
+                                                  nn.RNN(nn.GRUCell(HIDDEN + 1))]), "features"),
+        "mixed-cells": (lambda: nn.Sequential([nn.RNN(nn.GRUCell(HIDDEN)), nn.RNN(nn.LSTMCell(HIDDEN))]),
+                        "cell"),
         "mixed-directions": (lambda: nn.Sequential([nn.RNN(nn.GRUCell(HIDDEN)), nn.Bidirectional(
             nn.RNN(nn.GRUCell(HIDDEN)), nn.RNN(nn.GRUCell(HIDDEN)))]), "bidirectional"),
         # flax itself cannot run this one (the next layer is given (carry, outputs)): weights of its twin

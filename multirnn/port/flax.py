@@ -17,6 +17,13 @@ Flax -> canonical -> Flax is exact; canonical -> Flax -> canonical is exact when
 have a zero member (as every import produces).
 
 Conversion is NumPy only; ``flax_module``/``run_flax`` import flax.
+
+``read(module, variables=...)`` reads a live linen module (``nn.RNN``, ``nn.Bidirectional``, an
+``nn.Sequential`` of those): every attribute that can change the function is represented exactly or
+refused by name (``reverse``, custom ``gate_fn``/``activation_fn``, ``residual``, a ``merge_fn`` other
+than concatenation, nonzero ``carry_init``, half-precision ``dtype``, scanned weights, mixed stacks),
+every array is consumed, and the returned ``Loaded`` runs the module itself so ``port.load`` can prove
+the conversion. msgpack params (``read_file``) are weights only and say so in ``Loaded.notes``.
 """
 from __future__ import annotations
 
@@ -291,8 +298,7 @@ def _default_functions():
     import jax
     import jax.numpy as jnp
 
-    return {"sigmoid": (jax.nn.sigmoid,), "tanh": (jnp.tanh, jax.nn.tanh if hasattr(jax.nn, "tanh")
-                                                   else jnp.tanh), "relu": (jax.nn.relu,)}
+    return {"sigmoid": (jax.nn.sigmoid,), "tanh": (jnp.tanh,), "relu": (jax.nn.relu,)}
 
 
 def is_function(fn, name: str) -> bool:
@@ -333,7 +339,10 @@ def check_dtype(where: str, attribute: str, value) -> str | None:
     """None or a float dtype the spec computes in; half precision computes something else."""
     if value is None:
         return None
-    name = np.dtype(value).name
+    try:
+        name = np.dtype(value).name
+    except TypeError:
+        name = repr(value)
     if name not in FLOAT_DTYPES:
         refuse(where, attribute, name, f"multirnn computes in {' or '.join(FLOAT_DTYPES)}; a {name} "
                "cell rounds every step differently")
@@ -345,8 +354,9 @@ def check_unknown_fields(where: str, module, known: set) -> None:
     for field in dataclasses.fields(module):
         if field.name in known or field.name in LINEN_NO_EFFECT:
             continue
-        default = field.default if field.default is not dataclasses.MISSING else (
-            field.default_factory() if field.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        default = field.default
+        if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
         value = getattr(module, field.name)
         same = value is default
         if not same:
@@ -542,6 +552,7 @@ def _linen_layer_modules(module) -> tuple[list, bool]:
     if type(module) is nn.Sequential:
         if not module.layers:
             raise ValueError("an empty nn.Sequential has no recurrent layers")
+        check_unknown_fields("Flax nn.Sequential", module, {"layers"})
         return list(module.layers), True
     if type(module) in (nn.RNN, nn.Bidirectional):
         return [module], False
@@ -575,7 +586,7 @@ def read(module, *, variables=None, **known):
     num_inputs = at(tuple(layers[0].cell_paths[0]) + first.input_kernel).shape[0]
     model = spec_from_layers(f"Flax nn.{name}", layers, num_inputs, known)
     converted = from_flax(model, canonical_tree(model, layers, at))
-    dtype = run_dtype(layers, list(_leaves(params)))
+    dtype = run_dtype(layers, list(iter_leaves(params)))
     returns_carry = layers[-1].returns_carry
     subtrees = [at(facts.path) for facts in layers]
 
@@ -597,10 +608,10 @@ def read(module, *, variables=None, **known):
     return Loaded(model, converted, run=run, origin=f"Flax linen nn.{name}")
 
 
-def _leaves(tree):
+def iter_leaves(tree):
     if isinstance(tree, Mapping):
         for value in tree.values():
-            yield from _leaves(value)
+            yield from iter_leaves(value)
     else:
         yield tree
 

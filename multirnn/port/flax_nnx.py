@@ -12,6 +12,10 @@ of an ``nnx.RNN`` (``{'cell': ...}``) or ``nnx.Bidirectional`` (``{'forward_rnn'
   (use linen's GRUCell, which has it); the r and z bias pairs are folded as in linen.
 
 This module maps nnx's names onto the linen converter, so the two cannot drift apart.
+
+``read(module)`` reads a live ``nnx.RNN`` / ``nnx.Bidirectional`` / ``nnx.Sequential`` (or a list, as
+``nnx_layers`` builds) with the same audit as linen's ``read`` (see multirnn.port.flax): attributes
+represented exactly or refused by name, every Variable consumed, and a copy of the module to run.
 """
 from __future__ import annotations
 
@@ -291,7 +295,8 @@ def _nnx_layer(where: str, layer, paths: dict, last: bool):
         if layer.merge_fn is not _init_default(nnx.Bidirectional, "merge_fn"):
             linen.refuse(where, "merge_fn", linen.fn_name(layer.merge_fn), "the spec concatenates the two "
                          "directions (flax's default); other merges are not representable yet")
-        _check_unknown(where, layer, {"forward_rnn", "backward_rnn", "merge_fn", "time_major", "return_carry"})
+        _check_unknown(where, layer, {"forward_rnn", "backward_rnn", "merge_fn", "time_major",
+                                      "return_carry"})
         rnns = (layer.forward_rnn, layer.backward_rnn)
         cells = [_nnx_rnn(f"{where} {name}", rnn, inner=True) for name, rnn in zip(("forward_rnn",
                                                                                    "backward_rnn"), rnns)]
@@ -313,6 +318,7 @@ def _nnx_layer_modules(module) -> tuple[list, bool]:
     if isinstance(module, (list, tuple)):
         return list(module), False
     if type(module) is nnx.Sequential:
+        _check_unknown("Flax nnx.Sequential", module, {"layers"})
         return list(module.layers), True
     if type(module) in (nnx.RNN, nnx.Bidirectional):
         return [module], True
@@ -348,7 +354,7 @@ def read(module, *, variables=None, **known):
         raise ValueError("an empty nnx stack has no recurrent layers")
     name = type(module).__name__ if not isinstance(module, (list, tuple)) else "list"
     paths = {id(node): path for path, node in nnx.iter_graph(module)}
-    single = len(modules) == 1 and not isinstance(module, (list, tuple)) and type(module) is not nnx.Sequential
+    single = type(module) in (nnx.RNN, nnx.Bidirectional)
     layers = [_nnx_layer(f"Flax nnx.{name}" if single else f"Flax nnx.{name} layer {k}", layer, paths,
                          last=k == len(modules) - 1 or not chains) for k, layer in enumerate(modules)]
     _check_variables(f"Flax nnx.{name}", module)
@@ -366,7 +372,7 @@ def read(module, *, variables=None, **known):
         per_layer.append({"forward_rnn": {"cell": cells[0]}, "backward_rnn": {"cell": cells[1]}}
                          if facts.bidirectional else {"cell": cells[0]})
     converted = from_nnx(model, per_layer)
-    dtype = linen.run_dtype(layers, list(linen._leaves(params)))
+    dtype = linen.run_dtype(layers, list(linen.iter_leaves(params)))
     runner = nnx.clone(module)
     runner_layers = _nnx_layer_modules(runner)[0]
     returns_carry = layers[-1].returns_carry
@@ -378,7 +384,7 @@ def read(module, *, variables=None, **known):
 
         with precision(dtype):
             calls = [functools.partial(_call_returning_carry, layer) for layer in runner_layers]
-            outputs, final = linen._run_layer_calls(model, calls, inputs, state)
+            outputs, final = linen.run_layer_calls(model, calls, inputs, state)
             if state is None and chains:  # the module itself as written
                 whole = runner(jnp.asarray(inputs))
                 outputs = np.asarray(whole[1] if returns_carry else whole)
