@@ -6,6 +6,9 @@ Required: MULTIRNN_REQUIRE_BACKENDS, a comma list of names ("torch,tensorflow,ja
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -43,6 +46,15 @@ def _why_missing(name: str, exc: Exception) -> str:
         return ("MXNet 1.9.1 (archived) needs numpy < 2, so it is not part of the current stack "
                 "(constraints-current.txt); its tests run on the constraints.txt stack")
     return str(exc)
+
+# The one table of cell variants every test draws from (label -> RecurrentSpec fields).
+CELL_VARIANTS = {
+    "rnn-tanh": {"cell": "rnn"},
+    "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
+    "gru-reset-after": {"cell": "gru", "reset_after": True},
+    "gru-reset-before": {"cell": "gru", "reset_after": False},  # d2l's GRUScratch
+    "lstm": {"cell": "lstm"},
+}
 
 # Tolerances of the issue: float64 absolute, float32 relative to the reference's largest magnitude.
 ATOL_FLOAT64 = 1e-10
@@ -147,3 +159,12 @@ def to_float64(tree):
     if isinstance(tree, (tuple, list)):
         return type(tree)(to_float64(v) for v in tree)
     return None if tree is None else np.asarray(tree, np.float64)
+
+
+FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet")
+
+
+def run_python(code: str) -> str:
+    # Run outside the checkout: the repo root on sys.path would expose its bare backends/ folder.
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                          cwd=tempfile.gettempdir()).stdout.strip()

@@ -4,17 +4,13 @@ example is a new spec/shape, so it also exercises the JAX/TF compile caches."""
 from __future__ import annotations
 
 import numpy as np
-from conftest import assert_close, random_state
+from conftest import CELL_VARIANTS, assert_close, random_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import multirnn
 from multirnn.params import randomize_biases
 from multirnn.state import flatten_state
-
-CELLS = {"rnn-tanh": {"cell": "rnn"}, "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
-         "gru-before": {"cell": "gru"}, "gru-after": {"cell": "gru", "reset_after": True},
-         "lstm": {"cell": "lstm"}}
 
 
 @st.composite
@@ -26,7 +22,7 @@ def configurations(draw):
         bidirectional=draw(st.booleans(), label="bidirectional"),
         bias=draw(st.booleans(), label="bias"),
         batch_first=draw(st.booleans(), label="batch_first"),
-        **CELLS[draw(st.sampled_from(sorted(CELLS)), label="cell")])
+        **CELL_VARIANTS[draw(st.sampled_from(sorted(CELL_VARIANTS)), label="cell")])
     steps = draw(st.integers(1, 6), label="steps")
     batch = draw(st.integers(1, 4), label="batch")
     lengths = draw(st.none() | st.lists(st.integers(0, steps), min_size=batch, max_size=batch),

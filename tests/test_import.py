@@ -1,15 +1,5 @@
 """``import multirnn`` must import no framework (array-api-compat style), and stay quick."""
-import subprocess
-import sys
-import tempfile
-
-FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet")
-
-
-def run_python(code: str) -> str:
-    # Run outside the checkout: the repo root on sys.path would expose its bare backends/ folder.
-    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                          cwd=tempfile.gettempdir()).stdout.strip()
+from conftest import FRAMEWORK_MODULES, run_python
 
 
 def test_import_multirnn_imports_no_framework():

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, make_case, random_state, to_float64
+from conftest import CELL_VARIANTS, assert_close, make_case, random_state, to_float64
 
 import multirnn
 from multirnn.backends.numpy_backend import NumpyOps
 from multirnn.state import flatten_state
 
-CELLS = {"rnn": {"cell": "rnn"}, "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
-         "gru-before": {"cell": "gru"}, "gru-after": {"cell": "gru", "reset_after": True},
-         "lstm": {"cell": "lstm"}}
 LENGTHS = np.array([5, 2, 0, 4])  # full, short, empty, short
 
 
@@ -47,11 +44,11 @@ def check_lengths_against_reference(model, backend, dtype, lengths=LENGTHS, give
         assert_close(grads[name], ref_grads[name], dtype, f"d/d{name}")
 
 
-@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("cell", list(CELL_VARIANTS))
 def test_lengths_match_reference(backend, cell):
     """A 2-layer bidirectional stack covers the forward and the reversed direction and a second layer
     fed padded outputs; unidirectional stacks are covered by tests/test_fuzz_parity.py."""
-    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **CELLS[cell])
+    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **CELL_VARIANTS[cell])
     check_lengths_against_reference(model, backend, "float64")
 
 
@@ -61,10 +58,10 @@ def test_lengths_float32_batch_first(backend, batch_first):
     check_lengths_against_reference(model, backend, "float32", given_state=False)
 
 
-@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("cell", list(CELL_VARIANTS))
 def test_neutral_recurrence_with_lengths_on_numpy(cell):
     """multirnn.recurrence's masked scan (on NumPy ops, no framework) against the per-sequence reference."""
-    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **CELLS[cell])
+    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **CELL_VARIANTS[cell])
     params, xs = make_case(model, seed=1, steps=5, batch=4)
     flat = flatten_state(model, random_state(model, 4, seed=2, dtype="float64"))
     ys, finals = NumpyOps().forward(model, params, xs, flat, lengths=LENGTHS)

@@ -10,7 +10,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import assert_close, load_backend, make_case, random_state, to_float64
+from conftest import CELL_VARIANTS, FRAMEWORK_MODULES, load_backend, make_case, random_state, run_python
+from porting import STRUCTURES, assert_matches_reference, assert_tree_equal, random_model
 
 import multirnn
 from multirnn.port import UnrepresentableError
@@ -20,18 +21,7 @@ from multirnn.port import gluon as pgluon
 from multirnn.port import keras as pkeras
 from multirnn.port import torch as ptorch
 from multirnn.port.native import FRAMEWORK_BACKEND, run_native
-from multirnn.state import flatten_state
 
-VARIANTS = {
-    "rnn-tanh": {"cell": "rnn"},
-    "rnn-relu": {"cell": "rnn", "nonlinearity": "relu"},
-    "gru-reset-after": {"cell": "gru", "reset_after": True},
-    "gru-reset-before": {"cell": "gru", "reset_after": False},
-    "lstm": {"cell": "lstm"},
-}
-# (num_layers, bidirectional, batch_first, bias, initial state given): every structure at least once.
-STRUCTURES = [(1, False, False, True, True), (1, True, True, True, False), (2, False, True, False, True),
-              (2, True, False, True, True)]
 CONVERTERS = {"torch": (ptorch.to_torch, ptorch.from_torch), "keras": (pkeras.to_keras, pkeras.from_keras),
               "flax": (pflax.to_flax, pflax.from_flax), "nnx": (pnnx.to_nnx, pnnx.from_nnx),
               "gluon": (pgluon.to_gluon, pgluon.from_gluon)}
@@ -47,14 +37,6 @@ def representable(framework, model, params):
     with pytest.raises(UnrepresentableError, match="no recurrent bias for the candidate"):
         pnnx.to_nnx(model, params)
     return {k: np.zeros_like(v) if k.endswith("b_hh") else v for k, v in params.items()}
-
-
-def random_model(variant: str, structure: int) -> multirnn.RecurrentSpec:
-    layers, bidirectional, batch_first, bias, _ = STRUCTURES[structure]
-    rng = np.random.default_rng(100 * structure + len(variant))
-    return multirnn.RecurrentSpec(int(rng.integers(1, 5)), int(rng.integers(1, 6)), num_layers=layers,
-                                  bidirectional=bidirectional, batch_first=batch_first, bias=bias,
-                                  **VARIANTS[variant])
 
 
 def run_native_weights(framework: str, model, native, inputs, state):
@@ -73,34 +55,6 @@ def run_native_weights(framework: str, model, native, inputs, state):
     return pgluon.run_gluon_layer(model, pgluon.gluon_layer(model, arrays=native, dtype=dtype), inputs, state)
 
 
-def assert_matches_reference(model, params, inputs, state, outputs, new_state, what):
-    ref_out, ref_state = multirnn.forward(model, to_float64(params), to_float64(inputs), to_float64(state))
-    assert outputs.shape == ref_out.shape
-    assert_close(outputs, ref_out, "float32", f"{what} outputs")
-    got = [a for unit in flatten_state(model, new_state) for a in unit]
-    want = [a for unit in flatten_state(model, ref_state) for a in unit]
-    assert len(got) == len(want)
-    for k, (g, w) in enumerate(zip(got, want)):
-        if g is not None:
-            assert_close(g, w, "float32", f"{what} state array {k}")
-
-
-def assert_tree_equal(a, b):
-    """Exact equality of nested dicts/lists of arrays (same keys, shapes, dtypes and values)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and list(a) == list(b), (list(a), list(b))
-        for k in a:
-            assert_tree_equal(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_tree_equal(x, y)
-    else:
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(a, b)
-
-
 def randomized(tree, rng):
     """Same structure, fresh normal values: weights as a framework might hold them (all slots nonzero)."""
     if isinstance(tree, dict):
@@ -111,7 +65,7 @@ def randomized(tree, rng):
 
 
 @pytest.mark.parametrize("structure", range(len(STRUCTURES)))
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", CELL_VARIANTS)
 @pytest.mark.parametrize("framework", CONVERTERS)
 def test_native_layer_matches_spec(framework, variant, structure):
     """Export: canonical params -> framework layer gives the reference's outputs and final states."""
@@ -134,7 +88,7 @@ def _sums_two_rnn_biases(framework, model):
 
 
 @pytest.mark.parametrize("structure", range(len(STRUCTURES)))
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", CELL_VARIANTS)
 @pytest.mark.parametrize("framework", CONVERTERS)
 def test_framework_weights_round_trip_exactly(framework, variant, structure):
     """Import: arbitrary framework-shaped weights -> canonical -> framework is the identity, and the
@@ -173,7 +127,7 @@ LOSSLESS = {"torch": {"rnn", "gru", "lstm"}, "gluon": {"rnn", "gru", "lstm"},
             "keras": {"rnn", "gru-after"}, "flax": {"rnn"}, "nnx": {"rnn"}}
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", CELL_VARIANTS)
 @pytest.mark.parametrize("framework", CONVERTERS)
 def test_canonical_round_trip(framework, variant):
     model = random_model(variant, 3)
@@ -289,11 +243,10 @@ def test_keras_weight_list_checked():
 
 
 def test_importing_multirnn_port_imports_no_framework():
-    from test_import import FRAMEWORK_MODULES, run_python
-
     loaded = run_python(
         "import sys, multirnn.port, multirnn.port.torch, multirnn.port.keras, multirnn.port.flax, "
         "multirnn.port.gluon, multirnn.port.onnx, multirnn.port.flax_nnx, multirnn.port.files, "
-        "multirnn.cli.port\n"
+        "multirnn.port.front, multirnn.port.verify, multirnn.port.pair, multirnn.port.native, multirnn.cli\n"
+        "multirnn.cli.build_parser()\n"
         f"print(','.join(m for m in {FRAMEWORK_MODULES + ('onnx', 'mxnet')!r} if m in sys.modules))")
     assert loaded == ""

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 from conftest import assert_close, load_backend, make_case, require_module, to_float64
-from test_port import assert_tree_equal
+from porting import assert_tree_equal
 
 import multirnn
 from multirnn.cli import main

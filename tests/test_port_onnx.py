@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_case, random_state, require_module
-from test_port import STRUCTURES, VARIANTS, assert_matches_reference, assert_tree_equal, random_model
+from conftest import CELL_VARIANTS, make_case, random_state, require_module
+from porting import STRUCTURES, assert_matches_reference, assert_tree_equal, random_model
 
 import multirnn
 from multirnn.port import UnrepresentableError
@@ -29,7 +29,7 @@ def case(variant, structure, dtype="float32"):
 
 
 @pytest.mark.parametrize("structure", range(len(STRUCTURES)))
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", CELL_VARIANTS)
 def test_export_import_round_trip_is_exact(variant, structure, tmp_path):
     import onnx
 
@@ -43,7 +43,7 @@ def test_export_import_round_trip_is_exact(variant, structure, tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("structure", [s for s, st in enumerate(STRUCTURES) if not st[1]])
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "rnn-relu"])
+@pytest.mark.parametrize("variant", [v for v in CELL_VARIANTS if v != "rnn-relu"])
 def test_reference_evaluator_matches_spec(variant, structure, dtype):
     model, params, inputs, state = case(variant, structure, dtype)
     outputs, new_state = ponnx.run_onnx(model, ponnx.to_onnx(model, params), inputs, state, "reference")
@@ -52,7 +52,7 @@ def test_reference_evaluator_matches_spec(variant, structure, dtype):
 
 
 @pytest.mark.parametrize("structure", range(len(STRUCTURES)))
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", CELL_VARIANTS)
 def test_onnxruntime_matches_spec(variant, structure):
     require_module("onnxruntime")
     model, params, inputs, state = case(variant, structure)
@@ -70,7 +70,7 @@ def _set_initializer(proto, name, array):
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", CELL_VARIANTS)
 def test_import_of_foreign_biases(variant):
     """Both ONNX bias halves nonzero (as another exporter writes them): the import computes the same."""
     require_module("onnxruntime")

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_case, random_state
+from conftest import CELL_VARIANTS, make_case, random_state
 
 import multirnn
 from multirnn.spec import RecurrentSpec
-
-CELL_VARIANTS = {
-    "rnn_tanh": dict(cell="rnn"),
-    "rnn_relu": dict(cell="rnn", nonlinearity="relu"),
-    "gru_reset_before": dict(cell="gru"),
-    "gru_reset_after": dict(cell="gru", reset_after=True),
-    "lstm": dict(cell="lstm"),
-}
 
 
 def d2l_rnn(inputs, W_xh, W_hh, b_h, H):
