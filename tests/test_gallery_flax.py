@@ -285,6 +285,10 @@ def test_nnx_sequential_and_list_of_layers_convert_exactly():
     layers = [nnx_randomize(layer, seed) for seed, layer in enumerate(pnnx.nnx_layers(model))]
     loaded = pnnx.read(layers)
     assert prove(loaded).max_error <= 1e-5 and loaded.model.num_layers == 2
+    through_the_front_door = load(layers)  # a list of nnx layers is read as one stack
+    assert through_the_front_door.model == loaded.model and through_the_front_door.verification is not None
+    with pytest.raises(TypeError, match="a list of layers is read for"):
+        load([layers[0], object()])
     carry, out = layers[0](x)
     assert_matches_reference(loaded, layers[1](out)[1], x)
 

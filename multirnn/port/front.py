@@ -21,6 +21,8 @@ _LIVE_READERS = (
     ("onnx", "onnx"),
 )
 
+_LIST_READERS = ("flax_nnx",)  # readers that take a list of layer modules
+
 
 def _reader_of(source) -> str | None:
     for cls in type(source).__mro__:
@@ -56,6 +58,12 @@ def load(source, *, variables=None, verify: bool = True, format: str | None = No
         if format is not None:
             raise ValueError("format= applies to paths; a live object's framework is read from its type")
         reader = _reader_of(source)
+        if isinstance(source, (list, tuple)) and source:  # layers given one by one (nnx_layers' list)
+            readers = {_reader_of(layer) for layer in source}
+            reader = readers.pop() if len(readers) == 1 else None
+            if reader not in _LIST_READERS:
+                raise TypeError(f"a list of layers is read for {sorted(_LIST_READERS)} modules only; got "
+                                f"{sorted(type(layer).__qualname__ for layer in source)}")
         if reader is None:
             raise TypeError(f"cannot read a {type(source).__module__}.{type(source).__qualname__}: give a "
                             f"path or a torch, Keras, Flax, Gluon or ONNX model")
