@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_case
+from conftest import load_backend, make_case, require_module
 
 import multirnn
 from multirnn.cli import main
@@ -110,3 +110,47 @@ def test_verify_cli_refuses_different_specs(tmp_path, capsys):
     files.save_npz(tmp_path / "b.npz", lstm, multirnn.init_params(lstm, 0))
     assert main(["verify", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 1
     assert "the specs differ: {'cell': ('gru', 'lstm')" in capsys.readouterr().out
+
+
+def test_verify_an_onnx_file_exported_by_torch_against_its_state_dict(tmp_path, capsys):
+    """The parity oracle for files other tools wrote: torch.onnx.export (run by onnxruntime) against the
+    torch state_dict it came from, and against a state_dict with one weight changed."""
+    load_backend("torch")
+    require_module("onnx")
+    require_module("onnxruntime")
+    import torch
+
+    torch.manual_seed(0)
+    layer = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    torch.onnx.export(layer, (torch.zeros(2, 5, 3),), str(tmp_path / "lstm.onnx"), dynamo=False,
+                      input_names=["x"], output_names=["y", "h", "c"],
+                      dynamic_axes={"x": {0: "batch", 1: "steps"}, "y": {0: "batch", 1: "steps"}})
+    torch.save(layer.state_dict(), tmp_path / "lstm.pt")
+    assert main(["verify", str(tmp_path / "lstm.onnx"), str(tmp_path / "lstm.pt"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    onnx_side, torch_side = report["rows"]
+    assert onnx_side["framework"].startswith("onnxruntime") and onnx_side["outputs"] <= 1e-5
+    assert torch_side["framework"].startswith("weights only") and report["pass"]
+    with torch.no_grad():
+        layer.weight_hh_l1_reverse[0, 0] += 0.5
+    torch.save(layer.state_dict(), tmp_path / "changed.pt")
+    assert main(["verify", str(tmp_path / "lstm.onnx"), str(tmp_path / "changed.pt")]) == 1
+    assert "NOT the same function" in capsys.readouterr().out
+
+
+def test_convert_prints_and_records_its_proof(tmp_path, capsys):
+    """A .keras file can run: convert proves the conversion and records the numbers in the npz."""
+    load_backend("tensorflow")
+    from multirnn import checkpoint
+    from multirnn.port import keras as pkeras
+
+    model = multirnn.RecurrentSpec(3, 4, cell="gru", reset_after=True, bidirectional=True, batch_first=True)
+    params, _ = make_case(model, seed=5, dtype="float32")
+    pkeras.keras_model(model, params).save(str(tmp_path / "m.keras"))
+    assert main(["convert", str(tmp_path / "m.keras"), "-o", str(tmp_path / "m.npz")]) == 0
+    assert "verified against keras" in capsys.readouterr().out
+    proof = checkpoint.read(tmp_path / "m.npz").metadata["converted_from"]["verification"]
+    assert proof["framework"].startswith("keras") and proof["max_error"] <= proof["tolerance"] == 1e-5
+    assert main(["convert", str(tmp_path / "m.keras"), "-o", str(tmp_path / "n.npz"), "--no-verify"]) == 0
+    assert checkpoint.read(tmp_path / "n.npz").metadata["converted_from"]["verification"] == \
+        "not verified: --no-verify"
