@@ -3,11 +3,12 @@
 #   pinned   constraints.txt: numpy 1.26 and all four backends (MXNet needs numpy < 2); all required
 #   current  constraints-current.txt: numpy 2 and today's torch/tensorflow/jax/onnx; MXNet skipped
 #   bare     numpy only: every framework test skips cleanly, the NumPy-only paths still run
-# Usage: tests/run_stacks.sh [pinned] [current] [bare]   (default: all three, in that order)
+#   docs     mkdocs + mkdocstrings only: builds the documentation site with `mkdocs build --strict`
+# Usage: tests/run_stacks.sh [pinned] [current] [bare] [docs]   (default: all four, in that order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stacks=("$@")
-[ ${#stacks[@]} -gt 0 ] || stacks=(pinned current bare)
+[ ${#stacks[@]} -gt 0 ] || stacks=(pinned current bare docs)
 
 for stack in "${stacks[@]}"; do
   case "$stack" in
@@ -17,10 +18,18 @@ for stack in "${stacks[@]}"; do
              require=torch,tensorflow,jax,onnx,onnxruntime ;;
     bare)    venv=.venv-bare    pins=()                           extras='test'
              require=none ;;
-    *) echo "unknown stack '$stack' (pinned, current, bare)" >&2; exit 2 ;;
+    docs)    venv=.venv-docs    pins=()                           extras='docs'
+             require=none ;;
+    *) echo "unknown stack '$stack' (pinned, current, bare, docs)" >&2; exit 2 ;;
   esac
   echo "=== stack $stack: $venv, required: $require ==="
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "${pins[@]}" -e ".[$extras]"
+  if [ "$stack" = docs ]; then  # the API pages read the source statically (griffe): no framework needed
+    site=$(mktemp -d)
+    "$venv/bin/mkdocs" build --strict --site-dir "$site"
+    rm -rf "$site"
+    continue
+  fi
   MULTIRNN_REQUIRE_BACKENDS=$require "$venv/bin/python" -m pytest
 done
