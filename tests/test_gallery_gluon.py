@@ -82,7 +82,7 @@ def test_ntc_layout_is_exact_and_batch_first(kind):
 
 
 def test_the_rnn_activation_comes_from_the_block_and_a_contradiction_is_an_error():
-    with pytest.raises(ValueError, match="nonlinearity='tanh' contradicts"):
+    with pytest.raises(ValueError, match="nonlinearity='tanh' disagrees"):
         multirnn.port.load(_block("rnn_relu"), nonlinearity="tanh")
     assert multirnn.port.load(_block("rnn_relu"), nonlinearity="relu").model.nonlinearity == "relu"
 

@@ -113,9 +113,9 @@ def test_rnn_relu_is_exact_and_read_from_the_module(bidirectional):
 
 def test_a_known_field_that_contradicts_the_module_is_an_error():
     load_backend("torch")
-    with pytest.raises(ValueError, match="nonlinearity='tanh' contradicts"):
+    with pytest.raises(ValueError, match="nonlinearity='tanh' disagrees"):
         multirnn.port.load(_stack("rnn", 3, 4, nonlinearity="relu"), nonlinearity="tanh")
-    with pytest.raises(ValueError, match="num_hiddens=7 contradicts"):
+    with pytest.raises(ValueError, match="num_hiddens=7 disagrees"):
         multirnn.port.load(_stack("gru", 3, 4), num_hiddens=7)
     assert multirnn.port.load(_stack("rnn", 3, 4, nonlinearity="relu"), nonlinearity="relu").verification
 

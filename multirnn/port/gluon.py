@@ -250,9 +250,6 @@ def _block_spec(block, base, arrays: dict, known: dict):
         fields["nonlinearity"] = nonlinearity
     if cell == "gru":
         fields["reset_after"] = True  # Gluon's GRU resets after the h2h matmul
-    for name, value in known.items():
-        if value is not None and name in fields and fields[name] != value:
-            raise ValueError(f"{name}={value!r} contradicts {where}, which has {name}={fields[name]!r}")
     return make_spec(fields, known, where)
 
 

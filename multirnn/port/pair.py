@@ -12,7 +12,8 @@ import numpy as np
 
 from multirnn.compare import TOLERANCES, error
 
-from .verify import PROBE_SHAPES, ConversionMismatch, last_outputs, probe_inputs
+from .verify import (PROBE_SHAPES, ConversionMismatch, broadcast_state, flat_arrays, last_outputs,
+                     probe_inputs)
 
 # Spec fields that do not change the computed function (layout is handled by the probes, dropout is
 # inactive at inference, sigma only draws initial weights).
@@ -35,7 +36,7 @@ def _side_outputs(loaded, inputs, state, batch):
     model, run = loaded.model, loaded.run
     if run is None:  # weights only: the converted params on the reference
         params = {k: np.asarray(v, np.float64) for k, v in loaded.params.items()}
-        start = state if state is not None else _broadcast(model, loaded.initial_state, batch)
+        start = state if state is not None else broadcast_state(model, loaded.initial_state, batch)
         out, final = api.forward(model, params, _to_layout(model, inputs), start)
         dtype = next(iter(loaded.params.values())).dtype.name
         return _to_layout(model, out), final, "sequence", dtype
@@ -43,23 +44,6 @@ def _side_outputs(loaded, inputs, state, batch):
     out, final = run.call(_to_layout(model, inputs).astype(run.dtype), cast)
     out = np.asarray(out)
     return (_to_layout(model, out) if run.outputs == "sequence" else out), final, run.outputs, run.dtype
-
-
-def _broadcast(model, state, batch):
-    from multirnn.state import map_state
-
-    if state is None:
-        return None
-    return map_state(model, state, lambda a: np.broadcast_to(np.asarray(a, np.float64),
-                                                             (batch, model.num_hiddens)).copy())
-
-
-def _flat(state) -> list:
-    if state is None:
-        return []
-    if isinstance(state, (tuple, list)):
-        return [a for part in state for a in _flat(part)]
-    return [np.asarray(state)]
 
 
 def compare_pair(paths, loaders, seed: int = 0) -> dict:
@@ -99,7 +83,7 @@ def compare_pair(paths, loaders, seed: int = 0) -> dict:
         batch = next((f[1] for f in fixed if f[1]), batch)
         inputs, random_state = probe_inputs(reference, steps, batch, seed + index)
         given = random_state if (index > 0 and every_side_takes_state) else None
-        start = given if given is not None else _broadcast(a.model, a.initial_state, batch)
+        start = given if given is not None else broadcast_state(a.model, a.initial_state, batch)
         ref_out, ref_state = api.forward(reference, params64, inputs, start)
         for row, side in sides:
             out, final, kind, dtype = _side_outputs(side, inputs, given, batch)
@@ -109,7 +93,7 @@ def compare_pair(paths, loaders, seed: int = 0) -> dict:
                                  error(out, want, dtype) if out.shape == want.shape else float("inf"))
             if final is not None:
                 errors = [error(x, y, dtype) if x.shape == y.shape else float("inf")
-                          for x, y in zip(_flat(final), _flat(ref_state))]
+                          for x, y in zip(flat_arrays(final), flat_arrays(ref_state))]
                 row["states"] = max([row.get("states", 0.0)] + errors)
     for row, _ in sides:
         row["pass"] = all(row.get(k, 0.0) <= row["tolerance"] for k in ("outputs", "states"))

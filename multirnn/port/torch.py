@@ -233,9 +233,6 @@ def _stack_spec(rnn, name: str, known: dict):
         fields["nonlinearity"] = nonlinearity
     if cell == "gru":
         fields["reset_after"] = True  # torch's GRU resets after the recurrent matmul
-    for field, value in known.items():
-        if value is not None and field in fields and fields[field] != value:
-            raise ValueError(f"{field}={value!r} contradicts {where}, which has {field}={fields[field]!r}")
     return make_spec(fields, known, f"torch {where}")
 
 

@@ -44,12 +44,23 @@ class Verification:
         return {**dataclasses.asdict(self), "measure": self.measure}
 
 
-def _flat(state) -> list:
+def flat_arrays(state) -> list:
+    """Every array of a nested state, in order ([] for None)."""
     if state is None:
         return []
     if isinstance(state, (tuple, list)):
-        return [a for part in state for a in _flat(part)]
+        return [a for part in state for a in flat_arrays(part)]
     return [np.asarray(state)]
+
+
+def broadcast_state(model, state, batch: int):
+    """A stored state -- (H,), (1, H) or (batch, H) arrays -- as float64 (batch, H) arrays; None stays None."""
+    from multirnn.state import map_state
+
+    if state is None:
+        return None
+    return map_state(model, state, lambda a: np.broadcast_to(np.asarray(a, np.float64),
+                                                             (batch, model.num_hiddens)).copy())
 
 
 def last_outputs(model, state) -> np.ndarray:
@@ -88,10 +99,7 @@ def prove(loaded: Loaded, *, seed: int = 0) -> Verification:
         steps, batch = run.steps or steps, run.batch or batch
         inputs, random_state = probe_inputs(model, steps, batch, seed + index)
         given = random_state if (run.takes_state and index > 0) else None
-        reference_state = given if given is not None else loaded.initial_state
-        if reference_state is not None:  # a stored state may be (H,) or (1, H), broadcast over the batch
-            reference_state = map_state(model, reference_state, lambda a: np.broadcast_to(
-                np.asarray(a, np.float64), (batch, model.num_hiddens)).copy())
+        reference_state = broadcast_state(model, given if given is not None else loaded.initial_state, batch)
         ref_out, ref_state = api.forward(model, params64, inputs, reference_state)
         cast = None if given is None else map_state(model, given, lambda a: a.astype(dtype))
         out, state = run.call(inputs.astype(dtype), cast)
@@ -100,7 +108,7 @@ def prove(loaded: Loaded, *, seed: int = 0) -> Verification:
                 f"initial state)"
         pairs = [("outputs", np.asarray(out), expected)]
         pairs += [(f"final state array {i}", a, b) for i, (a, b) in
-                  enumerate(zip(_flat(state), _flat(ref_state)))] if state is not None else []
+                  enumerate(zip(flat_arrays(state), flat_arrays(ref_state)))] if state is not None else []
         for what, actual, want in pairs:
             if actual.shape != want.shape:
                 raise ConversionMismatch(f"{who}: {where}: {what} have shape {actual.shape} in "
