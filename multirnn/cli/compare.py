@@ -13,7 +13,8 @@ def register(subparsers) -> None:
         "compare", help="run one seeded spec on every backend and print the parity table",
         description="Run RNNScratch, BiRNNScratch and every cell x direction x depth on each backend, with "
         "one seeded weight set, and print the max error of outputs, final states and parameter gradients "
-        "against the NumPy float64 reference. Exit status 1 when a row misses its tolerance.")
+        "against the NumPy float64 reference. Exit status 1 when a row misses its tolerance or a backend "
+        "cannot be loaded (its row says how to install it).")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backends", help="comma-separated subset (default: all frameworks)")

@@ -81,6 +81,7 @@ def _proof(loaded):
     if loaded.native:
         return f"nothing to verify: {loaded.origin} is multirnn's own format"
     if loaded.run is None:
-        return (f"not verified: {loaded.origin or 'the source'} cannot run (weights only); its spec comes "
-                "from the file and the flags given")
+        from multirnn.port.front import unverified
+
+        return unverified(loaded)
     return "not verified: --no-verify"

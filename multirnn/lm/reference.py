@@ -1,7 +1,7 @@
 """NumPy reference of the language model: forward and hand-written backward of the output layer and the
 softmax cross-entropy, chained into multirnn.reference's BPTT. The oracle of every backend's LM.
 
-Written apart from multirnn.head (explicit log-sum-exp, explicit scatter-add for the embedding).
+Written apart from multirnn.lm.head (explicit log-sum-exp, explicit scatter-add for the embedding).
 Time-major: tokens and targets are integer arrays (num_steps, batch).
 """
 from __future__ import annotations

@@ -71,6 +71,11 @@ def load(source, *, variables=None, verify: bool = True, format: str | None = No
     if verify and loaded.run is not None:
         prove(loaded)
     elif loaded.run is None and not loaded.native:
-        loaded.notes += (f"not verified: {loaded.origin or 'the source'} cannot run (weights only); its "
-                         "spec comes from the file and the fields given",)
+        loaded.notes += (unverified(loaded),)
     return loaded
+
+
+def unverified(loaded: Loaded) -> str:
+    """Why ``loaded`` could not be proven by running its source."""
+    return (f"not verified: {loaded.origin or 'the source'} cannot be run here ({loaded.why_not_run}); the "
+            "conversion rests on what the source says and the fields given")

@@ -381,7 +381,7 @@ def _source_run(info, model, traces, takes_state: bool, loaded):
     fixed_steps = steps_dim if isinstance(steps_dim, int) else None
     engine, why_not = _engine(dtype, traces[0].layers, fixed_steps)
     if engine is None:
-        loaded.notes += (f"not run: {why_not}",)
+        loaded.why_not_run = why_not
         return None
     runner = _GraphRun(info, model, engine, takes_state)
     kind = runner.output_kind(traces[0])

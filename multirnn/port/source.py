@@ -60,6 +60,7 @@ class Loaded:
     verification: Any = None
     notes: tuple = ()  # facts the user should know (e.g. "spec completed from flags: cell, ...")
     native: bool = False  # multirnn's own file: nothing was converted, so there is nothing to prove
+    why_not_run: str = "it holds weights only"  # when run is None: why the source cannot be run
 
     def __iter__(self):
         if self.initial_state is not None:  # (model, params) alone would start from zeros: not the source
