@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 # Gate letters per cell, in canonical order. The rnn cell has one "gate": the hidden update itself.
 CELL_GATES = {"rnn": ("h",), "gru": ("z", "r", "h"), "lstm": ("i", "f", "o", "c")}
+GATES_PER_CELL = {cell: len(gates) for cell, gates in CELL_GATES.items()}  # blocks of width H
 NONLINEARITIES = ("tanh", "relu")
 
 

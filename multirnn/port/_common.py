@@ -21,7 +21,7 @@ GATE_ORDER = {
     "keras": {"rnn": "h", "gru": "zrh", "lstm": "ifco"},
     "onnx": {"rnn": "h", "gru": "zrh", "lstm": "iofc"},
 }
-GATES_PER_CELL = {"rnn": 1, "gru": 3, "lstm": 4}
+from multirnn.spec import GATES_PER_CELL  # noqa: E402,F401  (written once, with the cells)
 CELL_OF_GATES = {1: "rnn", 3: "gru", 4: "lstm"}
 
 
