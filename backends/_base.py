@@ -1,86 +1,126 @@
-"""What every framework adapter shares: numpy in/out around multirnn.recurrence, and the smoke test."""
+"""The base every backend extends (einops' AbstractBackend): each member of backends.protocol either has a
+default here or raises a sentence naming what the backend lacks; forward, gradients and run_user are
+written once, on the backend's ``value_and_grad`` and ``compile`` hooks."""
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
 from multirnn import recurrence
-from multirnn.lm import head
 from multirnn.state import flatten_state, nest_state
 
 
-class FrameworkBackend:
-    """Subclasses supply the Ops protocol of multirnn.recurrence plus asarray/to_numpy/zeros/swap01."""
+def tree_map(fn, tree):
+    """``fn`` on every array of nested dicts/lists/tuples (None stays None)."""
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_map(fn, v) for v in tree)
+    return None if tree is None else fn(tree)
 
+
+def tree_leaves(tree) -> list:
+    leaves = []
+    tree_map(leaves.append, tree)
+    return leaves
+
+
+def _lacks(member):
+    def missing(self, *args, **kwargs):
+        raise NotImplementedError(f"{self.name or type(self).__name__} backend does not provide {member}")
+    missing.__name__ = member
+    return missing
+
+
+class AbstractBackend:
     name = ""
     version = ""
-    # Where the framework has a fused kernel (torch, MXNet) the recurrence runs whole layers in it
-    # (recurrence.run); False runs every layer through the generic scan instead (tests, benchmarks).
     use_fused_kernels = True
+    has_fused_kernel = False
+    hoist_input_projection = True
+    is_reference = False
+
+    matmul = _lacks("matmul")
+    tanh = _lacks("tanh")
+    relu = _lacks("relu")
+    sigmoid = _lacks("sigmoid")
+    concat = _lacks("concat")
+    split = _lacks("split")
+    scan = _lacks("scan")
+    reverse_padded = _lacks("reverse_padded")
+    swap01 = _lacks("swap01")
+    zeros_state = _lacks("zeros_state")
+    one_hot = _lacks("one_hot")
+    take_rows = _lacks("take_rows")
+    log_softmax = _lacks("log_softmax")
+    sum_all = _lacks("sum_all")
+    asarray = _lacks("asarray")
+    to_numpy = _lacks("to_numpy")
+    fused_layer = _lacks("fused_layer")
+    value_and_grad = _lacks("value_and_grad")
+    native_layer = _lacks("native_layer")
+
+    def __init__(self):
+        self._compiled: dict = {}
+
+    def asindex(self, a):
+        return self.asarray(a)
+
+    def dtype_of(self, x):
+        return np.dtype(x.dtype)
+
+    def precision(self, dtype):
+        return contextlib.nullcontext()
+
+    def fused_kernel_accepts(self, model, dtype) -> bool:
+        return True
 
     @contextlib.contextmanager
     def fused_kernels(self, enabled: bool):
-        """``with backend.fused_kernels(False):`` runs the generic recurrence inside, then restores."""
         before, self.use_fused_kernels = self.use_fused_kernels, enabled
         try:
             yield self
         finally:
             self.use_fused_kernels = before
 
-    def kernel_accepts(self, model, dtype) -> bool:
-        """A backend's own exceptions to its fused kernel (MXNet: float64 relu)."""
-        return True
+    def compile(self, fn):
+        return fn  # eager frameworks: nothing to trace
 
-    def fused_layer_accepts(self, model, xs) -> bool:
-        """Whether recurrence.run may use this backend's fused_layer (where it has one)."""
-        return self.use_fused_kernels and self.kernel_accepts(model, xs.dtype)
-
-    def kernel_path(self, model, dtype) -> str:
-        """"fused" where forward/gradients without ``lengths`` run whole layers of ``model`` in the
-        framework's fused kernel, else "generic" (the step-by-step recurrence)."""
-        fused = (hasattr(self, "fused_layer") and self.use_fused_kernels
-                 and recurrence.kernel_computes(model) and self.kernel_accepts(model, np.dtype(dtype)))
-        return "fused" if fused else "generic"
-
-    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
-        """Time-major numpy in, numpy out: (outputs, flat final state)."""
-        ys, finals = self.run_recurrence(model, *self._to_framework(params, xs, flat_state, masks),
-                                         padding=self._padding(model, xs, lengths))
-        return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
-    def _padding(self, model, xs, lengths):
-        """numpy lengths (or None) -> recurrence.Padding of framework arrays (or None)."""
-        if lengths is None:
-            return None
-        valid = np.arange(xs.shape[0])[:, None] < lengths[None, :]  # (T, B)
-        blocks = np.concatenate([valid[:, :, None], ~valid[:, :, None]], axis=2)  # [m, 1 - m]
-        mask = np.repeat(blocks, model.num_hiddens, axis=2).astype(xs.dtype)
-        return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(mask))
+    # ---- written once ----
 
     def run_recurrence(self, model, params, xs, flat_state, masks=None, padding=None):
-        """multirnn.recurrence.run on framework arrays; a backend may compile or cache it here."""
         return recurrence.run(self, model, params, xs, flat_state, masks, padding)
 
-    def _to_framework(self, params, xs, flat_state, masks=None):
-        """numpy -> framework arrays for the arguments of multirnn.recurrence.run."""
-        return ({k: self.asarray(v) for k, v in params.items()}, self.asarray(xs),
-                [tuple(self.asarray(a) for a in unit) for unit in flat_state],
-                None if masks is None else [self.asarray(m) for m in masks])
+    def _once(self, kind, model, build):
+        """One compiled function per (kind, spec): tf.function/jax.jit then retrace only per shape."""
+        key = (kind, model)
+        if key not in self._compiled:
+            self._compiled[key] = build()
+        return self._compiled[key]
 
-    def asindex(self, tokens):
-        """Integer token indices as a framework array (overridden where the framework wants another
-        integer type)."""
-        return self.asarray(tokens)
+    def _output_loss(self, model, params, xs, flat_state, masks, padding, cotangent):
+        ys, _ = self.run_recurrence(model, params, xs, flat_state, masks, padding)
+        return self.sum_all(ys * cotangent), None  # its gradient is the vector-Jacobian product
 
-    def lm_logits(self, model, params, tokens, flat_state):
-        """Language-model logits (multirnn.head): time-major numpy in, numpy out."""
-        p, _, s, _ = self._to_framework(params, tokens, flat_state)
-        out, finals = head.logits(self, model, p, self.asindex(tokens), s)
-        return self.to_numpy(out), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
+    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
+        with self.precision(xs.dtype):
+            run = self._once("forward", model,
+                             lambda: self.compile(functools.partial(self.run_recurrence, model)))
+            ys, finals = run(*self._to_framework(params, xs, flat_state, masks),
+                             self._padding(model, xs, lengths))
+            return self.to_numpy(ys), tree_map(self.to_numpy, finals)
+
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
+        with self.precision(xs.dtype):
+            grad = self._once("gradients", model, lambda: self.compile(
+                self.value_and_grad(functools.partial(self._output_loss, model))))
+            _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
+                            self._padding(model, xs, lengths), self.asarray(cotangent))
+            return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def run_user(self, model, params, inputs, state=None):
-        """The recurrence on framework arrays in the user's conventions (batch_first, nested state);
-        what the native layers call."""
         xs = self.swap01(inputs) if model.batch_first else inputs
         if state is None:
             zeros = self.zeros_state(xs, model.num_hiddens)
@@ -91,7 +131,6 @@ class FrameworkBackend:
         return (self.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
 
     def smoke_test(self) -> None:
-        """A tiny forward pass, so available() lists only backends that really run."""
         from multirnn.spec import RNNScratch  # local: keeps the import graph one-way at load time
 
         model = RNNScratch(2, 3)
@@ -100,3 +139,20 @@ class FrameworkBackend:
         ys, _ = self.forward(model, params, xs, [(np.zeros((1, 3), np.float32),)])
         if ys.shape != (2, 1, 3) or not np.all(np.isfinite(ys)):
             raise RuntimeError(f"{self.name} smoke test gave {ys!r}")
+
+    # ---- NumPy -> framework ----
+
+    def _to_framework(self, params, xs, flat_state, masks=None):
+        """numpy -> framework arrays for the arguments of run_recurrence."""
+        return ({k: self.asarray(v) for k, v in params.items()}, self.asarray(xs),
+                [tuple(self.asarray(a) for a in unit) for unit in flat_state],
+                None if masks is None else [self.asarray(m) for m in masks])
+
+    def _padding(self, model, xs, lengths):
+        """numpy lengths (or None) -> recurrence.Padding of framework arrays (or None)."""
+        if lengths is None:
+            return None
+        valid = np.arange(xs.shape[0])[:, None] < lengths[None, :]  # (T, B)
+        blocks = np.concatenate([valid[:, :, None], ~valid[:, :, None]], axis=2)  # [m, 1 - m]
+        mask = np.repeat(blocks, model.num_hiddens, axis=2).astype(xs.dtype)
+        return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(mask))

@@ -1,4 +1,5 @@
-"""JAX adapter: ``jax.lax.scan`` under ``jax.jit`` (compiled once per spec and shape), ``jax.grad``.
+"""JAX adapter: ``jax.lax.scan``; ``compile`` is ``jax.jit`` (once per spec and shape; the spec is
+closed over, i.e. static), ``value_and_grad`` is ``jax.value_and_grad``.
 
 float64 runs inside JAX's x64 context (``precision``) rather than flipping JAX's global default for the
 whole process (which would change every other JAX user's dtypes).
@@ -6,16 +7,12 @@ whole process (which would change every other JAX user's dtypes).
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from multirnn import recurrence
-from multirnn.lm import head
-
-from ._base import FrameworkBackend
+from ._base import AbstractBackend
 
 
 def _enable_x64():
@@ -33,7 +30,7 @@ def precision(dtype):
     return _enable_x64() if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
-class Backend(FrameworkBackend):
+class Backend(AbstractBackend):
     name = "jax"
     version = jax.__version__
     # Project inputs inside the scan: differentiating a scan over the hoisted (T, B, G·H) projection
@@ -46,19 +43,20 @@ class Backend(FrameworkBackend):
     asarray = staticmethod(jnp.asarray)
     to_numpy = staticmethod(np.asarray)
 
-    def __init__(self):
-        self._forward = jax.jit(self._forward_impl, static_argnums=0)
-        self._gradients = jax.jit(jax.grad(self._loss, argnums=1), static_argnums=0)
-        self._lm_logits = jax.jit(functools.partial(head.logits, self), static_argnums=0)
-        self._lm_value_and_grad = jax.jit(jax.value_and_grad(
-            functools.partial(head.loss, self), argnums=(1, 4), has_aux=True), static_argnums=0)
+    def compile(self, fn):
+        return jax.jit(fn)
+
+    def value_and_grad(self, fn):
+        return jax.value_and_grad(fn, has_aux=True)
+
+    def precision(self, dtype):
+        return precision(dtype)
 
     def concat(self, xs, axis):
         return jnp.concatenate(xs, axis=axis)
 
     def split(self, x, n):
         return jnp.split(x, n, axis=-1)
-
 
     def reverse_padded(self, x, lengths):
         t = jnp.arange(x.shape[0])[:, None]
@@ -85,40 +83,6 @@ class Backend(FrameworkBackend):
 
     def scan(self, step, carry, xs, reverse=False):
         return jax.lax.scan(step, carry, xs, reverse=reverse)
-
-    def _forward_impl(self, model, params, xs, flat_state, masks, padding):
-        return recurrence.run(self, model, params, xs, flat_state, masks, padding)
-
-    def _loss(self, model, params, xs, flat_state, masks, padding, cotangent):
-        return jnp.sum(recurrence.run(self, model, params, xs, flat_state, masks, padding)[0]
-                       * cotangent)
-
-    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
-        with precision(xs.dtype):
-            ys, finals = self._forward(model, *self._to_framework(params, xs, flat_state, masks),
-                                       self._padding(model, xs, lengths))
-            return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
-
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
-        with precision(xs.dtype):
-            grads = self._gradients(model, *self._to_framework(params, xs, flat_state, masks),
-                                    self._padding(model, xs, lengths), jnp.asarray(cotangent))
-            return {name: self.to_numpy(value) for name, value in grads.items()}
-
-    def lm_logits(self, model, params, tokens, flat_state):
-        with precision(params["W_hq"].dtype):
-            p, _, s, _ = self._to_framework(params, tokens, flat_state)
-            out, finals = self._lm_logits(model, p, jnp.asarray(tokens), s)
-            return self.to_numpy(out), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
-
-    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
-        with precision(params["W_hq"].dtype):
-            p, _, s, _ = self._to_framework(params, tokens, flat_state)
-            (loss, finals), (d_params, d_state) = self._lm_value_and_grad(
-                model, p, jnp.asarray(tokens), jnp.asarray(targets), s)
-            return (float(loss), {name: self.to_numpy(value) for name, value in d_params.items()},
-                    [tuple(self.to_numpy(a) for a in unit) for unit in d_state],
-                    [tuple(self.to_numpy(a) for a in unit) for unit in finals])
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):
         """A Flax linen module bound to ``params`` (or to the seeded init): call it like a function.

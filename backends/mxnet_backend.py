@@ -1,5 +1,9 @@
 """MXNet adapter: the recurrence hybridized into one cached graph per spec and input shape (see
-mxnet_graph), recorded by ``mxnet.autograd``; NDArray Ops below for the eager path."""
+mxnet_graph), recorded by ``mxnet.autograd`` (``value_and_grad``); NDArray Ops below for the eager path.
+
+``compile`` stays the identity: hybridizing needs the recurrence traced on Symbols (mxnet_graph's
+SymbolOps), not an arbitrary function of NDArrays, so the graph cache is an override of
+``run_recurrence``, which forward, gradients and the Gluon block all go through."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,19 +15,20 @@ if "bool" not in vars(np):  # not hasattr(): numpy 1.26 warns on that lookup
 import mxnet as mx  # noqa: E402
 
 from multirnn import recurrence  # noqa: E402
-from multirnn.lm import head  # noqa: E402
 from multirnn.backends import get  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
-from ._base import FrameworkBackend  # noqa: E402
-from .mxnet_graph import GraphCache, fused_layer, kernel_accepts  # noqa: E402
+from ._base import AbstractBackend, tree_leaves, tree_map  # noqa: E402
+from .mxnet_graph import GraphCache, fused_kernel_accepts, fused_layer  # noqa: E402
 
 
-class Backend(FrameworkBackend):
+class Backend(AbstractBackend):
     """Ops on NDArrays (the eager path, kept for reference and tests) plus the hybridized runner."""
 
     name = "mxnet"
     version = mx.__version__
+    has_fused_kernel = True
+    fused_kernel_accepts = staticmethod(fused_kernel_accepts)
     matmul = staticmethod(mx.nd.dot)  # contracts a's last axis with b's first, any rank
 
     # Activation runs oneDNN kernels: ~7x (tanh) and ~2.5x (sigmoid) faster than mx.nd.tanh/sigmoid here.
@@ -40,6 +45,7 @@ class Backend(FrameworkBackend):
         return mx.nd.Activation(x, act_type="sigmoid")
 
     def __init__(self):
+        super().__init__()
         self._graphs = GraphCache()
 
     def run_recurrence(self, model, params, xs, flat_state, masks=None, padding=None):
@@ -47,9 +53,6 @@ class Backend(FrameworkBackend):
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels)
         # dropout and padded batches take the eager NDArray path (correct, not yet graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)
-
-    def kernel_accepts(self, model, dtype) -> bool:
-        return kernel_accepts(model, dtype)
 
     def fused_layer(self, model, units, xs, states):
         kernel = [recurrence.kernel_weights(self, model, p) for p in units]
@@ -61,13 +64,22 @@ class Backend(FrameworkBackend):
     def to_numpy(self, x):
         return x.asnumpy()
 
+    def value_and_grad(self, fn):
+        def value_and_grad_fn(wrt, *rest):
+            for a in tree_leaves(wrt):
+                a.attach_grad()
+            with mx.autograd.record():
+                value, aux = fn(wrt, *rest)
+            value.backward()
+            return (value, aux), tree_map(lambda a: a.grad, wrt)
+        return value_and_grad_fn
+
     def concat(self, xs, axis):
         return mx.nd.concat(*xs, dim=axis)
 
     def split(self, x, n):  # slice_axis: split's backward is several times slower in this build
         width = x.shape[-1] // n
         return [mx.nd.slice_axis(x, axis=-1, begin=k * width, end=(k + 1) * width) for k in range(n)]
-
 
     def reverse_padded(self, x, lengths):
         return mx.nd.SequenceReverse(x, sequence_length=lengths.astype(x.dtype), use_sequence_length=True)
@@ -102,27 +114,6 @@ class Backend(FrameworkBackend):
             carry, y = step(carry, x)
             ys.append(y)
         return carry, mx.nd.stack(*(ys[::-1] if reverse else ys), axis=0)
-
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
-        padding = self._padding(model, xs, lengths)
-        p, xs, flat_state, masks = self._to_framework(params, xs, flat_state, masks)
-        for value in p.values():
-            value.attach_grad()
-        with mx.autograd.record():
-            ys, _ = self.run_recurrence(model, p, xs, flat_state, masks, padding)
-        ys.backward(self.asarray(cotangent))
-        return {name: self.to_numpy(value.grad) for name, value in p.items()}
-
-    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
-        p, _, s, _ = self._to_framework(params, tokens, flat_state)
-        for value in list(p.values()) + [a for unit in s for a in unit]:
-            value.attach_grad()
-        with mx.autograd.record():
-            loss, finals = head.loss(self, model, p, self.asindex(tokens), self.asindex(targets), s)
-        loss.backward()
-        return (float(loss.asscalar()), {name: self.to_numpy(value.grad) for name, value in p.items()},
-                [tuple(self.to_numpy(a.grad) for a in unit) for unit in s],
-                [tuple(self.to_numpy(a) for a in unit) for unit in finals])
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):
         return RecurrentBlock(model, params if params is not None else init_params(model, seed, dtype))

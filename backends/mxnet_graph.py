@@ -1,7 +1,7 @@
 """The recurrence as one hybridized MXNet graph per (spec, input shape), every later call a single
 CachedOp (no per-step Python, no per-op dispatch), forward and backward alike. Each layer runs in
 MXNet's fused ``RNN`` operator (oneDNN on CPU, what Gluon's rnn layers call) where it computes the
-spec exactly (recurrence.kernel_computes); otherwise (d2l's reset-before GRU, or with fused kernels
+spec exactly (recurrence.fused_path); otherwise (d2l's reset-before GRU, or with fused kernels
 switched off) the time loop is unrolled into the graph, step by step. Imported only through the mxnet
 backend."""
 from __future__ import annotations
@@ -13,8 +13,10 @@ import numpy as np
 
 from multirnn import recurrence
 
+from ._base import AbstractBackend
 
-def kernel_accepts(model, dtype) -> bool:
+
+def fused_kernel_accepts(model, dtype) -> bool:
     """MXNet 1.9.1's rnn_relu kernel loses float64 precision (errors ~1e-7, as in float32): the
     unrolled graph runs that one instead."""
     return not (model.cell == "rnn" and model.nonlinearity == "relu" and np.dtype(dtype) == np.float64)
@@ -73,15 +75,21 @@ def fused_layer(F, model, kernel_units: list, xs, states: list):
     return out[0], [tuple(ends[i][u] for i in range(width)) for u in range(units)]
 
 
-class SymbolOps:
-    """multirnn.recurrence's Ops on wrapped Symbols, for a sequence of ``steps`` steps."""
+class SymbolOps(AbstractBackend):
+    """multirnn.recurrence's Ops on wrapped Symbols, for a sequence of ``steps`` steps (a tracer, not a
+    registered backend: what it lacks raises the base class's NotImplementedError)."""
+
+    name = "mxnet-symbol"
+    has_fused_kernel = True
+    fused_kernel_accepts = staticmethod(fused_kernel_accepts)
 
     def __init__(self, steps: int, hidden: int, dtype, use_fused_kernels: bool = True):
+        super().__init__()
         self.steps, self.hidden, self.dtype = steps, hidden, dtype
         self.use_fused_kernels = use_fused_kernels
 
-    def fused_layer_accepts(self, model, xs) -> bool:
-        return self.use_fused_kernels and kernel_accepts(model, self.dtype)
+    def dtype_of(self, x):
+        return np.dtype(self.dtype)  # a Symbol has no dtype until bound
 
     def fused_layer(self, model, units, xs, states):
         raw = lambda a: None if a is None else a.sym  # noqa: E731

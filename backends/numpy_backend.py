@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from multirnn import reference
-from multirnn.lm import reference as lm_reference
 
-from ._base import FrameworkBackend
+from ._base import AbstractBackend
 
 
-class NumpyOps(FrameworkBackend):
-    """multirnn.recurrence on NumPy: lets the fused, backend-neutral code be checked with no framework."""
+class NumpyOps(AbstractBackend):
+    """multirnn.recurrence on NumPy: lets the fused, backend-neutral code be checked with no framework.
+    NumPy has no autodiff, so it provides no value_and_grad."""
 
     name = "numpy-ops"
     version = np.__version__
@@ -30,7 +30,6 @@ class NumpyOps(FrameworkBackend):
 
     def split(self, x, n):
         return np.split(x, n, axis=-1)
-
 
     def reverse_padded(self, x, lengths):
         t = np.arange(x.shape[0])[:, None]
@@ -65,10 +64,11 @@ class NumpyOps(FrameworkBackend):
 
 
 class Backend(NumpyOps):
-    name = "numpy"
+    """forward/gradients are multirnn.reference (its hand-written BPTT is numpy's "autodiff"), not the
+    recurrence; multirnn.lm likewise uses multirnn.lm.reference where ``is_reference``."""
 
-    def kernel_path(self, model, dtype) -> str:
-        return "reference"  # forward/gradients below are multirnn.reference, not the recurrence
+    name = "numpy"
+    is_reference = True
 
     def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         if lengths is not None:
@@ -81,9 +81,3 @@ class Backend(NumpyOps):
             return reference.gradients_padded(model, params, xs, flat_state, lengths, cotangent, masks)
         _, _, tape = reference.forward(model, params, xs, flat_state, masks)
         return reference.backward(model, params, tape, cotangent, masks=masks)[0]
-
-    def lm_logits(self, model, params, tokens, flat_state):
-        return lm_reference.logits(model, params, tokens, flat_state)[:2]
-
-    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
-        return lm_reference.value_and_grad(model, params, tokens, targets, flat_state)

@@ -1,27 +1,20 @@
-"""TensorFlow adapter: the recurrence traced once per spec into a ``tf.function`` (a ``tf.while_loop``
-over a TensorArray, so long sequences do not unroll the graph), gradients from ``tf.GradientTape``."""
+"""TensorFlow adapter: ``compile`` traces the recurrence once per spec into a ``tf.function`` (a
+``tf.while_loop`` over a TensorArray, so long sequences do not unroll the graph); ``value_and_grad`` is
+``tf.GradientTape``. The registry (backends/__init__.py) keeps torch-before-tensorflow import order."""
 from __future__ import annotations
 
-import functools
-import importlib.util
 import os
-
-# torch must be imported before tensorflow in a process that may load both (else segfault/hang).
-if importlib.util.find_spec("torch") is not None:
-    import torch  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CPU-feature banners out of outputs
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from multirnn import recurrence  # noqa: E402
-from multirnn.lm import head  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
-from ._base import FrameworkBackend  # noqa: E402
+from ._base import AbstractBackend  # noqa: E402
 
 
-class Backend(FrameworkBackend):
+class Backend(AbstractBackend):
     name = "tensorflow"
     version = tf.__version__
     # Project inputs inside the while loop, as Keras does: measured 1.05-1.3x faster here than
@@ -32,11 +25,24 @@ class Backend(FrameworkBackend):
     sigmoid = staticmethod(tf.sigmoid)
     asarray = staticmethod(tf.convert_to_tensor)
 
-    def __init__(self):
-        self._compiled: dict = {}
-
     def to_numpy(self, x):
         return x.numpy()
+
+    def dtype_of(self, x):
+        return np.dtype(x.dtype.as_numpy_dtype)
+
+    def compile(self, fn):
+        return tf.function(fn, reduce_retracing=True)
+
+    def value_and_grad(self, fn):
+        def value_and_grad_fn(wrt, *rest):
+            with tf.GradientTape() as tape:
+                tape.watch(wrt)
+                value, aux = fn(wrt, *rest)
+            grads = tape.gradient(value, wrt)
+            # an embedding's gradient comes back as IndexedSlices: make every gradient a dense tensor
+            return (value, aux), tf.nest.map_structure(tf.convert_to_tensor, grads)
+        return value_and_grad_fn
 
     def matmul(self, a, b):
         return tf.tensordot(a, b, axes=1) if a.shape.rank > 2 else tf.matmul(a, b)
@@ -46,7 +52,6 @@ class Backend(FrameworkBackend):
 
     def split(self, x, n):
         return tf.split(x, n, axis=-1)
-
 
     def reverse_padded(self, x, lengths):
         return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
@@ -83,59 +88,6 @@ class Backend(FrameworkBackend):
 
         _, carry, outputs = tf.while_loop(lambda i, *_: i < steps, body, (0, carry, outputs))
         return carry, outputs.stack()
-
-    def _function(self, kind, model):
-        """One tf.function per (kind, spec); it retraces only for new shapes or dtypes."""
-        key = (kind, model)
-        if key not in self._compiled:
-            self._compiled[key] = tf.function(functools.partial(getattr(self, kind), model),
-                                              reduce_retracing=True)
-        return self._compiled[key]
-
-    def _run_graph(self, model, params, xs, flat_state, masks, padding):
-        return recurrence.run(self, model, params, xs, flat_state, masks, padding)
-
-    def _grad_graph(self, model, params, xs, flat_state, masks, padding, cotangent):
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            ys, _ = recurrence.run(self, model, params, xs, flat_state, masks, padding)
-            loss = tf.reduce_sum(ys * cotangent)
-        return tape.gradient(loss, params)
-
-    def _lm_logits_graph(self, model, params, tokens, flat_state):
-        return head.logits(self, model, params, tokens, flat_state)
-
-    def _lm_grad_graph(self, model, params, tokens, targets, flat_state):
-        with tf.GradientTape() as tape:
-            tape.watch((params, flat_state))
-            loss, finals = head.loss(self, model, params, tokens, targets, flat_state)
-        d_params, d_state = tape.gradient(loss, (params, flat_state))
-        # an embedding's gradient comes back as IndexedSlices: make every gradient a dense tensor
-        return loss, {k: tf.convert_to_tensor(v) for k, v in d_params.items()}, d_state, finals
-
-    def lm_logits(self, model, params, tokens, flat_state):
-        p, _, s, _ = self._to_framework(params, tokens, flat_state)
-        out, finals = self._function("_lm_logits_graph", model)(p, self.asarray(tokens), s)
-        return self.to_numpy(out), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
-
-    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
-        p, _, s, _ = self._to_framework(params, tokens, flat_state)
-        loss, d_params, d_state, finals = self._function("_lm_grad_graph", model)(
-            p, self.asarray(tokens), self.asarray(targets), s)
-        return (float(loss), {name: self.to_numpy(value) for name, value in d_params.items()},
-                [tuple(self.to_numpy(a) for a in unit) for unit in d_state],
-                [tuple(self.to_numpy(a) for a in unit) for unit in finals])
-
-    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
-        ys, finals = self._function("_run_graph", model)(
-            *self._to_framework(params, xs, flat_state, masks), self._padding(model, xs, lengths))
-        return self.to_numpy(ys), [tuple(self.to_numpy(a) for a in unit) for unit in finals]
-
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
-        grads = self._function("_grad_graph", model)(
-            *self._to_framework(params, xs, flat_state, masks), self._padding(model, xs, lengths),
-            self.asarray(cotangent))
-        return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def native_layer(self, model, params=None, seed=0, dtype="float32"):
         from .keras_layer import RecurrentLayer

@@ -7,16 +7,21 @@ import numpy as np
 import torch
 
 from multirnn import recurrence
-from multirnn.lm import head
 from multirnn.backends import get
 from multirnn.params import init_params
 
-from ._base import FrameworkBackend
+from ._base import AbstractBackend, tree_leaves, tree_map
+
+_DTYPES = {torch.float16: np.dtype("float16"), torch.float32: np.dtype("float32"),
+           torch.float64: np.dtype("float64")}
 
 
-class Backend(FrameworkBackend):
+class Backend(AbstractBackend):
+    """Eager: ``compile`` is the identity (the default); autograd is ``value_and_grad``."""
+
     name = "torch"
     version = torch.__version__
+    has_fused_kernel = True
     matmul = staticmethod(torch.matmul)
     tanh = staticmethod(torch.tanh)
     relu = staticmethod(torch.relu)
@@ -32,7 +37,7 @@ class Backend(FrameworkBackend):
             if model.bias:
                 weights += [b_ih, torch.zeros_like(b_ih) if b_hh is None else b_hh]
         initial = [torch.stack([s[i] for s in states]) for i in range(model.state_arrays)]  # (units, B, H)
-        kernel = {"lstm": torch.lstm, "gru": torch.gru, "rnn": getattr(torch, f"rnn_{model.nonlinearity}")}
+        kernel = {"lstm": torch.lstm, "gru": torch.gru, "rnn": _RNN_KERNELS[model.nonlinearity]}
         ys, *ends = kernel[model.cell](xs, tuple(initial) if model.cell == "lstm" else initial[0], weights,
                                        model.bias, 1, 0.0, False, len(units) == 2, False)
         return ys, list(zip(*(a.unbind(0) for a in ends)))
@@ -43,12 +48,22 @@ class Backend(FrameworkBackend):
     def to_numpy(self, x):
         return x.detach().cpu().numpy()
 
+    def dtype_of(self, x):
+        return _DTYPES[x.dtype]
+
+    def value_and_grad(self, fn):
+        def value_and_grad_fn(wrt, *rest):
+            wrt = tree_map(lambda a: a.detach().requires_grad_(True), wrt)
+            value, aux = fn(wrt, *rest)
+            grads = iter(torch.autograd.grad(value, tree_leaves(wrt)))
+            return (value.detach(), aux), tree_map(lambda _: next(grads), wrt)
+        return value_and_grad_fn
+
     def concat(self, xs, axis):
         return torch.cat(list(xs), dim=axis)
 
     def split(self, x, n):
         return torch.chunk(x, n, dim=-1)
-
 
     def reverse_padded(self, x, lengths):
         t = torch.arange(x.shape[0])[:, None]
@@ -80,28 +95,11 @@ class Backend(FrameworkBackend):
             ys.append(y)
         return carry, torch.stack(ys[::-1] if reverse else ys)
 
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
-        padding = self._padding(model, xs, lengths)
-        p, xs, flat_state, masks = self._to_framework(params, xs, flat_state, masks)
-        for value in p.values():
-            value.requires_grad_(True)
-        ys, _ = recurrence.run(self, model, p, xs, flat_state, masks, padding)
-        ys.backward(self.asarray(cotangent))  # vector-Jacobian product = d sum(ys * cotangent)
-        return {name: self.to_numpy(value.grad) for name, value in p.items()}
-
-    def lm_loss_and_grads(self, model, params, tokens, targets, flat_state):
-        p, _, s, _ = self._to_framework(params, tokens, flat_state)
-        leaves = list(p.values()) + [a for unit in s for a in unit]
-        for value in leaves:
-            value.requires_grad_(True)
-        loss, finals = head.loss(self, model, p, self.asindex(tokens), self.asindex(targets), s)
-        loss.backward()
-        return (float(loss.detach()), {name: self.to_numpy(value.grad) for name, value in p.items()},
-                [tuple(self.to_numpy(a.grad) for a in unit) for unit in s],
-                [tuple(self.to_numpy(a) for a in unit) for unit in finals])
-
     def native_layer(self, model, params=None, seed=0, dtype="float32"):
         return RecurrentModule(model, params if params is not None else init_params(model, seed, dtype))
+
+
+_RNN_KERNELS = {"tanh": torch.rnn_tanh, "relu": torch.rnn_relu}
 
 
 class RecurrentModule(torch.nn.Module):

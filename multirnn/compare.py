@@ -1,10 +1,10 @@
 """``multirnn compare``: one seeded spec on every installed backend, held against the NumPy float64
-reference. The measures are those of the test suite (see the tolerances below and in the README)."""
+reference. The measures are those of the test suite (see the tolerances below and docs/parity.md)."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import api
+from . import api, recurrence
 from .params import init_params, randomize_biases
 from .spec import RecurrentSpec
 
@@ -76,6 +76,14 @@ def compare_one(model, backend, seed, dtype, steps=16, batch=4) -> dict:
     return row
 
 
+def path(backend, model, dtype) -> str:
+    """What forward/gradients without ``lengths`` run: "fused" (recurrence.fused_path: whole layers in
+    the framework's fused kernel), "generic" (the step-by-step recurrence) or "reference" (numpy)."""
+    if backend.is_reference:
+        return "reference"
+    return "fused" if recurrence.fused_path(backend, model, np.dtype(dtype)) else "generic"
+
+
 def run(backend_names, models, seed=0, dtype="float32", fused_kernels=True) -> list[dict]:
     """Rows for every backend x model; an unavailable backend gives one row saying how to install it.
     ``fused_kernels=False`` runs torch and MXNet through the generic recurrence too; each row's
@@ -92,7 +100,7 @@ def run(backend_names, models, seed=0, dtype="float32", fused_kernels=True) -> l
         with backend.fused_kernels(fused_kernels):
             for label, model in models.items():
                 row = {"backend": name, "version": backend.version, "model": label, "dtype": dtype,
-                       "path": backend.kernel_path(model, dtype), "tolerance": TOLERANCES[dtype]}
+                       "path": path(backend, model, dtype), "tolerance": TOLERANCES[dtype]}
                 row.update(compare_one(model, name, seed, dtype))
                 rows.append(row)
     return rows

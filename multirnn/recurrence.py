@@ -1,52 +1,28 @@
-"""The recurrence, written once against a small array protocol (``Ops``) that each backend provides.
+"""The recurrence, written once against the array operations of backends.protocol (``Ops`` here).
 
 Backends never re-implement a cell: they supply ``matmul``/``tanh``/``scan``/... and this module builds
 every network of the spec from them. The input projection X·W of a whole sequence is hoisted out of the
-time loop into one big matmul (unless a backend opts out, see Ops.hoist_input_projection); the loop
-body only does the recurrent matmul and the gate arithmetic.
+time loop into one big matmul (unless the backend's ``hoist_input_projection`` is False); the loop body
+only does the recurrent matmul and the gate arithmetic. Whether a layer runs in the backend's fused
+kernel instead is decided in one place, ``fused_path``.
 
 Variable-length batches (``Padding``, like torch packed sequences / ONNX sequence_lens): sequence b is
 valid for its first ``lengths[b]`` steps. A 0/1 step mask m (and 1-m) travels with the projected
 inputs through ``scan`` (so ``scan`` keeps its one-array contract); a padded step keeps the state
 (``h = m·h_new + (1-m)·h_old``, exact for m in {0, 1}), outputs are zeroed after the scan in one
 multiply, and the backward direction reverses each sequence within its own length
-(``Ops.reverse_padded``). With no padding, none of this runs.
+(``reverse_padded``). With no padding, none of this runs.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
-from .spec import CELL_GATES, RecurrentSpec
+from .spec import CELL_GATES, GATES_PER_CELL, RecurrentSpec
+
+if TYPE_CHECKING:  # the declared protocol; importing it at run time is not needed
+    from multirnn.backends.protocol import BackendProtocol as Ops
 
 Array = Any
-
-
-class Ops(Protocol):
-    """What the recurrence needs from a framework. ``+``, ``-`` and ``*`` come from operator overloads."""
-
-    def matmul(self, a: Array, b: Array) -> Array: ...  # contract a's last axis with b's first
-    def tanh(self, x: Array) -> Array: ...
-    def relu(self, x: Array) -> Array: ...
-    def sigmoid(self, x: Array) -> Array: ...
-    def concat(self, xs: Sequence[Array], axis: int) -> Array: ...
-    def split(self, x: Array, n: int) -> list: ...  # n equal parts along the last axis
-    def scan(self, step: Callable, carry: tuple, xs: Array,
-             reverse: bool = False) -> tuple[tuple, Array]: ...
-    # scan: carry, y = step(carry, xs[t]) for t in order (last to first when reverse); returns
-    # (final carry, stacked ys) with ys[t] computed from xs[t], as jax.lax.scan. reverse runs the
-    # backward direction without flipping the sequence and the outputs (two copies each).
-
-    # Optional attribute, default True: compute X·W for the whole sequence before the loop. False
-    # projects each step inside the loop instead, for compilers (XLA on CPU) where differentiating
-    # the loop over a (T, B, G·H) input costs more than the per-step matmuls it saves.
-    hoist_input_projection: bool
-    # Optional pair: fused_layer(model, unit params (fwd[, bwd]), xs, unit states) -> (ys, unit final
-    # states) runs one whole layer in the framework's fused kernel. run uses it where
-    # kernel_computes(model), there is no padding and fused_layer_accepts(model, xs) (the backend's
-    # own switch and exceptions).
-    def fused_layer_accepts(self, model: RecurrentSpec, xs: Array) -> bool: ...
-    def reverse_padded(self, x: Array, lengths: Array) -> Array: ...
-    # reverse_padded: y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]
 
 
 class Padding(NamedTuple):
@@ -101,7 +77,7 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
     if model.cell == "lstm":
         def lstm_step(carry, xp):
             h, c = carry
-            i, f, o, c_tilde = ops.split(xp + ops.matmul(h, w_h), 4)
+            i, f, o, c_tilde = ops.split(xp + ops.matmul(h, w_h), GATES_PER_CELL["lstm"])
             c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(c_tilde)
             h = ops.sigmoid(o) * ops.tanh(c)
             return (h, c), h
@@ -112,8 +88,8 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
 
         def gru_after_step(carry, xp):
             (h,) = carry
-            xz, xr, xn = ops.split(xp, 3)
-            hz, hr, hn = ops.split(ops.matmul(h, w_h), 3)
+            xz, xr, xn = ops.split(xp, GATES_PER_CELL["gru"])
+            hz, hr, hn = ops.split(ops.matmul(h, w_h), GATES_PER_CELL["gru"])
             z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
             n = ops.tanh(xn + r * (hn if b_hn is None else hn + b_hn))
             h = n + z * (h - n)  # = z·h + (1 − z)·n in one op less
@@ -125,7 +101,7 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
 
     def gru_before_step(carry, xp):  # d2l / ONNX default: r multiplies h before the matmul
         (h,) = carry
-        xz, xr, xn = ops.split(xp, 3)
+        xz, xr, xn = ops.split(xp, GATES_PER_CELL["gru"])
         hz, hr = ops.split(ops.matmul(h, w_zr), 2)
         z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
         n = ops.tanh(xn + ops.matmul(r * h, w_hh))
@@ -156,12 +132,12 @@ def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tup
         projected = ops.matmul(xs, weight)
         if bias is not None:
             projected = projected + bias
-        num_gates = len(CELL_GATES[model.cell])
+        num_gates = GATES_PER_CELL[model.cell]
         # two more H-wide blocks, so scan still sees a single array
         projected = ops.concat([projected, padding.mask], axis=-1)
         final, ys = ops.scan(masked_step(ops, step, num_gates), tuple(state), projected)
         return ys * ops.split(padding.mask, 2)[0], final  # zero outputs at padded steps
-    if getattr(ops, "hoist_input_projection", True):
+    if ops.hoist_input_projection:
         projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
         if bias is not None:
             projected = projected + bias
@@ -181,12 +157,10 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
 
     Returns (outputs (T, B, output_size), flat final state). ``masks[k - 1]`` (optional, drawn by
     multirnn.dropout) scales the input of layer k: dropout between layers. ``padding`` (optional)
-    gives per-sequence lengths: see the module docstring. A layer runs in ``ops.fused_layer`` when the
-    backend has one and ``kernel_computes(model)`` (see there), else unit by unit through ``scan``.
+    gives per-sequence lengths: see the module docstring. A layer runs in ``ops.fused_layer`` where
+    ``fused_path`` says so, else unit by unit through ``scan``.
     """
-    kernel = getattr(ops, "fused_layer", None)
-    use_kernel = (kernel is not None and padding is None and kernel_computes(model)
-                  and ops.fused_layer_accepts(model, xs))
+    use_kernel = fused_path(ops, model, ops.dtype_of(xs), padded=padding is not None)
     units, finals, layer_in = list(model.units()), [], xs
     per_layer = len(model.directions)
     for layer in range(model.num_layers):
@@ -195,7 +169,8 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
         mine = range(layer * per_layer, (layer + 1) * per_layer)
         params_of = [unit_params(params, units[i][2]) for i in mine]
         if use_kernel:
-            layer_in, layer_finals = kernel(model, params_of, layer_in, [flat_state[i] for i in mine])
+            layer_in, layer_finals = ops.fused_layer(model, params_of, layer_in,
+                                                     [flat_state[i] for i in mine])
             finals += layer_finals
             continue
         outputs = []
@@ -219,9 +194,13 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
 KERNEL_GATES = {"rnn": "h", "gru": "rzh", "lstm": "ifco"}
 
 
-def kernel_computes(model: RecurrentSpec) -> bool:
-    """Whether a cuDNN-style fused kernel computes ``model`` exactly: all but d2l's reset-before GRU."""
-    return model.cell != "gru" or model.reset_after
+def fused_path(ops: Ops, model: RecurrentSpec, dtype, padded: bool = False) -> bool:
+    """The one decision whether ``run`` runs whole layers of ``model`` in ``ops.fused_layer`` (what
+    `multirnn compare` reports as the "fused" path): the backend has a fused kernel and it is switched
+    on, the batch is not padded (the kernels take no per-sequence lengths here), the kernel computes
+    the spec exactly (all but d2l's reset-before GRU), and the backend's own exceptions allow it."""
+    return (ops.has_fused_kernel and ops.use_fused_kernels and not padded
+            and (model.cell != "gru" or model.reset_after) and ops.fused_kernel_accepts(model, dtype))
 
 
 def kernel_weights(ops: Ops, model: RecurrentSpec, p: dict) -> tuple:

@@ -9,7 +9,7 @@ from conftest import FUSED_KERNEL_BACKENDS, assert_close, load_backend, make_cas
 from test_parity import check_against_reference
 
 import multirnn
-from multirnn import recurrence, reference
+from multirnn import compare, recurrence, reference
 from multirnn.backends.numpy_backend import NumpyOps
 from multirnn.state import flatten_state
 
@@ -76,14 +76,16 @@ def test_fused_kernel_runs_exactly_where_it_computes_the_spec(name, monkeypatch)
         (relu, "float64", None, True, 0 if name == "mxnet" else 1),
     ]
     for model, dtype, lengths, fused, want in cases:
-        if hasattr(backend, "_graphs"):
+        if name == "mxnet":
             backend._graphs.blocks.clear()  # a cached graph would not be rebuilt
         packed.clear()
         with backend.fused_kernels(fused):
             params, inputs = make_case(model, steps=7, batch=2, dtype=dtype)
             out, _ = multirnn.forward(model, params, inputs, backend=name, lengths=lengths)
-            if lengths is None:  # what `multirnn compare` reports
-                assert backend.kernel_path(model, dtype) == ("fused" if want else "generic")
+            # the one decision recurrence.run takes, and what `multirnn compare` reports
+            assert recurrence.fused_path(backend, model, np.dtype(dtype), lengths is not None) == bool(want)
+            if lengths is None:
+                assert compare.path(backend, model, dtype) == ("fused" if want else "generic")
         assert len(packed) == want, (model, dtype, lengths, fused)
         want_out, _ = multirnn.forward(model, to_float64(params), to_float64(inputs), lengths=lengths)
         assert_close(out, want_out, dtype, f"{model} {dtype}")

@@ -1,16 +1,15 @@
-"""The language model around the recurrence, written once against ``Ops`` (like multirnn.recurrence).
+"""The language model around the recurrence, written once against backends.protocol (like
+multirnn.recurrence): backends know nothing of the LM.
 
 tokens -> one-hot or embedding rows -> multirnn.recurrence.run -> O_t = H_t W_hq + b_q -> softmax
-cross-entropy. Besides the recurrence's Ops, a backend supplies four small methods:
-
-    one_hot(indices, depth, like)  # float one-hot in like's dtype, new last axis
-    take_rows(table, indices)      # table[indices] (embedding lookup)
-    log_softmax(x)                 # over the last axis
-    sum_all(x)                     # sum of every element, a scalar
+cross-entropy, from the protocol's array operations (one_hot, take_rows, log_softmax, sum_all besides
+the recurrence's); gradients from the backend's ``value_and_grad``, compiled by its ``compile``.
 
 Tokens here are time-major integer arrays (num_steps, batch); multirnn.lm adapts the user's layout.
 """
 from __future__ import annotations
+
+import functools
 
 from .. import recurrence
 
@@ -40,3 +39,19 @@ def loss(ops, lm, params: dict, tokens, targets, flat_state):
     mask = ops.one_hot(targets, lm.vocab_size, out)
     # The token count as sum(mask) (exact in floating point) keeps traced shapes free of Python ints.
     return -ops.sum_all(ops.log_softmax(out) * mask) / ops.sum_all(mask), finals
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_logits(ops, lm):
+    """logits(params, tokens, flat_state) compiled by the backend, once per (backend, model)."""
+    return ops.compile(functools.partial(logits, ops, lm))
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_value_and_grad(ops, lm):
+    """g((params, flat_state), tokens, targets) -> ((loss, flat final state), (d params, d flat state)),
+    the backend's autodiff of ``loss`` compiled once per (backend, model)."""
+    def loss_of(wrt, tokens, targets):
+        params, flat_state = wrt
+        return loss(ops, lm, params, tokens, targets, flat_state)
+    return ops.compile(ops.value_and_grad(loss_of))

@@ -2,7 +2,7 @@
 
 Parameters are the recurrent spec's canonical params plus ``W_hq (output_size, vocab)``, ``b_q (vocab,)``
 and, with an embedding, ``W_embed (vocab, embed_size)``. Tokens are batch-major integer arrays
-``(batch, num_steps)`` as the minibatch iterators of multirnn.text yield them; state follows the
+``(batch, num_steps)`` as the minibatch iterators of multirnn.lm.text yield them; state follows the
 recurrent spec's convention (None = zeros).
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import validate
+from . import head
+from . import reference as lm_reference
 from ..params import check_dtype, init_params
 from ..spec import RecurrentSpec
 from ..state import nest_state
@@ -123,6 +125,46 @@ def _prepare(lm, params, tokens, state, backend, targets=None):
     return backends.get(backend), xs, ys, flat
 
 
+# ---- on a backend: NumPy time-major in and out ----
+
+def _to_backend(impl, params, flat_state):
+    return ({k: impl.asarray(v) for k, v in params.items()},
+            [tuple(impl.asarray(a) for a in unit) for unit in flat_state])
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    """NumPy, for perplexity and sampling (written apart from the reference: that one is the oracle)."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _state_to_numpy(impl, flat_state):
+    return [tuple(impl.to_numpy(a) for a in unit) for unit in flat_state]
+
+
+def time_major_logits(impl, lm, params, tokens, flat_state):
+    """(logits (num_steps, batch, vocab), flat final state). The NumPy backend is the reference."""
+    if impl.is_reference:
+        return lm_reference.logits(lm, params, tokens, flat_state)[:2]
+    with impl.precision(params["W_hq"].dtype):
+        p, s = _to_backend(impl, params, flat_state)
+        out, finals = head.compiled_logits(impl, lm)(p, impl.asindex(tokens), s)
+        return impl.to_numpy(out), _state_to_numpy(impl, finals)
+
+
+def time_major_loss_and_grads(impl, lm, params, tokens, targets, flat_state):
+    """(loss, param grads, flat initial-state grads, flat final state) by the backend's autodiff; the
+    NumPy backend's "autodiff" is the hand-written reference."""
+    if impl.is_reference:
+        return lm_reference.value_and_grad(lm, params, tokens, targets, flat_state)
+    with impl.precision(params["W_hq"].dtype):
+        grad = head.compiled_value_and_grad(impl, lm)
+        (loss, finals), (d_params, d_state) = grad(_to_backend(impl, params, flat_state),
+                                                   impl.asindex(tokens), impl.asindex(targets))
+        return (impl.to_numpy(loss).item(), {k: impl.to_numpy(v) for k, v in d_params.items()},
+                _state_to_numpy(impl, d_state), _state_to_numpy(impl, finals))
+
+
 # ---- public functions ----
 
 class LossAndGrads(NamedTuple):
@@ -135,7 +177,7 @@ class LossAndGrads(NamedTuple):
 def logits(lm: LanguageModel, params: dict, tokens: np.ndarray, state=None, backend: str = "numpy"):
     """(logits (batch, num_steps, vocab_size), final state) of ``tokens`` on ``backend``."""
     impl, xs, _, flat = _prepare(lm, params, tokens, state, backend)
-    out, finals = impl.lm_logits(lm, params, xs, flat)
+    out, finals = time_major_logits(impl, lm, params, xs, flat)
     return np.ascontiguousarray(out.swapaxes(0, 1)), nest_state(lm.rnn, finals)
 
 
@@ -144,7 +186,7 @@ def loss_and_grads(lm: LanguageModel, params: dict, tokens: np.ndarray, targets:
     """Mean softmax cross-entropy of predicting ``targets`` from ``tokens`` and its gradients, by the
     backend's autodiff (hand-written for ``numpy``)."""
     impl, xs, ys, flat = _prepare(lm, params, tokens, state, backend, targets)
-    loss, grads, d_state, finals = impl.lm_loss_and_grads(lm, params, xs, ys, flat)
+    loss, grads, d_state, finals = time_major_loss_and_grads(impl, lm, params, xs, ys, flat)
     return LossAndGrads(float(loss), grads, nest_state(lm.rnn, d_state), nest_state(lm.rnn, finals))
 
 
@@ -157,7 +199,6 @@ def perplexity(lm: LanguageModel, params: dict, corpus: np.ndarray, backend: str
     starts from a zero state.
     """
     from multirnn import backends
-    from .reference import cross_entropy
 
     check_lm(lm)
     dtype = check_lm_params(lm, params)
@@ -172,8 +213,9 @@ def perplexity(lm: LanguageModel, params: dict, corpus: np.ndarray, backend: str
     total = 0.0
     for start in range(0, xs.shape[1], num_steps):
         x = check_tokens("corpus", xs[:, start:start + num_steps], lm.vocab_size)
-        out, flat = impl.lm_logits(lm, params, x, flat)
-        total += float(cross_entropy(out.astype(np.float64), ys[:, start:start + num_steps].T).sum())
+        out, flat = time_major_logits(impl, lm, params, x, flat)
+        log_probs = _log_softmax(out.astype(np.float64))
+        total -= float(np.take_along_axis(log_probs, ys[:, start:start + num_steps].T[..., None], -1).sum())
     return float(np.exp(total / xs.size))
 
 
@@ -186,7 +228,6 @@ def generate(lm: LanguageModel, params: dict, vocab, prefix: str, num_preds: int
     token (greedy); temperature > 0 samples from softmax(logits / temperature) with a generator seeded by
     ``seed``, so one seed gives one text on every backend (up to ties in floating point).
     """
-    from .reference import log_softmax
     from .text import tokenize
 
     check_lm(lm)
@@ -208,7 +249,7 @@ def generate(lm: LanguageModel, params: dict, vocab, prefix: str, num_preds: int
         if temperature == 0:
             token = int(np.argmax(last))
         else:
-            probs = np.exp(log_softmax(last / temperature))
+            probs = np.exp(_log_softmax(last / temperature))
             token = int(rng.choice(lm.vocab_size, p=probs / probs.sum()))
         generated.append(token)
         out, state = logits(lm, params, np.array([[token]]), state, backend)

@@ -16,7 +16,7 @@ import numpy as np
 from .. import validate
 from . import text
 from ..clipping import clip_by_global_norm, global_norm
-from .model import LanguageModel, check_lm, check_lm_params
+from .model import LanguageModel, check_lm, check_lm_params, time_major_loss_and_grads
 
 
 @dataclass
@@ -98,8 +98,8 @@ class Trainer:
         x, y = self.batches(p.epoch)[p.batch]
         state = self.carried if (c.scheme == "sequential" and self.carried is not None) else \
             validate.check_state(self.lm.rnn, None, x.shape[0], self.dtype)
-        loss, grads, _, finals = self.impl.lm_loss_and_grads(
-            self.lm, self.params, np.ascontiguousarray(x.T), np.ascontiguousarray(y.T), state)
+        loss, grads, _, finals = time_major_loss_and_grads(
+            self.impl, self.lm, self.params, np.ascontiguousarray(x.T), np.ascontiguousarray(y.T), state)
         grads = {name: np.asarray(g, self.dtype) for name, g in grads.items()}
         grads, norm = clip_gradients(grads, c.max_norm)
         self.params = sgd_step(self.params, grads, c.lr)

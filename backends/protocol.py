@@ -1,0 +1,120 @@
+"""Everything a backend provides, declared in one place (tests/test_backend_protocol.py checks it).
+
+A backend is array operations on its framework plus two hooks, ``value_and_grad`` (its autodiff) and
+``compile`` (its tracer); ``forward``/``gradients``/``run_user`` are written once on top of them in
+backends/_base.py, which also raises a sentence naming any member a backend lacks. Arrays are the
+framework's own; ``+``, ``-``, ``*`` come from its operator overloads. Imports no framework.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ContextManager, Protocol, Sequence, runtime_checkable
+
+Array = Any
+
+
+@runtime_checkable
+class BackendProtocol(Protocol):
+    # ---- metadata ----
+    name: str  # the registry name ("torch", ...)
+    version: str  # the framework's version
+    use_fused_kernels: bool  # switch: False runs every layer through the generic scan
+    has_fused_kernel: bool  # whether fused_layer exists (torch, MXNet)
+    hoist_input_projection: bool  # X·W for the whole sequence before the loop (False: per step)
+    is_reference: bool  # forward/gradients are the NumPy oracle, not the recurrence (numpy only)
+
+    # ---- array operations the recurrence and the LM head need ----
+    def matmul(self, a: Array, b: Array) -> Array:
+        """Contract a's last axis with b's first (a of rank 2 or 3, b of rank 2)."""
+
+    def tanh(self, x: Array) -> Array:
+        """Elementwise tanh."""
+
+    def relu(self, x: Array) -> Array:
+        """Elementwise max(x, 0)."""
+
+    def sigmoid(self, x: Array) -> Array:
+        """Elementwise 1 / (1 + exp(-x))."""
+
+    def concat(self, xs: Sequence[Array], axis: int) -> Array:
+        """Join arrays along ``axis``."""
+
+    def split(self, x: Array, n: int) -> Sequence[Array]:
+        """``n`` equal parts along the last axis."""
+
+    def scan(self, step: Callable, carry: tuple, xs: Array, reverse: bool = False) -> tuple[tuple, Array]:
+        """carry, y = step(carry, xs[t]) for t in order (last to first if reverse): (carry, stacked ys[t])."""
+
+    def reverse_padded(self, x: Array, lengths: Array) -> Array:
+        """y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]."""
+
+    def swap01(self, x: Array) -> Array:
+        """Swap the first two axes (batch-major <-> time-major)."""
+
+    def zeros_state(self, xs: Array, hidden: int) -> Array:
+        """Zeros (batch, hidden) in xs's dtype, batch = xs.shape[1]."""
+
+    def one_hot(self, indices: Array, depth: int, like: Array) -> Array:
+        """Float one-hot of integer indices in like's dtype, a new last axis of size depth."""
+
+    def take_rows(self, table: Array, indices: Array) -> Array:
+        """table[indices]: an embedding lookup."""
+
+    def log_softmax(self, x: Array) -> Array:
+        """log softmax over the last axis."""
+
+    def sum_all(self, x: Array) -> Array:
+        """The sum of every element, a scalar array."""
+
+    # ---- NumPy <-> framework ----
+    def asarray(self, a) -> Array:
+        """A framework array of a NumPy array, same dtype."""
+
+    def asindex(self, a) -> Array:
+        """A framework integer array of NumPy token indices, in the type its gathers take."""
+
+    def to_numpy(self, x: Array):
+        """A NumPy array of a framework array (detached from any autodiff)."""
+
+    def dtype_of(self, x: Array):
+        """The NumPy dtype of a framework array."""
+
+    def precision(self, dtype) -> ContextManager:
+        """A context in which the framework computes in ``dtype`` (JAX's x64; a no-op elsewhere)."""
+
+    # ---- fused kernel (where has_fused_kernel) ----
+    def fused_layer(self, model, units: list, xs: Array, states: list) -> tuple[Array, list]:
+        """One whole layer (both directions) in the framework's fused kernel: (ys, final state per unit)."""
+
+    def fused_kernel_accepts(self, model, dtype) -> bool:
+        """The backend's own exceptions to its fused kernel (MXNet: float64 relu); True elsewhere."""
+
+    def fused_kernels(self, enabled: bool) -> ContextManager:
+        """``with backend.fused_kernels(False):`` sets use_fused_kernels inside, restores it after."""
+
+    # ---- autodiff and compilation: the two hooks the shared code is written on ----
+    def value_and_grad(self, fn: Callable) -> Callable:
+        """fn(wrt, *rest) -> (scalar, aux) becomes g(wrt, *rest) -> ((scalar, aux), d scalar / d wrt)."""
+
+    def compile(self, fn: Callable) -> Callable:
+        """fn traced/compiled once per input signature (tf.function, jax.jit); identity when eager."""
+
+    # ---- written once in backends/_base.py ----
+    def run_recurrence(self, model, params: dict, xs: Array, flat_state: list, masks=None,
+                       padding=None) -> tuple[Array, list]:
+        """multirnn.recurrence.run on framework arrays (MXNet runs its hybridized graph here)."""
+
+    def forward(self, model, params: dict, xs, flat_state: list, masks=None, lengths=None) -> tuple:
+        """NumPy time-major in, (outputs, flat final state) NumPy out."""
+
+    def gradients(self, model, params: dict, xs, flat_state: list, cotangent, masks=None,
+                  lengths=None) -> dict:
+        """NumPy in, d sum(outputs * cotangent) / d params NumPy out."""
+
+    def run_user(self, model, params: dict, inputs: Array, state=None) -> tuple:
+        """The recurrence on framework arrays in the user's layout and nested state (native layers)."""
+
+    def native_layer(self, model, params=None, seed: int = 0, dtype="float32"):
+        """The framework's own trainable layer holding ``params`` (or the seeded init)."""
+
+    def smoke_test(self) -> None:
+        """A tiny forward pass; raises if the backend does not really run here."""

@@ -1,0 +1,170 @@
+"""Every backend against the one declared protocol (backends/protocol.py): it has every member, none of
+them is the base class's "does not provide" placeholder, and each operation does on tiny arrays what
+NumPy does. A new backend learns from this file alone what it still lacks."""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from conftest import load_backend
+
+import multirnn
+from multirnn import backends, recurrence
+from multirnn.backends._base import AbstractBackend
+from multirnn.backends.protocol import BackendProtocol
+
+RNG = np.random.default_rng(0)
+A = RNG.normal(size=(3, 2, 4)).astype("float32")  # (T, B, width)
+W = RNG.normal(size=(4, 5)).astype("float32")
+LENGTHS = np.array([3, 1])
+TOL = dict(rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(params=backends.NAMES)
+def backend(request):
+    return load_backend(request.param)
+
+
+def test_protocol_members_each_say_what_they_do():
+    methods = [n for n, v in vars(BackendProtocol).items() if inspect.isfunction(v) and not n.startswith("_")]
+    assert len(methods) > 25
+    for name in methods:
+        assert (getattr(BackendProtocol, name).__doc__ or "").strip(), f"{name} has no docstring"
+        assert hasattr(AbstractBackend, name), f"AbstractBackend does not declare {name}"
+    for name in BackendProtocol.__annotations__:
+        assert hasattr(AbstractBackend, name), f"AbstractBackend has no default for {name}"
+
+
+def test_a_missing_member_fails_with_a_sentence():
+    class Partial(AbstractBackend):
+        name = "partial"
+
+    with pytest.raises(NotImplementedError, match="partial backend does not provide scan"):
+        Partial().scan(None, (), None)
+
+
+def test_conforms(backend):
+    assert isinstance(backend, BackendProtocol)
+    optional = set()
+    if not backend.has_fused_kernel:
+        optional.add("fused_layer")
+    if backend.is_reference:  # the hand-written BPTT is its autodiff; it has no native layer
+        optional |= {"value_and_grad", "native_layer"}
+    lacking = [n for n in dir(BackendProtocol) if getattr(getattr(type(backend), n, None), "lacking", False)]
+    assert sorted(set(lacking) - optional) == [], f"{backend.name} backend lacks {lacking}"
+    assert backend.name in backends.NAMES and isinstance(backend.version, str) and backend.version
+
+
+def near(backend, got, want):
+    np.testing.assert_allclose(backend.to_numpy(got), want, **TOL)
+
+
+def test_conversion_and_elementwise(backend):
+    x = backend.asarray(A)
+    assert backend.dtype_of(x) == np.float32
+    near(backend, x, A)
+    near(backend, backend.tanh(x), np.tanh(A))
+    near(backend, backend.relu(x), np.maximum(A, 0))
+    near(backend, backend.sigmoid(x), 1 / (1 + np.exp(-A)))
+    near(backend, backend.swap01(x), A.swapaxes(0, 1))
+    near(backend, backend.zeros_state(x, 6), np.zeros((2, 6)))
+    near(backend, backend.sum_all(x), A.sum())
+    shifted = A - A.max(-1, keepdims=True)
+    near(backend, backend.log_softmax(x), shifted - np.log(np.exp(shifted).sum(-1, keepdims=True)))
+
+
+def test_matmul_concat_split(backend):
+    x, w = backend.asarray(A), backend.asarray(W)
+    near(backend, backend.matmul(x, w), A @ W)
+    near(backend, backend.matmul(x[0], w), A[0] @ W)
+    parts = backend.split(x, 2)
+    assert len(parts) == 2
+    for got, want in zip(parts, np.split(A, 2, axis=-1)):
+        near(backend, got, want)
+    near(backend, backend.concat(parts, axis=-1), A)
+    near(backend, backend.concat([x, x], axis=0), np.concatenate([A, A], 0))
+
+
+def test_indexing(backend):
+    tokens = np.array([[0, 2], [1, 1]])
+    table = RNG.normal(size=(3, 4)).astype("float32")
+    like = backend.asarray(table)
+    near(backend, backend.one_hot(backend.asindex(tokens), 3, like), np.eye(3)[tokens])
+    near(backend, backend.take_rows(like, backend.asindex(tokens)), table[tokens])
+    flipped = backend.reverse_padded(backend.asarray(A), backend.asarray(LENGTHS))
+    want = A.copy()
+    want[:3, 0] = A[2::-1, 0]  # sequence 0: all 3 steps reversed; sequence 1: its one step stays
+    near(backend, flipped, want)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan(backend, reverse):
+    def step(carry, x):
+        h = backend.tanh(x + carry[0] * 0.5)
+        return (h,), h
+
+    carry, ys = backend.scan(step, (backend.asarray(np.zeros((2, 4), "float32")),), backend.asarray(A),
+                             reverse=reverse)
+    h, want = np.zeros((2, 4)), np.zeros_like(A)
+    for t in (range(2, -1, -1) if reverse else range(3)):
+        h = want[t] = np.tanh(A[t] + h * 0.5)
+    near(backend, ys, want)
+    near(backend, carry[0], h)
+
+
+def test_value_and_grad_and_compile(backend):
+    def loss(wrt, x):
+        return backend.sum_all(backend.tanh(backend.matmul(x, wrt["w"]))), None
+
+    x = A[0]
+    want_grad = x.T @ (1 - np.tanh(x @ W) ** 2)
+    if backend.is_reference:
+        with pytest.raises(NotImplementedError, match="numpy backend does not provide value_and_grad"):
+            backend.value_and_grad(loss)
+        return
+    for fn in (backend.value_and_grad(loss), backend.compile(backend.value_and_grad(loss))):
+        (value, aux), grads = fn({"w": backend.asarray(W)}, backend.asarray(x))
+        assert aux is None
+        near(backend, value, np.tanh(x @ W).sum())
+        near(backend, grads["w"], want_grad)
+
+
+def test_fused_layer_equals_generic_scan(backend):
+    """Where a backend has a fused kernel, one layer in it equals the generic recurrence."""
+    if not backend.has_fused_kernel:
+        pytest.skip(f"{backend.name} has no fused kernel")
+    model = multirnn.RecurrentSpec(4, 3, cell="lstm", bidirectional=True)
+    params = {k: backend.asarray(v) for k, v in multirnn.init_params(model, 0, "float32").items()}
+    zeros = backend.asarray(np.zeros((2, 3), "float32"))
+    states = [(zeros, zeros)] * 2
+    assert recurrence.fused_path(backend, model, np.dtype("float32"))
+    units = [recurrence.unit_params(params, prefix) for _, _, prefix, _ in model.units()]
+    ys, finals = backend.fused_layer(model, units, backend.asarray(A), states)
+    with backend.fused_kernels(False):
+        assert not recurrence.fused_path(backend, model, np.dtype("float32"))
+        want_ys, want_finals = recurrence.run(backend, model, params, backend.asarray(A), states)
+    near(backend, ys, backend.to_numpy(want_ys))
+    for got, want in zip(finals, want_finals):
+        for a, b in zip(got, want):
+            near(backend, a, backend.to_numpy(b))
+
+
+def test_fused_path_rules():
+    """The one fused decision, on a stand-in backend: every condition switches it off on its own."""
+    class Fused(AbstractBackend):
+        name, has_fused_kernel = "fused", True
+
+        def fused_kernel_accepts(self, model, dtype):
+            return dtype != np.float64
+
+    ops, f32 = Fused(), np.dtype("float32")
+    lstm = multirnn.RecurrentSpec(3, 4, cell="lstm")
+    assert recurrence.fused_path(ops, lstm, f32)
+    assert not recurrence.fused_path(ops, lstm, f32, padded=True)
+    assert not recurrence.fused_path(ops, lstm, np.dtype("float64"))  # the backend's own exception
+    assert not recurrence.fused_path(ops, multirnn.RecurrentSpec(3, 4, cell="gru"), f32)  # reset-before
+    assert recurrence.fused_path(ops, multirnn.RecurrentSpec(3, 4, cell="gru", reset_after=True), f32)
+    with ops.fused_kernels(False):
+        assert not recurrence.fused_path(ops, lstm, f32)
+    assert not recurrence.fused_path(AbstractBackend(), lstm, f32)  # no fused kernel at all
