@@ -100,9 +100,8 @@ class AbstractBackend:
             self._compiled[key] = build()
         return self._compiled[key]
 
-    def _output_loss(self, model, params, xs, flat_state, masks, padding, cotangent):
-        ys, _ = self.run_recurrence(model, params, xs, flat_state, masks, padding)
-        return self.sum_all(ys * cotangent), None  # its gradient is the vector-Jacobian product
+    def _outputs(self, model, params, xs, flat_state, masks, padding):
+        return self.run_recurrence(model, params, xs, flat_state, masks, padding)[0], None
 
     def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         with self.precision(xs.dtype):
@@ -114,8 +113,9 @@ class AbstractBackend:
 
     def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
         with self.precision(xs.dtype):
+            # seeded: the vector-Jacobian product with the cotangent, as the frameworks' backward(seed)
             grad = self._once("gradients", model, lambda: self.compile(
-                self.value_and_grad(functools.partial(self._output_loss, model))))
+                self.value_and_grad(functools.partial(self._outputs, model), seeded=True)))
             _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
                             self._padding(model, xs, lengths), self.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}

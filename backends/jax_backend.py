@@ -46,8 +46,19 @@ class Backend(AbstractBackend):
     def compile(self, fn):
         return jax.jit(fn)
 
-    def value_and_grad(self, fn):
-        return jax.value_and_grad(fn, has_aux=True)
+    def value_and_grad(self, fn, seeded=False):
+        if not seeded:
+            return jax.value_and_grad(fn, has_aux=True)
+
+        def seeded_loss(wrt, *rest):
+            value, aux = fn(wrt, *rest[:-1])
+            return jnp.sum(value * rest[-1]), (value, aux)
+        value_and_grad_fn = jax.value_and_grad(seeded_loss, has_aux=True)
+
+        def vjp(wrt, *rest):
+            (_, value_and_aux), grads = value_and_grad_fn(wrt, *rest)
+            return value_and_aux, grads
+        return vjp
 
     def precision(self, dtype):
         return precision(dtype)

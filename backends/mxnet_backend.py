@@ -64,13 +64,13 @@ class Backend(AbstractBackend):
     def to_numpy(self, x):
         return x.asnumpy()
 
-    def value_and_grad(self, fn):
+    def value_and_grad(self, fn, seeded=False):
         def value_and_grad_fn(wrt, *rest):
             for a in tree_leaves(wrt):
                 a.attach_grad()
             with mx.autograd.record():
-                value, aux = fn(wrt, *rest)
-            value.backward()
+                value, aux = fn(wrt, *(rest[:-1] if seeded else rest))
+            value.backward(rest[-1] if seeded else None)  # the seed: no sum(value * seed) op to record
             return (value, aux), tree_map(lambda a: a.grad, wrt)
         return value_and_grad_fn
 

@@ -92,8 +92,9 @@ class BackendProtocol(Protocol):
         """``with backend.fused_kernels(False):`` sets use_fused_kernels inside, restores it after."""
 
     # ---- autodiff and compilation: the two hooks the shared code is written on ----
-    def value_and_grad(self, fn: Callable) -> Callable:
-        """fn(wrt, *rest) -> (scalar, aux) becomes g(wrt, *rest) -> ((scalar, aux), d scalar / d wrt)."""
+    def value_and_grad(self, fn: Callable, seeded: bool = False) -> Callable:
+        """fn(wrt, *rest) -> (value, aux) becomes g(wrt, *rest[, seed]) -> ((value, aux), d value / d wrt);
+        value a scalar, or with ``seeded`` any array and the gradient that of sum(value * seed) (a VJP)."""
 
     def compile(self, fn: Callable) -> Callable:
         """fn traced/compiled once per input signature (tf.function, jax.jit); identity when eager."""

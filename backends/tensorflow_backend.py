@@ -34,12 +34,13 @@ class Backend(AbstractBackend):
     def compile(self, fn):
         return tf.function(fn, reduce_retracing=True)
 
-    def value_and_grad(self, fn):
+    def value_and_grad(self, fn, seeded=False):
         def value_and_grad_fn(wrt, *rest):
             with tf.GradientTape() as tape:
                 tape.watch(wrt)
-                value, aux = fn(wrt, *rest)
-            grads = tape.gradient(value, wrt)
+                value, aux = fn(wrt, *(rest[:-1] if seeded else rest))
+                target = tf.reduce_sum(value * rest[-1]) if seeded else value
+            grads = tape.gradient(target, wrt)
             # an embedding's gradient comes back as IndexedSlices: make every gradient a dense tensor
             return (value, aux), tf.nest.map_structure(tf.convert_to_tensor, grads)
         return value_and_grad_fn

@@ -51,11 +51,12 @@ class Backend(AbstractBackend):
     def dtype_of(self, x):
         return _DTYPES[x.dtype]
 
-    def value_and_grad(self, fn):
+    def value_and_grad(self, fn, seeded=False):
         def value_and_grad_fn(wrt, *rest):
+            seed = rest[-1] if seeded else None
             wrt = tree_map(lambda a: a.detach().requires_grad_(True), wrt)
-            value, aux = fn(wrt, *rest)
-            grads = iter(torch.autograd.grad(value, tree_leaves(wrt)))
+            value, aux = fn(wrt, *(rest[:-1] if seeded else rest))
+            grads = iter(torch.autograd.grad(value, tree_leaves(wrt), grad_outputs=seed))
             return (value.detach(), aux), tree_map(lambda _: next(grads), wrt)
         return value_and_grad_fn
 

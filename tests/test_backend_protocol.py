@@ -129,6 +129,16 @@ def test_value_and_grad_and_compile(backend):
         near(backend, value, np.tanh(x @ W).sum())
         near(backend, grads["w"], want_grad)
 
+    def outputs(wrt, x):
+        return backend.tanh(backend.matmul(x, wrt["w"])), None
+
+    seed = RNG.normal(size=(2, 5)).astype("float32")
+    for fn in (backend.value_and_grad(outputs, seeded=True),
+               backend.compile(backend.value_and_grad(outputs, seeded=True))):
+        (value, aux), grads = fn({"w": backend.asarray(W)}, backend.asarray(x), backend.asarray(seed))
+        near(backend, value, np.tanh(x @ W))
+        near(backend, grads["w"], x.T @ ((1 - np.tanh(x @ W) ** 2) * seed))
+
 
 def test_fused_layer_equals_generic_scan(backend):
     """Where a backend has a fused kernel, one layer in it equals the generic recurrence."""
