@@ -21,7 +21,7 @@ from .model import LanguageModel, check_lm, check_lm_params, time_major_loss_and
 
 @dataclass
 class TrainConfig:
-    scheme: str = "random"  # minibatch scheme of multirnn.text: random | sequential
+    scheme: str = "random"  # minibatch scheme of multirnn.lm.text: random | sequential
     batch_size: int = 32
     num_steps: int = 35
     lr: float = 1.0
