@@ -91,7 +91,7 @@ def backend(request) -> str:
 
 
 # Backends that run whole layers in the framework's fused kernel where it computes the spec exactly
-# (recurrence.kernel_computes); their generic step-by-step path must stay exact too.
+# (recurrence.fused_path); their generic step-by-step path must stay exact too.
 FUSED_KERNEL_BACKENDS = ("torch", "mxnet")
 
 
