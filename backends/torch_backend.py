@@ -3,8 +3,19 @@ kernel (``torch.lstm`` etc., what nn.RNN/GRU/LSTM call: oneDNN's LSTM on CPU); t
 time loop, torch's fastest non-fused option on CPU."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import sys
+
 import numpy as np
 import torch
+
+# CUDA builds of torch (2.14.1 from the package index) ship triton, which torch.export / dynamo import
+# lazily; triton's native library crashes the process when it is first loaded after tensorflow. Loading
+# it with torch keeps the torch-before-tensorflow rule true for it too (~0.1 s, only where installed).
+if importlib.util.find_spec("triton") is not None and "tensorflow" not in sys.modules:
+    with contextlib.suppress(ImportError):
+        import triton._C.libtriton  # noqa: F401
 
 from multirnn import recurrence
 from multirnn.backends import get

@@ -84,6 +84,15 @@ def require_module(name: str):
         pytest.skip(f"{name} is not installed")
 
 
+def pytest_sessionstart(session):
+    """torch (with the triton of its CUDA builds) before tensorflow, whatever order the tests run in:
+    the other order crashes some builds (backends/torch_backend.py)."""
+    try:
+        backends.get("torch")
+    except backends.BackendUnavailable:
+        pass  # reported by the tests that need it
+
+
 @pytest.fixture(params=FRAMEWORKS)
 def backend(request) -> str:
     load_backend(request.param)
