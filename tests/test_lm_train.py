@@ -183,3 +183,13 @@ def test_generation_greedy_and_seeded_sampling(backend):
     assert sampled != generate(lm, params, vocab, "alice was", 30, temperature=1.0, seed=5)
     with pytest.raises(ValueError, match="prefix must hold"):
         generate(lm, params, vocab, "", 3)
+
+
+def test_lm_config_uses_the_one_spec_serializer_and_reads_the_old_form():
+    from multirnn.checkpoint import spec_to_dict
+
+    lm = LanguageModel.build(vocab_size=5, num_hiddens=4, cell="gru", num_layers=2, embed_size=3)
+    stored = lm.to_dict()
+    assert stored["rnn"] == spec_to_dict(lm.rnn) and LanguageModel.from_dict(stored) == lm
+    old = dict(stored, rnn=stored["rnn"]["fields"])  # multirnn 0.1 stored the spec's fields alone
+    assert LanguageModel.from_dict(old) == lm

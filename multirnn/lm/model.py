@@ -7,7 +7,6 @@ recurrent spec's convention (None = zeros).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -62,12 +61,17 @@ class LanguageModel:
         return shapes
 
     def to_dict(self) -> dict:
-        return {"rnn": dataclasses.asdict(self.rnn), "vocab_size": self.vocab_size,
+        from multirnn.checkpoint import spec_to_dict
+
+        return {"rnn": spec_to_dict(self.rnn), "vocab_size": self.vocab_size,
                 "embed_size": self.embed_size, "embed_sigma": self.embed_sigma}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LanguageModel":
-        rnn = RecurrentSpec(**data["rnn"])
+        from multirnn.checkpoint import spec_from_dict
+
+        stored = data["rnn"]  # multirnn 0.1 wrote the spec's fields alone
+        rnn = spec_from_dict(stored if "class" in stored else {"class": "RecurrentSpec", "fields": stored})
         return cls(rnn, int(data["vocab_size"]), data.get("embed_size"), float(data.get("embed_sigma", 1.0)))
 
 
