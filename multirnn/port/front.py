@@ -22,6 +22,8 @@ _LIVE_READERS = (
 )
 
 _LIST_READERS = ("flax_nnx",)  # readers that take a list of layer modules
+# Readers of cells stepped one at a time (nn.GRUCell, ...), alone or as a hand-stacked list (port.cells).
+_CELL_READERS = {"torch": "cells_torch", "keras": "cells_keras", "flax": "cells_flax", "gluon": "cells_gluon"}
 
 
 def _reader_of(source) -> str | None:
@@ -61,8 +63,13 @@ def load(source, *, variables=None, verify: bool = True, format: str | None = No
         if isinstance(source, (list, tuple)) and source:  # layers given one by one (nnx_layers' list)
             readers = {_reader_of(layer) for layer in source}
             reader = readers.pop() if len(readers) == 1 else None
+        if reader in _CELL_READERS and importlib.import_module(f"{__package__}.{_CELL_READERS[reader]}").is_cell(
+                source):
+            reader = _CELL_READERS[reader]
+        elif isinstance(source, (list, tuple)) and source:
             if reader not in _LIST_READERS:
-                raise TypeError(f"a list of layers is read for {sorted(_LIST_READERS)} modules only; got "
+                raise TypeError(f"a list of layers is read for {sorted(_LIST_READERS)} modules and cells of "
+                                f"{sorted(_CELL_READERS)} only; got "
                                 f"{sorted(type(layer).__qualname__ for layer in source)}")
         if reader is None:
             raise TypeError(f"cannot read a {type(source).__module__}.{type(source).__qualname__}: give a "

@@ -53,7 +53,9 @@ def _strip(state_dict: dict, prefix: str) -> dict[str, np.ndarray]:
            if key.startswith(prefix)}
     if not out:
         raise ValueError(f"no state_dict key starts with prefix {prefix!r} (keys: {sorted(state_dict)[:6]})")
-    return out
+    from .cells_torch import as_layer_state_dict  # an nn.*Cell's keys are layer 0's without "_l0"
+
+    return as_layer_state_dict(out)
 
 
 def from_torch(model, state_dict: dict, prefix: str = "") -> dict[str, np.ndarray]:
