@@ -32,7 +32,17 @@ def default_models(num_inputs=8, num_hiddens=16) -> dict[str, RecurrentSpec]:
                 name = f"{label} {'bi' if bidirectional else 'uni'} x{layers}"
                 models[name] = RecurrentSpec(num_inputs, num_hiddens, num_layers=layers,
                                              bidirectional=bidirectional, **kwargs)
+    # issue 15's options, one cheap row each (the generic recurrence: no fused kernel computes them)
+    for name, kwargs in OPTION_ROWS.items():
+        models[name] = RecurrentSpec(num_inputs, num_hiddens, **kwargs)
     return models
+
+
+OPTION_ROWS = {
+    "gru-after hard-sigmoid": {"cell": "gru", "reset_after": True, "gate_activation": "hard_sigmoid"},
+    "lstm relu legacy-hard-sigmoid": {"cell": "lstm", "nonlinearity": "relu",
+                                      "gate_activation": "hard_sigmoid_legacy"},
+}
 
 
 def error(actual, expected, dtype) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
-from .spec import CELL_GATES, GATES_PER_CELL, RecurrentSpec
+from .spec import CELL_GATES, GATES_PER_CELL, HARD_SIGMOID_SLOPES, RecurrentSpec
 
 if TYPE_CHECKING:  # the declared protocol; importing it at run time is not needed
     from multirnn.backends.protocol import BackendProtocol as Ops
@@ -61,11 +61,29 @@ def input_projection(ops: Ops, model: RecurrentSpec, p: dict) -> tuple[Array, Ar
     return weight, ops.concat(biases, axis=0)
 
 
+def activation(ops: Ops, model: RecurrentSpec) -> Callable:
+    """The cell's nonlinearity: rnn update, gru candidate, lstm cell input and cell output."""
+    return ops.tanh if model.nonlinearity == "tanh" else ops.relu
+
+
+def gate_function(ops: Ops, model: RecurrentSpec) -> Callable:
+    """The gru/lstm gate function. A hard sigmoid clip(slope·x + 1/2, 0, 1) is built from relu as
+    1 − relu(1 − relu(slope·x + 1/2)): every backend has relu, and with relu'(0) = 0 (all of them)
+    its slope is 0 at both kinks, as torch's Hardsigmoid and relu6 define it."""
+    if model.gate_activation == "sigmoid":
+        return ops.sigmoid
+    slope = HARD_SIGMOID_SLOPES[model.gate_activation]
+
+    def hard_sigmoid(x):
+        return 1.0 - ops.relu(1.0 - ops.relu(x * slope + 0.5))
+    return hard_sigmoid
+
+
 def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
     """The per-step function ``(carry, projected x_t) -> (carry, h_t)`` of one unit."""
     gates = CELL_GATES[model.cell]
+    act, gate = activation(ops, model), gate_function(ops, model)
     if model.cell == "rnn":
-        act = ops.tanh if model.nonlinearity == "tanh" else ops.relu
         w_hh = p["W_hh"]
 
         def rnn_step(carry, xp):
@@ -78,8 +96,8 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
         def lstm_step(carry, xp):
             h, c = carry
             i, f, o, c_tilde = ops.split(xp + ops.matmul(h, w_h), GATES_PER_CELL["lstm"])
-            c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(c_tilde)
-            h = ops.sigmoid(o) * ops.tanh(c)
+            c = gate(f) * c + gate(i) * act(c_tilde)
+            h = gate(o) * act(c)
             return (h, c), h
         return lstm_step
 
@@ -90,8 +108,8 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
             (h,) = carry
             xz, xr, xn = ops.split(xp, GATES_PER_CELL["gru"])
             hz, hr, hn = ops.split(ops.matmul(h, w_h), GATES_PER_CELL["gru"])
-            z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
-            n = ops.tanh(xn + r * (hn if b_hn is None else hn + b_hn))
+            z, r = gate(xz + hz), gate(xr + hr)
+            n = act(xn + r * (hn if b_hn is None else hn + b_hn))
             h = n + z * (h - n)  # = z·h + (1 − z)·n in one op less
             return (h,), h
         return gru_after_step
@@ -103,8 +121,8 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
         (h,) = carry
         xz, xr, xn = ops.split(xp, GATES_PER_CELL["gru"])
         hz, hr = ops.split(ops.matmul(h, w_zr), 2)
-        z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
-        n = ops.tanh(xn + ops.matmul(r * h, w_hh))
+        z, r = gate(xz + hz), gate(xr + hr)
+        n = act(xn + ops.matmul(r * h, w_hh))
         h = n + z * (h - n)
         return (h,), h
     return gru_before_step
@@ -198,9 +216,17 @@ def fused_path(ops: Ops, model: RecurrentSpec, dtype, padded: bool = False) -> b
     """The one decision whether ``run`` runs whole layers of ``model`` in ``ops.fused_layer`` (what
     `multirnn compare` reports as the "fused" path): the backend has a fused kernel and it is switched
     on, the batch is not padded (the kernels take no per-sequence lengths here), the kernel computes
-    the spec exactly (all but d2l's reset-before GRU), and the backend's own exceptions allow it."""
+    the spec exactly (all but d2l's reset-before GRU and the options of ``kernel_computes``), and the
+    backend's own exceptions allow it."""
     return (ops.has_fused_kernel and ops.use_fused_kernels and not padded
-            and (model.cell != "gru" or model.reset_after) and ops.fused_kernel_accepts(model, dtype))
+            and kernel_computes(model) and ops.fused_kernel_accepts(model, dtype))
+
+
+def kernel_computes(model: RecurrentSpec) -> bool:
+    """The cuDNN-style kernels have sigmoid gates, tanh gru/lstm cells and the reset-after GRU only."""
+    standard_cell = model.cell == "rnn" or (model.nonlinearity == "tanh"
+                                            and model.gate_activation == "sigmoid")
+    return standard_cell and (model.cell != "gru" or model.reset_after)
 
 
 def kernel_weights(ops: Ops, model: RecurrentSpec, p: dict) -> tuple:

@@ -11,11 +11,36 @@ from __future__ import annotations
 import numpy as np
 
 from .recurrence import unit_params
-from .spec import CELL_GATES, RecurrentSpec
+from .spec import CELL_GATES, HARD_SIGMOID_SLOPES, RecurrentSpec
 
 
 def _sigmoid(a):
     return 1.0 / (1.0 + np.exp(-a))
+
+
+def _gate(model, a):
+    """The gate function of gru/lstm: the logistic sigmoid or a hard sigmoid clip(slope·a + 1/2, 0, 1)."""
+    if model.gate_activation == "sigmoid":
+        return _sigmoid(a)
+    return np.clip(HARD_SIGMOID_SLOPES[model.gate_activation] * a + 0.5, 0.0, 1.0)
+
+
+def _gate_slope(model, s):
+    """d gate / d a from the gate's value s; a hard sigmoid's slope is 0 at and beyond its kinks
+    (torch's hardsigmoid_backward, TF's and JAX's relu6)."""
+    if model.gate_activation == "sigmoid":
+        return s * (1 - s)
+    return HARD_SIGMOID_SLOPES[model.gate_activation] * ((s > 0) & (s < 1))
+
+
+def _act(model, a):
+    """The cell's nonlinearity (rnn update, gru candidate, lstm cell input and output)."""
+    return np.tanh(a) if model.nonlinearity == "tanh" else np.maximum(a, 0)
+
+
+def _act_slope(model, y):
+    """d act / d a from the value y (relu: 0 at 0, as every framework)."""
+    return (1 - y ** 2) if model.nonlinearity == "tanh" else (y > 0)
 
 
 def _affine(p, gate, x, h, bias):
@@ -41,14 +66,14 @@ def _rnn_step(model, p, x, state):
     a = x @ p["W_xh"] + h @ p["W_hh"]
     if model.bias:
         a = a + p["b_h"]
-    h_new = np.tanh(a) if model.nonlinearity == "tanh" else np.maximum(a, 0)
+    h_new = _act(model, a)
     return (h_new,), (x, h, h_new)
 
 
 def _rnn_step_backward(model, p, g, cache, d_state):
     x, h, h_new = cache
     (dh_new,) = d_state
-    da = dh_new * ((1 - h_new ** 2) if model.nonlinearity == "tanh" else (h_new > 0))
+    da = dh_new * _act_slope(model, h_new)
     g["W_xh"] += x.T @ da
     g["W_hh"] += h.T @ da
     if model.bias:
@@ -58,15 +83,15 @@ def _rnn_step_backward(model, p, g, cache, d_state):
 
 def _gru_step(model, p, x, state):
     (h,) = state
-    z = _sigmoid(_affine(p, "z", x, h, model.bias))
-    r = _sigmoid(_affine(p, "r", x, h, model.bias))
+    z = _gate(model, _affine(p, "z", x, h, model.bias))
+    r = _gate(model, _affine(p, "r", x, h, model.bias))
     bx, bh = (p["b_xh"], p["b_hh"]) if model.bias else (0.0, 0.0)
     if model.reset_after:
         u = h @ p["W_hh"] + bh  # recurrent candidate term, multiplied by r
-        n = np.tanh(x @ p["W_xh"] + bx + r * u)
+        n = _act(model, x @ p["W_xh"] + bx + r * u)
     else:
         u = r * h  # reset hidden state, multiplied by W_hh
-        n = np.tanh(x @ p["W_xh"] + bx + u @ p["W_hh"] + bh)
+        n = _act(model, x @ p["W_xh"] + bx + u @ p["W_hh"] + bh)
     h_new = z * h + (1 - z) * n
     return (h_new,), (x, h, z, r, n, u)
 
@@ -76,7 +101,7 @@ def _gru_step_backward(model, p, g, cache, d_state):
     (dh_new,) = d_state
     dh = dh_new * z
     dz = dh_new * (h - n)
-    dan = dh_new * (1 - z) * (1 - n ** 2)
+    dan = dh_new * (1 - z) * _act_slope(model, n)
     g["W_xh"] += x.T @ dan
     dx = dan @ p["W_xh"].T
     if model.bias:
@@ -96,31 +121,31 @@ def _gru_step_backward(model, p, g, cache, d_state):
         dr = du * h
         dh = dh + du * r
     for gate, s, ds in (("z", z, dz), ("r", r, dr)):
-        dx_gate, dh_gate = _affine_backward(p, g, gate, ds * s * (1 - s), x, h, model.bias)
+        dx_gate, dh_gate = _affine_backward(p, g, gate, ds * _gate_slope(model, s), x, h, model.bias)
         dx, dh = dx + dx_gate, dh + dh_gate
     return dx, (dh,)
 
 
 def _lstm_step(model, p, x, state):
     h, c = state
-    i = _sigmoid(_affine(p, "i", x, h, model.bias))
-    f = _sigmoid(_affine(p, "f", x, h, model.bias))
-    o = _sigmoid(_affine(p, "o", x, h, model.bias))
-    c_tilde = np.tanh(_affine(p, "c", x, h, model.bias))
+    i = _gate(model, _affine(p, "i", x, h, model.bias))
+    f = _gate(model, _affine(p, "f", x, h, model.bias))
+    o = _gate(model, _affine(p, "o", x, h, model.bias))
+    c_tilde = _act(model, _affine(p, "c", x, h, model.bias))
     c_new = f * c + i * c_tilde
-    tanh_c = np.tanh(c_new)
-    return (o * tanh_c, c_new), (x, h, c, i, f, o, c_tilde, tanh_c)
+    act_c = _act(model, c_new)
+    return (o * act_c, c_new), (x, h, c, i, f, o, c_tilde, act_c)
 
 
 def _lstm_step_backward(model, p, g, cache, d_state):
-    x, h, c, i, f, o, c_tilde, tanh_c = cache
+    x, h, c, i, f, o, c_tilde, act_c = cache
     dh_new, dc_new = d_state
-    dc = dc_new + dh_new * o * (1 - tanh_c ** 2)
+    dc = dc_new + dh_new * o * _act_slope(model, act_c)
     pre_activation_grads = {
-        "i": dc * c_tilde * i * (1 - i),
-        "f": dc * c * f * (1 - f),
-        "o": dh_new * tanh_c * o * (1 - o),
-        "c": dc * i * (1 - c_tilde ** 2),
+        "i": dc * c_tilde * _gate_slope(model, i),
+        "f": dc * c * _gate_slope(model, f),
+        "o": dh_new * act_c * _gate_slope(model, o),
+        "c": dc * i * _act_slope(model, c_tilde),
     }
     dx, dh = 0.0, 0.0
     for gate, da in pre_activation_grads.items():

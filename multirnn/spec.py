@@ -37,6 +37,11 @@ from dataclasses import dataclass, field
 CELL_GATES = {"rnn": ("h",), "gru": ("z", "r", "h"), "lstm": ("i", "f", "o", "c")}
 GATES_PER_CELL = {cell: len(gates) for cell, gates in CELL_GATES.items()}  # blocks of width H
 NONLINEARITIES = ("tanh", "relu")
+# Gate functions of gru/lstm. "hard_sigmoid" is clip(x/6 + 1/2, 0, 1) (Keras 3, torch nn.Hardsigmoid,
+# jax.nn.hard_sigmoid); "hard_sigmoid_legacy" is clip(0.2·x + 0.5, 0, 1) (Keras 2 / tf.keras, ONNX
+# HardSigmoid's default alpha=0.2, beta=0.5). Both have slope 0 at their kinks, as torch and relu6 do.
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "hard_sigmoid_legacy")
+HARD_SIGMOID_SLOPES = {"hard_sigmoid": 1.0 / 6.0, "hard_sigmoid_legacy": 0.2}  # y = clip(slope·x + 1/2)
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,13 @@ class RecurrentSpec:
     cell: str = "rnn"
     num_layers: int = 1
     bidirectional: bool = False
-    nonlinearity: str = "tanh"  # rnn cells only; gru/lstm use sigmoid gates and tanh
+    nonlinearity: str = "tanh"  # rnn: the update; gru: the candidate; lstm: cell input and output
     bias: bool = True
     sigma: float = 0.01  # std of the normal(0, sigma) weight init, as in d2l
     batch_first: bool = False
     reset_after: bool = False  # gru only: reset gate after the recurrent matmul (torch/cuDNN/Keras)
     dropout: float = 0.0  # between stacked layers (not after the last), in training mode only
+    gate_activation: str = "sigmoid"  # gru/lstm gates: one of GATE_ACTIVATIONS
 
     def __post_init__(self):
         for name in ("num_inputs", "num_hiddens", "num_layers"):
@@ -67,8 +73,12 @@ class RecurrentSpec:
             raise ValueError(f"cell must be one of {sorted(CELL_GATES)}, got {self.cell!r}")
         if not isinstance(self.nonlinearity, str) or self.nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {self.nonlinearity!r}")
-        if self.nonlinearity != "tanh" and self.cell != "rnn":
-            raise ValueError(f"nonlinearity={self.nonlinearity!r} applies to cell='rnn' only")
+        if not isinstance(self.gate_activation, str) or self.gate_activation not in GATE_ACTIVATIONS:
+            raise ValueError(f"gate_activation must be one of {GATE_ACTIVATIONS}, "
+                             f"got {self.gate_activation!r}")
+        if self.gate_activation != "sigmoid" and self.cell == "rnn":
+            raise ValueError(f"gate_activation={self.gate_activation!r} applies to cell='gru' or "
+                             "'lstm' only (an rnn cell has no gates)")
         if isinstance(self.sigma, bool) or not (isinstance(self.sigma, (int, float))
                                                 and math.isfinite(self.sigma) and self.sigma >= 0):
             raise ValueError(f"sigma must be a non-negative float, got {self.sigma!r}")

@@ -96,6 +96,23 @@ def test_linen_simple_cell_relu_is_nonlinearity_relu():
                       nonlinearity="relu")
 
 
+@pytest.mark.parametrize("cell_name", ["GRUCell", "LSTMCell", "OptimizedLSTMCell"])
+def test_linen_gate_fn_and_activation_fn_are_spec_fields(cell_name):
+    """gate_fn=nn.hard_sigmoid (relu6(x + 3) / 6) is gate_activation="hard_sigmoid"; activation_fn=nn.relu
+    (the GRU candidate, the LSTM cell input and output) is nonlinearity="relu"."""
+    load_backend("jax")
+    import flax.linen as nn
+
+    cell = getattr(nn, cell_name)
+    check_linen_exact(nn.RNN(cell(HIDDEN, gate_fn=nn.hard_sigmoid)), inputs_for(),
+                      gate_activation="hard_sigmoid", nonlinearity="tanh")
+    check_linen_exact(nn.Bidirectional(nn.RNN(cell(HIDDEN, activation_fn=nn.relu)),
+                                       nn.RNN(cell(HIDDEN, activation_fn=nn.relu))), inputs_for(),
+                      gate_activation="sigmoid", nonlinearity="relu")
+    both = cell(HIDDEN, gate_fn=nn.hard_sigmoid, activation_fn=nn.relu)
+    check_linen_exact(nn.RNN(both), inputs_for(), gate_activation="hard_sigmoid", nonlinearity="relu")
+
+
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_linen_time_major_is_batch_first_false(bidirectional):
     load_backend("jax")
@@ -161,9 +178,9 @@ def linen_refusals():
     return {
         "reverse-keep-order": (lambda: nn.RNN(nn.GRUCell(HIDDEN), reverse=True, keep_order=True), "reverse"),
         "reverse": (lambda: nn.RNN(nn.GRUCell(HIDDEN), reverse=True), "reverse"),
-        "gru-gate-fn": (lambda: nn.RNN(nn.GRUCell(HIDDEN, gate_fn=nn.hard_sigmoid)), "gate_fn"),
-        "lstm-gate-fn": (lambda: nn.RNN(nn.LSTMCell(HIDDEN, gate_fn=nn.hard_sigmoid)), "gate_fn"),
-        "lstm-activation-fn": (lambda: nn.RNN(nn.LSTMCell(HIDDEN, activation_fn=nn.relu)), "activation_fn"),
+        "gru-gate-fn": (lambda: nn.RNN(nn.GRUCell(HIDDEN, gate_fn=nn.hard_tanh)), "gate_fn"),
+        "lstm-gate-fn": (lambda: nn.RNN(nn.LSTMCell(HIDDEN, gate_fn=nn.log_sigmoid)), "gate_fn"),
+        "lstm-activation-fn": (lambda: nn.RNN(nn.LSTMCell(HIDDEN, activation_fn=nn.gelu)), "activation_fn"),
         "simple-residual": (lambda: nn.RNN(nn.SimpleCell(HIDDEN, residual=True)), "residual"),
         "simple-gelu": (lambda: nn.RNN(nn.SimpleCell(HIDDEN, activation_fn=nn.gelu)), "activation_fn"),
         "merge-fn": (lambda: nn.Bidirectional(nn.RNN(nn.GRUCell(HIDDEN)), nn.RNN(nn.GRUCell(HIDDEN)),
@@ -298,6 +315,9 @@ def test_nnx_relu_and_time_major():
     from flax import nnx
 
     check_nnx_exact(nnx_rnn("SimpleCell", activation_fn=nnx.relu), inputs_for(), nonlinearity="relu")
+    for name in ("GRUCell", "LSTMCell", "OptimizedLSTMCell"):  # gate_fn / activation_fn: spec fields
+        check_nnx_exact(nnx_rnn(name, gate_fn=nnx.hard_sigmoid, activation_fn=nnx.relu), inputs_for(),
+                        gate_activation="hard_sigmoid", nonlinearity="relu")
     module = nnx_bidirectional("GRUCell", time_major=True)
     check_nnx_exact(module, inputs_for(time_major=True), batch_first=False)
 
@@ -309,9 +329,9 @@ def nnx_refusals():
         "reverse-keep-order": (lambda: nnx.RNN(nnx.GRUCell(INPUTS, HIDDEN, rngs=nnx.Rngs(0)), reverse=True,
                                                keep_order=True), "reverse"),
         "reverse": (lambda: nnx.RNN(nnx.GRUCell(INPUTS, HIDDEN, rngs=nnx.Rngs(0)), reverse=True), "reverse"),
-        "gru-gate-fn": (lambda: nnx_rnn("GRUCell", gate_fn=nnx.hard_sigmoid), "gate_fn"),
-        "lstm-gate-fn": (lambda: nnx_rnn("LSTMCell", gate_fn=nnx.hard_sigmoid), "gate_fn"),
-        "optimized-lstm-activation": (lambda: nnx_rnn("OptimizedLSTMCell", activation_fn=nnx.relu),
+        "gru-gate-fn": (lambda: nnx_rnn("GRUCell", gate_fn=nnx.hard_tanh), "gate_fn"),
+        "lstm-gate-fn": (lambda: nnx_rnn("LSTMCell", gate_fn=nnx.log_sigmoid), "gate_fn"),
+        "optimized-lstm-activation": (lambda: nnx_rnn("OptimizedLSTMCell", activation_fn=nnx.gelu),
                                       "activation_fn"),
         "simple-residual": (lambda: nnx_rnn("SimpleCell", residual=True), "residual"),
         "merge-fn": (lambda: nnx_bidirectional("GRUCell", merge_fn=lambda a, b: a + b), "merge_fn"),

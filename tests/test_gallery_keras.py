@@ -77,6 +77,13 @@ EXACT = {
     "gru reset_after=False": lambda k: built(k.layers.GRU(4, return_sequences=True, reset_after=False)),
     "simple_rnn tanh": lambda k: built(k.layers.SimpleRNN(4, return_sequences=True, return_state=True)),
     "simple_rnn relu": lambda k: built(k.layers.SimpleRNN(4, activation="relu", return_sequences=True)),
+    "lstm hard_sigmoid": lambda k: built(k.layers.LSTM(4, recurrent_activation="hard_sigmoid",
+                                                       return_sequences=True, return_state=True)),
+    "lstm relu": lambda k: built(k.layers.LSTM(4, activation="relu", return_sequences=True)),
+    "gru hard_sigmoid relu reset_after=False": lambda k: built(k.layers.GRU(
+        4, activation="relu", recurrent_activation="hard_sigmoid", reset_after=False, return_sequences=True)),
+    "bidirectional gru hard_sigmoid": lambda k: built(k.layers.Bidirectional(
+        k.layers.GRU(4, recurrent_activation="hard_sigmoid", return_sequences=True))),
     "float64 gru": lambda k: built(k.layers.GRU(4, return_sequences=True, dtype="float64"), "float64"),
     "RNN(LSTMCell)": lambda k: built(k.layers.RNN(k.layers.LSTMCell(4), return_sequences=True,
                                                   return_state=True)),
@@ -208,9 +215,9 @@ REFUSED = {
     "embedding mask_zero": (lambda k: randomized(k.Sequential([
         k.Input((None,), dtype="int32"), k.layers.Embedding(10, NUM_INPUTS, mask_zero=True),
         k.layers.LSTM(4)])), "Embedding.*mask_zero"),
-    "hard_sigmoid": (lambda k: built(k.layers.LSTM(4, recurrent_activation="hard_sigmoid")),
-                     "recurrent_activation='hard_sigmoid'"),
-    "lstm relu": (lambda k: built(k.layers.LSTM(4, activation="relu")), "activation='relu'"),
+    "recurrent_activation relu": (lambda k: built(k.layers.LSTM(4, recurrent_activation="relu")),
+                                  "recurrent_activation='relu'"),
+    "lstm selu": (lambda k: built(k.layers.LSTM(4, activation="selu")), "activation='selu'"),
     "simple_rnn linear": (lambda k: built(k.layers.SimpleRNN(4, activation=None)), "activation='linear'"),
     "repeat_vector between": (lambda k: _sequential(k, k.layers.LSTM(4), k.layers.RepeatVector(3),
                                                     k.layers.LSTM(4)), "RepeatVector"),
@@ -281,19 +288,58 @@ def _legacy_h5(keras, path, layer):
     return path
 
 
+def _written_by(path, keras_version):
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f.attrs["keras_version"] = keras_version
+    return path
+
+
 def test_legacy_h5_config_is_honoured(keras, tmp_path):
     hard = _legacy_h5(keras, tmp_path / "hard.h5", keras.layers.LSTM(4, recurrent_activation="hard_sigmoid"))
-    with pytest.raises(UnrepresentableError, match="recurrent_activation='hard_sigmoid'"):
-        load(hard, cell="lstm", num_inputs=NUM_INPUTS, num_hiddens=4)  # flags cannot override the config
+    with pytest.raises(ValueError, match="gate_activation='sigmoid' disagrees"):
+        load(hard, gate_activation="sigmoid")  # flags cannot override the config
+    loaded = load(hard)  # written by Keras 3: its own hard_sigmoid, proven by running it
+    assert loaded.model.gate_activation == "hard_sigmoid" and loaded.verification is not None
     relu_lstm = _legacy_h5(keras, tmp_path / "relu_lstm.h5", keras.layers.LSTM(4, activation="relu"))
-    with pytest.raises(UnrepresentableError, match="activation='relu'"):
-        load(relu_lstm)
+    assert load(relu_lstm).model.nonlinearity == "relu"
     relu = _legacy_h5(keras, tmp_path / "relu.h5", keras.layers.SimpleRNN(4, activation="relu",
                                                                           return_sequences=True))
     with pytest.raises(ValueError, match="nonlinearity='tanh' disagrees"):
         load(relu, nonlinearity="tanh")
     loaded = load(relu)
     assert loaded.model.nonlinearity == "relu" and loaded.verification is not None
+
+
+def test_keras2_h5_hard_sigmoid_is_the_legacy_slope_and_not_claimed_verified(keras, tmp_path):
+    """Keras 2 wrote hard_sigmoid meaning clip(0.2·x + 0.5, 0, 1); Keras 3 loads the name as its own
+    relu6(x + 3) / 6, so running the file here cannot prove what it meant."""
+    path = _written_by(_legacy_h5(keras, tmp_path / "k2.h5", keras.layers.LSTM(
+        4, recurrent_activation="hard_sigmoid", return_sequences=True)), "2.15.0")
+    loaded = load(path)
+    assert loaded.model.gate_activation == "hard_sigmoid_legacy"
+    assert loaded.verification is None and loaded.run is None
+    assert any("Keras 3 itself would load it with slope 1/6" in note for note in loaded.notes)
+    assert any("not verified" in note and "Keras 2.15.0" in note for note in loaded.notes)
+    keras3 = load(_written_by(path, "3.15.1"))  # the same file, as Keras 3 means it
+    assert keras3.model.gate_activation == "hard_sigmoid" and keras3.verification is not None
+    for name in keras3.params:
+        np.testing.assert_array_equal(loaded.params[name], keras3.params[name])
+    # a Keras 2 file without hard_sigmoid means what Keras 3 computes: still proven
+    plain = _written_by(_legacy_h5(keras, tmp_path / "k2_plain.h5", keras.layers.GRU(4)), "2.15.0")
+    assert load(plain).verification is not None
+
+
+def test_keras_export_of_gate_options(keras):
+    model = multirnn.RecurrentSpec(3, 4, cell="lstm", gate_activation="hard_sigmoid", nonlinearity="relu",
+                                   batch_first=True)
+    (layer,) = pkeras.keras_layers(model, multirnn.init_params(model, 0))
+    assert (layer.cell.recurrent_activation.__name__, layer.cell.activation.__name__) == ("hard_sigmoid", "relu")
+    assert load(layer).model == model
+    legacy = multirnn.RecurrentSpec(3, 4, cell="gru", gate_activation="hard_sigmoid_legacy")
+    with pytest.raises(UnrepresentableError, match="gate_activation='hard_sigmoid_legacy'"):
+        pkeras.keras_layers(legacy, multirnn.init_params(legacy, 0))
 
 
 def _two_lstm_weights(keras, tmp_path):

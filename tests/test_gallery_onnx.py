@@ -352,6 +352,39 @@ def test_to_onnx_round_trip_is_proven(cell, bidirectional, batch_first):
     assert_states_close(model, got_state, want_state, "to_onnx")
 
 
+GATE_OPTIONS = {
+    "gru hard_sigmoid": dict(cell="gru", reset_after=True, gate_activation="hard_sigmoid"),
+    "gru legacy relu": dict(cell="gru", gate_activation="hard_sigmoid_legacy", nonlinearity="relu"),
+    "lstm hard_sigmoid relu": dict(cell="lstm", gate_activation="hard_sigmoid", nonlinearity="relu"),
+    "lstm legacy": dict(cell="lstm", gate_activation="hard_sigmoid_legacy"),
+}
+
+
+@pytest.mark.parametrize("case", GATE_OPTIONS)
+def test_to_onnx_writes_gate_and_cell_activations(case):
+    """HardSigmoid with its alpha (0.2 or 1/6) and beta 0.5, Relu for g (and h): proven by onnxruntime."""
+    require("onnxruntime")
+    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **GATE_OPTIONS[case])
+    params = {k: v * 20 for k, v in multirnn.init_params(model, 0, "float32").items()}
+    proto = ponnx.to_onnx(model, params)
+    del proto.metadata_props[:]  # the activations must come from the graph
+    loaded = multirnn.port.load(proto, sigma=model.sigma)
+    assert loaded.model == model and loaded.verification is not None
+    with pytest.raises(UnrepresentableError, match="float32 attribute"):  # alpha is float32, not float64
+        ponnx.to_onnx(model, {k: v.astype(np.float64) for k, v in params.items()})
+
+
+def test_hard_sigmoid_node_with_default_alpha_is_the_legacy_slope():
+    """An exporter's GRU with HardSigmoid gates and no activation_alpha: ONNX's defaults 0.2, 0.5."""
+    require("onnxruntime")
+    loaded = multirnn.port.load(one_node_graph("GRU", activations=["HardSigmoid", "Relu"]))
+    assert (loaded.model.gate_activation, loaded.model.nonlinearity) == ("hard_sigmoid_legacy", "relu")
+    assert loaded.verification is not None
+    lstm = multirnn.port.load(one_node_graph("LSTM", direction="bidirectional", activations=[
+        "HardSigmoid", "Tanh", "Tanh"] * 2, activation_alpha=[1 / 6] * 2, activation_beta=[0.5] * 2))
+    assert lstm.model.gate_activation == "hard_sigmoid" and lstm.verification is not None
+
+
 def test_to_onnx_file_through_load(tmp_path):
     require("onnxruntime")
     model = multirnn.RecurrentSpec(3, 4, cell="gru", reset_after=False, batch_first=True)
@@ -461,8 +494,10 @@ def test_last_hidden_state_only():
     (lambda: one_node_graph(direction="reverse"), "reverse"),
     (lambda: one_node_graph("LSTM", clip=2.0), "clip"),
     (lambda: one_node_graph("RNN", activations=["Sigmoid"]), "activations"),
-    (lambda: one_node_graph("GRU", activations=["Sigmoid", "Relu"]), "activations"),
+    (lambda: one_node_graph("GRU", activations=["Sigmoid", "Elu"]), "activations"),
+    (lambda: one_node_graph("LSTM", activations=["Sigmoid", "Tanh", "Relu"]), "cell input g and output h"),
     (lambda: one_node_graph("LSTM", activation_alpha=[0.5]), "activation_alpha"),
+    (lambda: one_node_graph("GRU", activations=["HardSigmoid", "Tanh"], activation_alpha=[0.3]), "alpha=0.3"),
     (lambda: one_node_graph("GRU", sequence_lens=[5, 3]), "sequence_lens"),
 ])
 def test_refused(make, message):

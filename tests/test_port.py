@@ -222,7 +222,7 @@ def test_keras_refuses_per_direction_hidden_sizes_and_other_activations():
     uneven.build((None, None, 2))
     with pytest.raises(ValueError, match="per-direction hidden sizes"):
         pkeras.infer_keras_spec([uneven])
-    hard = keras.layers.LSTM(3, activation="relu")
+    hard = keras.layers.LSTM(3, activation="selu")
     hard.build((None, None, 2))
     with pytest.raises(ValueError, match="not representable"):
         pkeras.infer_keras_spec([hard])

@@ -124,8 +124,8 @@ def test_bad_model_and_backend():
         multirnn.RNNScratch(3, 4, nonlinearity="gelu")
     with pytest.raises(ValueError, match=r"num_hiddens must be a positive int, got 0"):
         multirnn.RNNScratch(3, 0)
-    with pytest.raises(ValueError, match=r"nonlinearity='relu' applies to cell='rnn' only"):
-        multirnn.RecurrentSpec(3, 4, cell="gru", nonlinearity="relu")
+    with pytest.raises(ValueError, match=r"gate_activation='hard_sigmoid' applies to cell='gru' or 'lstm'"):
+        multirnn.RecurrentSpec(3, 4, cell="rnn", gate_activation="hard_sigmoid")
     with pytest.raises(TypeError, match=r"bidirectional must be a bool, got 'yes'"):
         multirnn.RecurrentSpec(3, 4, bidirectional="yes")
     with pytest.raises(TypeError, match=r"batch_first must be a bool, got 1"):

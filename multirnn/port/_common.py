@@ -132,6 +132,18 @@ def require_reset_after(model: RecurrentSpec, framework: str) -> None:
             f"and ONNX GRU (linear_before_reset=0) can hold it exactly.")
 
 
+def require_standard_cell(model: RecurrentSpec, framework: str) -> None:
+    """torch and Gluon layers have sigmoid gates and a tanh GRU/LSTM cell, and no option to change them."""
+    if model.cell == "rnn":
+        return
+    for name, default in (("gate_activation", "sigmoid"), ("nonlinearity", "tanh")):
+        if getattr(model, name) != default:
+            raise UnrepresentableError(
+                f"{framework} GRU/LSTM layers have sigmoid gates and a tanh cell; {name}="
+                f"{getattr(model, name)!r} cannot be expressed there (representable: {name}={default!r}). "
+                f"Keras, Flax and ONNX can hold it.")
+
+
 # ---- the spec as JSON, for file metadata: multirnn.checkpoint's one serialized form ----
 
 def spec_to_json(model: RecurrentSpec) -> str:

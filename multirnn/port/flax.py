@@ -210,9 +210,8 @@ def flax_layers(model, dtype: str = "float32", return_carry: bool = True) -> lis
     import jax.numpy as jnp
 
     cls = _cell_class(model)
-    kwargs = {"features": model.num_hiddens, "param_dtype": getattr(jnp, dtype), "dtype": getattr(jnp, dtype)}
-    if model.cell == "rnn":
-        kwargs["activation_fn"] = nn.tanh if model.nonlinearity == "tanh" else nn.relu
+    kwargs = {"features": model.num_hiddens, "param_dtype": getattr(jnp, dtype), "dtype": getattr(jnp, dtype),
+              **cell_functions(model, nn)}
     time_major = not model.batch_first
     make = lambda: nn.RNN(cls(**kwargs), time_major=time_major, return_carry=return_carry)  # noqa: E731
     return [nn.Bidirectional(make(), make(), time_major=time_major, return_carry=return_carry)
@@ -298,21 +297,40 @@ def _default_functions():
     import jax
     import jax.numpy as jnp
 
-    return {"sigmoid": (jax.nn.sigmoid,), "tanh": (jnp.tanh,), "relu": (jax.nn.relu,)}
+    return {"sigmoid": (jax.nn.sigmoid,), "tanh": (jnp.tanh,), "relu": (jax.nn.relu,),
+            "hard_sigmoid": (jax.nn.hard_sigmoid,)}
 
 
 def is_function(fn, name: str) -> bool:
     return any(fn is f for f in _default_functions()[name])
 
 
-def check_gates(where: str, gate_fn, activation_fn) -> None:
-    """A GRU/LSTM cell computes the spec's cell only with flax's default sigmoid gates and tanh."""
-    if not is_function(gate_fn, "sigmoid"):
-        refuse(where, "gate_fn", fn_name(gate_fn), "the spec's GRU/LSTM gates are the logistic sigmoid "
-               "(flax's default nn.sigmoid); custom gate functions are not representable yet")
-    if not is_function(activation_fn, "tanh"):
+def check_gates(where: str, gate_fn, activation_fn) -> tuple[str, str]:
+    """(gate_activation, nonlinearity) of a GRU/LSTM cell: flax applies gate_fn to every gate and
+    activation_fn to the GRU candidate and the LSTM cell input and output, as the spec does.
+    jax.nn.hard_sigmoid is relu6(x + 3) / 6: the spec's "hard_sigmoid"."""
+    gate = next((name for name in ("sigmoid", "hard_sigmoid") if is_function(gate_fn, name)), None)
+    if gate is None:
+        refuse(where, "gate_fn", fn_name(gate_fn), "the spec's GRU/LSTM gates are nn.sigmoid (flax's "
+               "default) or nn.hard_sigmoid")
+    activation = next((name for name in ("tanh", "relu") if is_function(activation_fn, name)), None)
+    if activation is None:
         refuse(where, "activation_fn", fn_name(activation_fn), "the spec's GRU candidate / LSTM cell "
-               "activation is tanh (flax's default nn.tanh)")
+               "activation is nn.tanh (flax's default) or nn.relu")
+    return gate, activation
+
+
+def cell_functions(model, module) -> dict:
+    """The gate_fn / activation_fn keyword arguments of a flax cell (linen or nnx, ``module``) for
+    ``model``; a gate function flax does not have is refused by name."""
+    if model.cell == "rnn":
+        return {"activation_fn": getattr(module, model.nonlinearity)}
+    if model.gate_activation == "hard_sigmoid_legacy":
+        raise UnrepresentableError("gate_activation='hard_sigmoid_legacy' (clip(0.2·x + 0.5, 0, 1)) has no "
+                                   "flax function; representable: 'sigmoid', 'hard_sigmoid' "
+                                   "(nn.hard_sigmoid, slope 1/6)")
+    return {"gate_fn": getattr(module, model.gate_activation),
+            "activation_fn": getattr(module, model.nonlinearity)}
 
 
 def simple_nonlinearity(where: str, activation_fn, residual) -> str:
@@ -375,10 +393,11 @@ class CellFacts:
 
     cell: str  # rnn | gru | lstm
     features: int
-    nonlinearity: str | None  # rnn only
+    nonlinearity: str | None  # tanh | relu
     dtype: str | None  # the computation dtype; None: from the inputs and params
     leaves: tuple = ()  # the cell's arrays, paths relative to the cell
     input_kernel: tuple = ()  # the path of its input kernel, (fan_in, H), which says num_inputs
+    gate_activation: str = "sigmoid"  # gru/lstm: gate_fn
 
 
 @dataclasses.dataclass
@@ -414,12 +433,13 @@ def _linen_cell(where: str, cell) -> CellFacts:
                    "(flax 0.12 always has it)")
     else:
         known.add("gate_fn")
-        check_gates(where, cell.gate_fn, cell.activation_fn)
+        gate, nonlinearity = check_gates(where, cell.gate_fn, cell.activation_fn)
     check_carry_init(where, cell.carry_init)
     check_dtype(where, "param_dtype", cell.param_dtype)
     check_unknown_fields(where, cell, known)
     return CellFacts(kind, int(cell.features), nonlinearity, check_dtype(where, "dtype", cell.dtype),
-                     tuple(cell_leaves(kind)), (next(iter(CELL_PARAMS[kind])), "kernel"))
+                     tuple(cell_leaves(kind)), (next(iter(CELL_PARAMS[kind])), "kernel"),
+                     gate if kind != "rnn" else "sigmoid")
 
 
 def _check_linen_scan(where: str, rnn) -> None:
@@ -486,7 +506,7 @@ def spec_from_layers(source: str, layers: list, num_inputs: int, known: dict):
                 refuse(layer.where, attribute, value, f"the spec is one homogeneous stack and layer 0 has "
                        f"{attribute}={want}")
         for cell in layer.cells:
-            for attribute in ("cell", "features", "nonlinearity"):
+            for attribute in ("cell", "features", "nonlinearity", "gate_activation"):
                 value, want = getattr(cell, attribute), getattr(first.cells[0], attribute)
                 if value != want:
                     refuse(layer.where, attribute, value, f"the spec is one homogeneous stack and layer 0 "
@@ -497,8 +517,9 @@ def spec_from_layers(source: str, layers: list, num_inputs: int, known: dict):
                 "batch_first": not first.time_major, "dropout": 0.0}
     if cell.cell == "gru":
         inferred["reset_after"] = True
-    if cell.cell == "rnn":
-        inferred["nonlinearity"] = cell.nonlinearity
+    inferred["nonlinearity"] = cell.nonlinearity
+    if cell.cell != "rnn":
+        inferred["gate_activation"] = cell.gate_activation
     return make_spec(inferred, known, source)
 
 

@@ -153,9 +153,8 @@ def nnx_layers(model, layers_state: list | None = None, dtype: str = "float32") 
     from flax import nnx
 
     cls = {"rnn": nnx.SimpleCell, "gru": nnx.GRUCell, "lstm": nnx.LSTMCell}[model.cell]
-    kwargs = {"param_dtype": getattr(jnp, dtype), "dtype": getattr(jnp, dtype)}
-    if model.cell == "rnn":
-        kwargs["activation_fn"] = nnx.tanh if model.nonlinearity == "tanh" else nnx.relu
+    kwargs = {"param_dtype": getattr(jnp, dtype), "dtype": getattr(jnp, dtype),
+              **linen.cell_functions(model, nnx)}
     rngs = nnx.Rngs(0)
     modules = []
     for layer in range(model.num_layers):
@@ -253,11 +252,11 @@ def _nnx_cell(where: str, cell):
                      "nnx.OptimizedLSTMCell")
     kind, known, denses = _NNX_CELLS[name]
     where = f"{where} {name}"
-    nonlinearity = None
+    nonlinearity, gate = None, "sigmoid"
     if kind == "rnn":
         nonlinearity = linen.simple_nonlinearity(where, cell.activation_fn, cell.residual)
     else:
-        linen.check_gates(where, cell.gate_fn, cell.activation_fn)
+        gate, nonlinearity = linen.check_gates(where, cell.gate_fn, cell.activation_fn)
     linen.check_carry_init(where, cell.carry_init)
     _check_default(where, cell, "promote_dtype")
     linen.check_dtype(where, "param_dtype", cell.param_dtype)
@@ -267,7 +266,7 @@ def _nnx_cell(where: str, cell):
     leaves = tuple((dense, leaf) for dense in denses
                    for leaf in (("kernel", "bias") if getattr(cell, dense).use_bias else ("kernel",)))
     return linen.CellFacts(kind, int(cell.hidden_features), nonlinearity,
-                           linen.check_dtype(where, "dtype", cell.dtype), leaves, (denses[0], "kernel"))
+                           linen.check_dtype(where, "dtype", cell.dtype), leaves, (denses[0], "kernel"), gate)
 
 
 def _nnx_rnn(where: str, rnn, inner: bool):

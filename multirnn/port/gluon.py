@@ -19,8 +19,9 @@ import re
 
 import numpy as np
 
-from ._common import (Fused, UnrepresentableError, as_numpy, check_export, expect_shape, finish_import, fuse,
-                      infer_fused_sizes, make_spec, require_bias_free, require_reset_after, unfuse)
+from ._common import (Fused, GATES_PER_CELL, UnrepresentableError, as_numpy, check_export, expect_shape,
+                      finish_import, fuse, infer_fused_sizes, make_spec, require_bias_free,
+                      require_reset_after, require_standard_cell, unfuse)
 from .torch import weights_only_notes  # NumPy only (torch itself is imported by torch.py's functions)
 
 _KEY = re.compile(r"^(.*?)([lr])(\d+)_(i2h|h2h)_(weight|bias)$")
@@ -33,7 +34,7 @@ def _name(layer: int, direction: str, kind: str) -> str:
 
 
 def gluon_shapes(model) -> dict[str, tuple]:
-    gh = {"rnn": 1, "gru": 3, "lstm": 4}[model.cell] * model.num_hiddens
+    gh = GATES_PER_CELL[model.cell] * model.num_hiddens
     shapes = {}
     for layer, direction, _, width in model.units():
         shapes[_name(layer, direction, "i2h_weight")] = (gh, width)
@@ -47,6 +48,7 @@ def to_gluon(model, params: dict) -> dict[str, np.ndarray]:
     """Gluon parameter arrays by their ``save_parameters`` names (no block prefix)."""
     dtype = check_export(model, params)
     require_reset_after(model, "Gluon")
+    require_standard_cell(model, "Gluon")
     out = {}
     for layer, direction, prefix, width in model.units():
         f = fuse(model, params, prefix, "gluon")
@@ -84,6 +86,7 @@ def _strip_prefix(arrays: dict) -> dict[str, np.ndarray]:
 def from_gluon(model, arrays: dict) -> dict[str, np.ndarray]:
     """Canonical params from Gluon parameter arrays (NDArrays or NumPy), names with or without prefix."""
     require_reset_after(model, "Gluon")
+    require_standard_cell(model, "Gluon")
     arrays = _strip_prefix(arrays)
     shapes = gluon_shapes(model)
     missing, extra = sorted(set(shapes) - set(arrays)), sorted(set(arrays) - set(shapes))

@@ -18,10 +18,12 @@ from the caller and every array in the file must belong to it.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from ._common import (Fused, SpecFieldError, check_export, expect_shape, finish_import, fuse,
-                      make_spec, spec_from_known, unfuse)
+from ._common import (Fused, GATES_PER_CELL, SpecFieldError, UnrepresentableError, check_export, expect_shape,
+                      finish_import, fuse, make_spec, spec_from_known, unfuse)
 
 
 def _single_bias(model) -> bool:
@@ -30,7 +32,7 @@ def _single_bias(model) -> bool:
 
 def keras_shapes(model) -> list[tuple]:
     """Shapes of the flat Keras weight list, in order."""
-    gh = {"rnn": 1, "gru": 3, "lstm": 4}[model.cell] * model.num_hiddens
+    gh = GATES_PER_CELL[model.cell] * model.num_hiddens
     shapes = []
     for _, _, _, width in model.units():
         shapes += [(width, gh), (model.num_hiddens, gh)]
@@ -86,8 +88,14 @@ def from_keras(model, weights) -> dict[str, np.ndarray]:
 def _layer_kwargs(model) -> dict:
     kwargs = {"units": model.num_hiddens, "use_bias": model.bias, "return_sequences": True,
               "return_state": True}
-    if model.cell == "rnn":
-        kwargs["activation"] = model.nonlinearity
+    kwargs["activation"] = model.nonlinearity
+    if model.cell != "rnn":
+        if model.gate_activation == "hard_sigmoid_legacy":
+            raise UnrepresentableError(
+                "gate_activation='hard_sigmoid_legacy' (clip(0.2·x + 0.5, 0, 1), Keras 2's hard_sigmoid) "
+                "has no Keras 3 activation (Keras 3's hard_sigmoid has slope 1/6); representable: "
+                "'sigmoid', 'hard_sigmoid'")
+        kwargs["recurrent_activation"] = model.gate_activation
     if model.cell == "gru":
         kwargs["reset_after"] = model.reset_after
     return kwargs
@@ -321,8 +329,35 @@ def read_file(path, **known):
     if text.endswith(".keras") or _is_full_h5(text):
         loaded = read(keras.saving.load_model(text, compile=False), **known)
         loaded.origin = f"Keras file {text!r}"
+        if not text.endswith(".keras"):
+            _legacy_hard_sigmoid(loaded, _h5_keras_version(text))
         return loaded
     return _read_weights_file(text, known)
+
+
+def _h5_keras_version(path: str) -> str:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        version = f.attrs.get("keras_version", "1")
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def _legacy_hard_sigmoid(loaded, keras_version: str) -> None:
+    """A full-model .h5 written by Keras < 3 meant hard_sigmoid = clip(0.2·x + 0.5, 0, 1) (tf.keras's
+    backend.hard_sigmoid); Keras 3 loads the name as its own relu6(x + 3) / 6. The file's meaning is
+    the spec's "hard_sigmoid_legacy", which running the file in Keras 3 cannot prove."""
+    major = int(keras_version.split(".")[0]) if keras_version.split(".")[0].isdigit() else 1
+    if major >= 3 or loaded.model.gate_activation != "hard_sigmoid":
+        return
+    loaded.model = dataclasses.replace(loaded.model, gate_activation="hard_sigmoid_legacy")
+    loaded.run, loaded.why_not_run = None, (
+        f"it was written by Keras {keras_version}, whose hard_sigmoid is clip(0.2·x + 0.5, 0, 1), but "
+        "Keras 3 runs it with its own hard_sigmoid, relu6(x + 3) / 6, so running it here cannot prove "
+        "the file's meaning")
+    loaded.notes += (f"recurrent_activation='hard_sigmoid' of a Keras {keras_version} file read as "
+                     "gate_activation='hard_sigmoid_legacy' (0.2·x + 0.5, what Keras 2 computed); "
+                     "Keras 3 itself would load it with slope 1/6",)
 
 
 def _is_full_h5(path: str) -> bool:

@@ -157,10 +157,13 @@ def _cell_fields(cell, where: str, notes: list) -> dict:
         fields["nonlinearity"] = _activation(
             cfg, "activation", where, ("tanh", "relu"), "a SimpleRNN's activation must be 'tanh' or 'relu'")
     else:
-        gates = (f"a {type(cell).__name__} must use activation='tanh' and recurrent_activation='sigmoid' "
-                 f"(other activations are a later multirnn feature)")
-        _activation(cfg, "activation", where, ("tanh",), gates)
-        _activation(cfg, "recurrent_activation", where, ("sigmoid",), gates)
+        fields["nonlinearity"] = _activation(
+            cfg, "activation", where, ("tanh", "relu"),
+            f"a {type(cell).__name__}'s activation must be 'tanh' or 'relu'")
+        # Keras 3's hard_sigmoid is relu6(x + 3) / 6 (keras/src/backend/*/nn.py): spec "hard_sigmoid"
+        fields["gate_activation"] = _activation(
+            cfg, "recurrent_activation", where, ("sigmoid", "hard_sigmoid"),
+            f"a {type(cell).__name__}'s recurrent_activation must be 'sigmoid' or 'hard_sigmoid'")
     if kind == "gru":
         fields["reset_after"] = bool(cfg["reset_after"])
     return fields

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (Fused, UnrepresentableError, check_export, expect_shape,
-                      finish_import, fuse, make_spec, spec_from_json, spec_to_json, unfuse)
+from multirnn.spec import HARD_SIGMOID_SLOPES
+
+from ._common import (Fused, GATES_PER_CELL, UnrepresentableError, check_export, expect_shape, finish_import,
+                      fuse, make_spec, spec_from_json, spec_to_json, unfuse)
 
 OP_TYPES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
 CELLS = {v: k for k, v in OP_TYPES.items()}
@@ -35,6 +37,10 @@ OPSET = 17
 METADATA_KEY = "multirnn.spec"
 # Activations an ONNX node may list while meaning exactly the multirnn cell (per direction).
 _DEFAULT_ACTS = {"gru": ["Sigmoid", "Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"]}
+_NONLINEARITY_OPS = {"tanh": "Tanh", "relu": "Relu"}
+# HardSigmoid(x) = max(0, min(1, alpha·x + beta)), defaults alpha=0.2, beta=0.5 (onnx.defs schema);
+# ONNX attributes are float32, so alpha is matched to the spec's slopes at float32 precision.
+_HARD_SIGMOID_DEFAULTS = (0.2, 0.5)
 
 
 def _layer_units(model, layer):
@@ -58,7 +64,7 @@ def from_onnx_weights(model, layers) -> dict[str, np.ndarray]:
     """Canonical params from per-layer ``{"W", "R"[, "B"]}`` arrays."""
     if len(layers) != model.num_layers:
         raise ValueError(f"expected {model.num_layers} ONNX layers for {model}, got {len(layers)}")
-    gh = {"rnn": 1, "gru": 3, "lstm": 4}[model.cell] * model.num_hiddens
+    gh = GATES_PER_CELL[model.cell] * model.num_hiddens
     nd, params = len(model.directions), {}
     for layer, entry in enumerate(layers):
         if model.bias != ("B" in entry):
@@ -110,8 +116,7 @@ def to_onnx(model, params: dict, opset: int = OPSET):
         attrs = {"hidden_size": hidden, "direction": direction}
         if model.cell == "gru":
             attrs["linear_before_reset"] = int(model.reset_after)
-        if model.cell == "rnn" and model.nonlinearity != "tanh":
-            attrs["activations"] = ["Relu"] * nd
+        attrs.update(_activation_attributes(model, nd, dtype))
         inputs = [x, names["W"], names["R"], names.get("B", ""), "", initial["h"]]
         if model.cell == "lstm":
             inputs.append(initial["c"])
@@ -141,6 +146,84 @@ def to_onnx(model, params: dict, opset: int = OPSET):
     helper.set_model_props(proto, {METADATA_KEY: spec_to_json(model)})
     onnx.checker.check_model(proto)
     return proto
+
+
+def _activation_attributes(model, nd: int, dtype) -> dict:
+    """The node's ``activations`` (and HardSigmoid's ``activation_alpha``/``beta``) for the spec,
+    or none when the ONNX defaults compute it. alpha and beta are consumed in order by the functions
+    that take them (the ONNX spec; onnxruntime 1.32 does so, and uses HardSigmoid's defaults for
+    missing ones), so one pair per HardSigmoid entry."""
+    act = _NONLINEARITY_OPS[model.nonlinearity]
+    if model.cell == "rnn":
+        return {"activations": [act] * nd} if model.nonlinearity != "tanh" else {}
+    if model.gate_activation == "sigmoid" and model.nonlinearity == "tanh":
+        return {}
+    gate = "Sigmoid" if model.gate_activation == "sigmoid" else "HardSigmoid"
+    attrs = {"activations": ([gate] + [act] * (len(_DEFAULT_ACTS[model.cell]) - 1)) * nd}
+    if gate == "HardSigmoid":
+        require_float32_hard_sigmoid(model, dtype, "export float32 params")
+        attrs["activation_alpha"] = [HARD_SIGMOID_SLOPES[model.gate_activation]] * nd
+        attrs["activation_beta"] = [0.5] * nd
+    return attrs
+
+
+def require_float32_hard_sigmoid(model, dtype, instead: str) -> None:
+    """HardSigmoid's alpha is a float32 attribute (0.2 -> 0.20000000298): the spec's slope exactly in
+    float32 only (in float64 it would differ by ~1.5e-9·|x|, beyond the 1e-10 parity tolerance)."""
+    if model.gate_activation != "sigmoid" and np.dtype(dtype) != np.float32:
+        raise UnrepresentableError(
+            f"gate_activation={model.gate_activation!r} in {np.dtype(dtype)}: ONNX's HardSigmoid "
+            f"activation_alpha is a float32 attribute, so its slope is not the spec's exactly in "
+            f"{np.dtype(dtype)}; {instead}")
+
+
+def _gate_of(where: str, gate_ops: list, alphas: list, betas: list) -> str:
+    """The spec's gate_activation for a node's gate functions f (one per direction), consuming one
+    alpha and beta per HardSigmoid as ONNX does; anything else is refused by name."""
+    if set(gate_ops) == {"Sigmoid"}:
+        if alphas or betas:
+            raise UnrepresentableError(f"{where}: activation_alpha={alphas}, activation_beta={betas} are not "
+                                       "representable with Sigmoid gates (only HardSigmoid takes parameters)")
+        return "sigmoid"
+    if set(gate_ops) != {"HardSigmoid"}:
+        raise UnrepresentableError(f"{where}: gate activations {gate_ops} are not representable "
+                                   "(Sigmoid or HardSigmoid, the same for every direction)")
+    pairs = [(alphas[k] if k < len(alphas) else _HARD_SIGMOID_DEFAULTS[0],
+              betas[k] if k < len(betas) else _HARD_SIGMOID_DEFAULTS[1]) for k in range(len(gate_ops))]
+    if len(alphas) > len(gate_ops) or len(betas) > len(gate_ops) or len(set(pairs)) != 1:
+        raise UnrepresentableError(f"{where}: activation_alpha={alphas}, activation_beta={betas} are not "
+                                   f"representable for activations with {len(gate_ops)} HardSigmoid "
+                                   "(one alpha/beta pair, the same for every direction)")
+    alpha, beta = pairs[0]
+    for name, slope in HARD_SIGMOID_SLOPES.items():
+        if abs(alpha - slope) <= 1e-7 and beta == 0.5:  # float32 attributes
+            return name
+    raise UnrepresentableError(f"{where}: HardSigmoid alpha={alpha}, beta={beta} is not representable "
+                               "(alpha 0.2 or 1/6 with beta 0.5: the spec's hard_sigmoid_legacy, hard_sigmoid)")
+
+
+def _gated_activations(where: str, cell: str, nd: int, attrs: dict) -> dict:
+    """gate_activation and nonlinearity of a GRU ([f, g]) or LSTM ([f, g, h]) node per direction."""
+    acts = [_decode(a) for a in attrs.get("activations", [])] or _DEFAULT_ACTS[cell] * nd
+    per = len(_DEFAULT_ACTS[cell])
+    if len(acts) != per * nd:
+        raise UnrepresentableError(f"{where}: activations {acts} are not {per} per direction")
+    alphas, betas = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
+    gate = _gate_of(where, acts[::per], alphas, betas)
+    cell_ops = {a for k, a in enumerate(acts) if k % per}
+    if len(cell_ops) != 1 or next(iter(cell_ops)) not in ("Tanh", "Relu"):
+        raise UnrepresentableError(
+            f"{where}: activations {acts} are not representable: the spec has one cell nonlinearity, "
+            f"Tanh or Relu, for the {'candidate' if cell == 'gru' else 'cell input g and output h'} "
+            "of every direction")
+    return {"gate_activation": gate, "nonlinearity": next(iter(cell_ops)).lower()}
+
+
+def uses_non_default_activations(node) -> bool:
+    attrs = _attributes(node)
+    acts = [_decode(a) for a in attrs.get("activations", [])]
+    cell = CELLS[node.op_type]
+    return bool(acts) and set(acts) != set(_DEFAULT_ACTS.get(cell, ["Tanh"]))
 
 
 def _attributes(node) -> dict:
@@ -173,10 +256,11 @@ def _check_node(node) -> dict:
     if attrs.get("input_forget", 0):
         raise UnrepresentableError(f"{where}: input_forget=1 (coupled gates) is not representable "
                                    "(only input_forget=0)")
-    for name in ("activation_alpha", "activation_beta"):
-        if name in attrs:
-            raise UnrepresentableError(f"{where}: {name}={list(attrs[name])} is not representable "
-                                       "(only activations without parameters)")
+    if cell == "rnn":
+        for name in ("activation_alpha", "activation_beta"):
+            if name in attrs:
+                raise UnrepresentableError(f"{where}: {name}={list(attrs[name])} is not representable "
+                                           "(an RNN node's Tanh or Relu takes no parameters)")
     if attrs.get("layout", 0) not in (0, 1):
         raise ValueError(f"{where}: layout={attrs['layout']} is neither 0 nor 1")
     nd = 2 if direction == "bidirectional" else 1
@@ -190,9 +274,8 @@ def _check_node(node) -> dict:
             raise UnrepresentableError(f"{where}: activations {acts} are not representable "
                                        "(one of Tanh or Relu for every direction)")
         fields["nonlinearity"] = acts[0].lower()
-    elif acts and acts != _DEFAULT_ACTS[cell] * nd:
-        raise UnrepresentableError(f"{where}: activations {acts} are not representable "
-                                   f"(only the defaults {_DEFAULT_ACTS[cell]} per direction)")
+    else:
+        fields.update(_gated_activations(where, cell, nd, attrs))
     if cell == "gru":
         fields["reset_after"] = bool(attrs.get("linear_before_reset", 0))
     return fields
@@ -236,13 +319,14 @@ def read(source, *, variables=None, **known):
     extra = {}
     if stored is not None:
         extra = {"batch_first": stored.batch_first, "sigma": stored.sigma}
-        if stored.cell == "rnn":
-            extra["nonlinearity"] = stored.nonlinearity
+        extra["nonlinearity"] = stored.nonlinearity
     extra.update({k: v for k, v in known.items() if v is not None})
     if notes:
         extra.setdefault("batch_first", batch_first)
     model = make_spec(inferred, extra, "ONNX graph")
     params = from_onnx_weights(model, [_with_bias(layer, model) for layer in layers])
+    require_float32_hard_sigmoid(model, next(iter(params.values())).dtype,
+                                 "representable: a float32 graph, or Sigmoid gates")
     initial_state, takes_state = _initial_state(model, info, traces)
     loaded = Loaded(model, params, initial_state=initial_state, origin=origin, notes=tuple(notes))
     loaded.run = _source_run(info, model, traces, takes_state, loaded)
@@ -398,6 +482,9 @@ def _engine(dtype, layers, fixed_steps):
             return "onnxruntime", ""
         except ImportError:
             pass
+    if any(layer.node.op_type != "RNN" and uses_non_default_activations(layer.node) for layer in layers):
+        return None, ("onnx's ReferenceEvaluator ignores a GRU/LSTM node's activations (onnx 1.17 "
+                      "op_gru.py/op_lstm.py); onnxruntime runs them in float32 with layout=0 only")
     if _legacy_reference():  # onnx's old reference RNNs: forward only, Tanh only, no Y_c
         for layer in layers:
             acts = _attributes(layer.node).get("activations")

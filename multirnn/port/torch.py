@@ -21,8 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from ._common import (Fused, UnrepresentableError, as_numpy, check_export, expect_shape, finish_import,
-                      fuse, infer_fused_sizes, make_spec, require_reset_after, unfuse)
+from ._common import (Fused, GATES_PER_CELL, UnrepresentableError, as_numpy, check_export, expect_shape,
+                      finish_import, fuse, infer_fused_sizes, make_spec, require_reset_after,
+                      require_standard_cell, unfuse)
 
 _KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
 
@@ -35,6 +36,7 @@ def to_torch(model, params: dict) -> dict[str, np.ndarray]:
     """The state_dict (NumPy arrays) of the torch layer ``torch_layer(model)`` holding ``params``."""
     check_export(model, params)
     require_reset_after(model, "torch")
+    require_standard_cell(model, "torch")
     state = {}
     for layer, direction, prefix, _ in model.units():
         f = fuse(model, params, prefix, "torch")
@@ -62,6 +64,7 @@ def from_torch(model, state_dict: dict, prefix: str = "") -> dict[str, np.ndarra
     """Canonical params from a torch RNN/GRU/LSTM state_dict (tensors or arrays). With ``prefix``
     (e.g. ``"rnn."``) only that submodule's entries of a bigger model's state_dict are read."""
     require_reset_after(model, "torch")
+    require_standard_cell(model, "torch")
     sd = _strip(state_dict, prefix)
     if any(k.startswith("weight_hr") for k in sd):
         raise ValueError("state_dict has weight_hr_l*: an LSTM with proj_size > 0 has no multirnn "
@@ -82,7 +85,7 @@ def from_torch(model, state_dict: dict, prefix: str = "") -> dict[str, np.ndarra
 
 
 def to_torch_shapes(model) -> dict[str, tuple]:
-    gh = {"rnn": 1, "gru": 3, "lstm": 4}[model.cell] * model.num_hiddens
+    gh = GATES_PER_CELL[model.cell] * model.num_hiddens
     shapes = {}
     for layer, direction, _, width in model.units():
         sfx = _suffix(layer, direction)
