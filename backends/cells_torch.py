@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import torch
 
-from multirnn import stepping
+from multirnn import recurrence, stepping
 from multirnn.backends import get
 from multirnn.state import flatten_state, nest_state
+
+# torch's own one-step kernels (what nn.RNNCell/GRUCell/LSTMCell call); weights (G·H, in), (G·H, H)
+_CELL_KERNELS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn-tanh": torch.rnn_tanh_cell,
+                 "rnn-relu": torch.rnn_relu_cell}
 
 
 class RecurrentCell(torch.nn.Module):
     """Parameters under the canonical names with '.' written as '__' (torch forbids dots), as
-    backends.torch_backend.RecurrentModule. One step is multirnn.stepping over recurrence.make_step."""
+    backends.torch_backend.RecurrentModule. One step runs torch's own cell kernel where it computes
+    the spec exactly (the decision of recurrence.fused_path, as for whole layers), else
+    multirnn.stepping over recurrence.make_step."""
 
     def __init__(self, model, params):
         super().__init__()
@@ -21,7 +27,11 @@ class RecurrentCell(torch.nn.Module):
         self.weights = torch.nn.ParameterDict(
             {name.replace(".", "__"): torch.nn.Parameter(torch.tensor(params[name]))
              for name in model.param_shapes()})
-        self._prepared = (None, None)  # (parameter versions, stepping.prepare of them) for no_grad use
+        dtype = next(iter(params.values())).dtype
+        self.uses_kernel = recurrence.fused_path(get("torch"), model, dtype)
+        key = model.cell if model.cell != "rnn" else f"rnn-{model.nonlinearity}"
+        self._kernel = _CELL_KERNELS[key]
+        self._prepared = (None, None)  # (parameter versions, prepared weights) for no_grad use
 
     def canonical_params(self) -> dict:
         return {name.replace("__", "."): value for name, value in self.weights.items()}
@@ -32,20 +42,39 @@ class RecurrentCell(torch.nn.Module):
         zeros = like.new_zeros((batch, self.model.num_hiddens))
         return nest_state(self.model, [(zeros,) * self.model.state_arrays for _ in self.model.units()])
 
+    def _prepare(self):
+        ops, params = get("torch"), self.canonical_params()
+        if not self.uses_kernel:
+            return stepping.prepare(ops, self.model, params)
+        layers = []
+        for _, _, prefix, _ in self.model.units():
+            w_ih, w_hh, b_ih, b_hh = recurrence.kernel_weights(ops, self.model,
+                                                               recurrence.unit_params(params, prefix))
+            layers.append((w_ih.T, w_hh.T, b_ih, b_hh))
+        return layers
+
     def _layers(self):
         """The fused weights: rebuilt every call under autograd (the gradient flows through them),
         reused under no_grad until a parameter changes (an optimizer step bumps its version)."""
-        ops = get("torch")
         if torch.is_grad_enabled():
-            return stepping.prepare(ops, self.model, self.canonical_params())
+            return self._prepare()
         versions = tuple((id(p), p._version) for p in self.weights.values())
         if self._prepared[0] != versions:
-            self._prepared = (versions, stepping.prepare(ops, self.model, self.canonical_params()))
+            self._prepared = (versions, self._prepare())
         return self._prepared[1]
 
     def forward(self, input, hx=None):  # noqa: A002 -- nn.GRUCell's argument names
         state = self.initial_state(input.shape[0]) if hx is None else hx
-        _, finals = stepping.advance(get("torch"), self._layers(), input, flatten_state(self.model, state))
+        flat, layers = flatten_state(self.model, state), self._layers()
+        if not self.uses_kernel:
+            _, finals = stepping.advance(get("torch"), layers, input, flat)
+            return nest_state(self.model, finals)
+        finals, x = [], input
+        for weights, carry in zip(layers, flat):
+            carry = tuple(self._kernel(x, tuple(carry), *weights)) if self.model.cell == "lstm" \
+                else (self._kernel(x, carry[0], *weights),)
+            finals.append(carry)
+            x = carry[0]
         return nest_state(self.model, finals)
 
     def extra_repr(self) -> str:

@@ -80,8 +80,10 @@ def _loop_jax(model, cell, xs, state, grad=False):
 
     with precision(xs.dtype):
         if grad:
-            grads = jax.grad(lambda p: jnp.sum(run(p)[0]))(variables["params"])
-            return {k: np.asarray(v) for k, v in grads.items()}
+            from multirnn.backends.cells_flax import canonical_params
+
+            grads = jax.grad(lambda p: jnp.sum(run(p)[0]))(variables["params"])  # gates side by side
+            return canonical_params(model, {k: np.asarray(v) for k, v in grads.items()})
         ys, carry = run(variables["params"])
         return np.asarray(ys), [np.asarray(a) for a in _as_list(model, carry)]
 
@@ -206,7 +208,10 @@ def test_flax_cell_inside_linen_rnn():
 
     model = RecurrentSpec(3, 4, cell="gru", reset_after=True, num_layers=2, batch_first=True)
     params, xs, (want_ys, want_state) = _case32(model)
-    module, variables = multirnn.native_cell(model, params, backend="jax").unbind()
+    cell = multirnn.native_cell(model, params, backend="jax")
+    for name, value in cell.canonical_params().items():
+        np.testing.assert_array_equal(value, params[name])
+    module, variables = cell.unbind()
     carry, ys = nn.RNN(module, return_carry=True).apply({"params": {"cell": variables["params"]}}, xs)
     assert_close(np.asarray(ys), want_ys, "float32", "outputs")
     for a, b in zip(_as_list(model, carry), _flat(model, want_state)):
