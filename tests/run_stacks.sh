@@ -4,11 +4,11 @@
 #   current  constraints-current.txt: numpy 2 and today's torch/tensorflow/jax/onnx; MXNet skipped
 #   bare     numpy only: every framework test skips cleanly, the NumPy-only paths still run
 #   docs     mkdocs + mkdocstrings only: builds the documentation site with `mkdocs build --strict`
-# Usage: tests/run_stacks.sh [pinned] [current] [bare] [docs]   (default: all four, in that order)
+# Usage: tests/run_stacks.sh [pinned] [current] [bare] [docs]   (default: docs, then the three test stacks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stacks=("$@")
-[ ${#stacks[@]} -gt 0 ] || stacks=(pinned current bare docs)
+[ ${#stacks[@]} -gt 0 ] || stacks=(docs pinned current bare)
 
 for stack in "${stacks[@]}"; do
   case "$stack" in
