@@ -65,6 +65,9 @@ class AbstractBackend:
     def __init__(self):
         self._compiled: dict = {}
 
+    def flip_time(self, x):
+        return x[::-1]  # NumPy, TensorFlow, JAX and MXNet NDArrays slice with a negative step
+
     def asindex(self, a):
         return self.asarray(a)
 

@@ -123,6 +123,10 @@ class SymbolOps(AbstractBackend):
         # and merging the two (right-aligned reshape: -3 merges, -2 keeps the rest).
         return _Sym(mx.sym.reshape(mx.sym.stack(*parts, axis=-2), shape=(-2, -3), reverse=True))
 
+    @staticmethod
+    def flip_time(x):
+        return _Sym(mx.sym.reverse(x.sym, axis=0))
+
     def split(self, x, n):
         # The recurrence only splits gate blocks of width H. slice_axis, not split: split's backward
         # is several times slower in this build, and a Symbol has no shape to derive the width from.

@@ -47,6 +47,9 @@ class BackendProtocol(Protocol):
     def reverse_padded(self, x: Array, lengths: Array) -> Array:
         """y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]."""
 
+    def flip_time(self, x: Array) -> Array:
+        """x[::-1]: the first (time) axis reversed."""
+
     def swap01(self, x: Array) -> Array:
         """Swap the first two axes (batch-major <-> time-major)."""
 

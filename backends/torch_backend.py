@@ -82,6 +82,9 @@ class Backend(AbstractBackend):
         index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length
         return torch.gather(x, 0, index[:, :, None].expand(x.shape))
 
+    def flip_time(self, x):
+        return torch.flip(x, (0,))
+
     def swap01(self, x):
         return x.transpose(0, 1)
 

@@ -42,6 +42,8 @@ OPTION_ROWS = {
     "gru-after hard-sigmoid": {"cell": "gru", "reset_after": True, "gate_activation": "hard_sigmoid"},
     "lstm relu legacy-hard-sigmoid": {"cell": "lstm", "nonlinearity": "relu",
                                       "gate_activation": "hard_sigmoid_legacy"},
+    "gru reverse x2": {"cell": "gru", "reverse": True, "keep_order": False, "num_layers": 2},
+    "lstm bi sum": {"cell": "lstm", "bidirectional": True, "merge_mode": "sum"},
 }
 
 

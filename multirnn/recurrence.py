@@ -193,18 +193,34 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             continue
         outputs = []
         for i, unit in zip(mine, params_of):
-            reverse = units[i][1] == "bwd"
+            reverse = units[i][1] == "bwd" or model.reverse
+            realign = units[i][1] == "bwd" or model.keep_order  # outputs back in input order
             if padding is None:
                 ys, final = run_direction(ops, model, unit, layer_in, flat_state[i], reverse=reverse)
+                if not realign:  # computed last step first, handed on in that order
+                    ys = ops.flip_time(ys)
             else:  # each sequence reversed within its own length, not the whole padded block
                 seq = ops.reverse_padded(layer_in, padding.lengths) if reverse else layer_in
                 ys, final = run_direction(ops, model, unit, seq, flat_state[i], padding=padding)
-                if reverse:
+                if reverse and realign:
                     ys = ops.reverse_padded(ys, padding.lengths)
             outputs.append(ys)
             finals.append(final)
-        layer_in = outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)
+        layer_in = merge_directions(ops, model, outputs)
     return layer_in, finals
+
+
+def merge_directions(ops: Ops, model: RecurrentSpec, outputs: list) -> Array:
+    """One layer's output from its directions' (Keras' Bidirectional merge modes)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    if model.merge_mode == "concat":
+        return ops.concat(outputs, axis=-1)
+    forward, backward = outputs
+    if model.merge_mode == "mul":
+        return forward * backward
+    merged = forward + backward
+    return merged * 0.5 if model.merge_mode == "ave" else merged
 
 
 # cuDNN's fused RNN kernels, and torch's and MXNet's that follow them, compute the tanh/relu RNN, the
@@ -223,10 +239,12 @@ def fused_path(ops: Ops, model: RecurrentSpec, dtype, padded: bool = False) -> b
 
 
 def kernel_computes(model: RecurrentSpec) -> bool:
-    """The cuDNN-style kernels have sigmoid gates, tanh gru/lstm cells and the reset-after GRU only."""
+    """The cuDNN-style kernels have sigmoid gates, tanh gru/lstm cells and the reset-after GRU only,
+    run forward or both ways with the directions concatenated."""
     standard_cell = model.cell == "rnn" or (model.nonlinearity == "tanh"
                                             and model.gate_activation == "sigmoid")
-    return standard_cell and (model.cell != "gru" or model.reset_after)
+    standard_directions = not model.reverse and model.merge_mode == "concat"
+    return standard_cell and standard_directions and (model.cell != "gru" or model.reset_after)
 
 
 def kernel_weights(ops: Ops, model: RecurrentSpec, p: dict) -> tuple:

@@ -162,6 +162,34 @@ assert set(_STEPS) == set(CELL_GATES)
 
 # ---- a whole network ----
 
+def _runs_backwards(model, direction) -> bool:
+    """The unit reads its input from the last step to the first."""
+    return direction == "bwd" or model.reverse
+
+
+def _realigns_outputs(model, direction) -> bool:
+    """The unit's outputs, computed last step first, are put back in input order."""
+    return direction == "bwd" or (model.reverse and model.keep_order)
+
+
+def _merge(model, outputs):
+    """One layer's output from its directions' outputs (Keras' Bidirectional merge modes)."""
+    if len(outputs) == 1 or model.merge_mode == "concat":
+        return np.concatenate(outputs, axis=-1)
+    f, b = outputs
+    return {"sum": f + b, "mul": f * b, "ave": (f + b) / 2}[model.merge_mode]
+
+
+def _unmerge(model, d_out, outputs):
+    """The cotangent of each direction's output from the layer output's (inverse of _merge's VJP)."""
+    hidden = model.num_hiddens
+    if len(outputs) == 1 or model.merge_mode == "concat":
+        return [d_out[..., k * hidden:(k + 1) * hidden] for k in range(len(outputs))]
+    f, b = outputs
+    return {"sum": [d_out, d_out], "mul": [d_out * b, d_out * f],
+            "ave": [d_out / 2, d_out / 2]}[model.merge_mode]
+
+
 def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list, masks=None):
     """Time-major forward (num_steps >= 1). ``masks[k - 1]`` (optional) scales layer k's input
     (dropout). Returns (outputs, flat final state, tape for backward)."""
@@ -169,21 +197,21 @@ def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list
     tape, finals, outputs, layer_in = [], [], [], xs
     for index, (layer, direction, prefix, _) in enumerate(model.units()):
         if direction == "fwd" and layer > 0:
-            layer_in, outputs = np.concatenate(outputs, axis=-1), []
+            layer_in, outputs = _merge(model, outputs), []
             if masks is not None:
                 layer_in = layer_in * masks[layer - 1]
         p = unit_params(params, prefix)
-        seq = layer_in[::-1] if direction == "bwd" else layer_in
+        seq = layer_in[::-1] if _runs_backwards(model, direction) else layer_in
         state, caches, ys = tuple(flat_state[index]), [], []
         for x in seq:
             state, cache = step(model, p, x, state)
             caches.append(cache)
             ys.append(state[0])
         ys = np.stack(ys)
-        outputs.append(ys[::-1] if direction == "bwd" else ys)
+        outputs.append(ys[::-1] if _realigns_outputs(model, direction) else ys)
         finals.append(state)
-        tape.append(caches)
-    return np.concatenate(outputs, axis=-1), finals, tape
+        tape.append((caches, outputs[-1]))
+    return _merge(model, outputs), finals, tape
 
 
 def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarray,
@@ -193,19 +221,21 @@ def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarr
     Returns (param grads, input grads, flat initial-state grads)."""
     step_backward = _STEPS[model.cell][1]
     units = list(model.units())
-    hidden, per_layer = model.num_hiddens, len(model.directions)
+    per_layer = len(model.directions)
     grads = {name: np.zeros_like(value) for name, value in params.items()}
     d_initial = [None] * len(units)
     d_layer_out = d_outputs
     for layer in reversed(range(model.num_layers)):
         d_layer_in = 0.0
+        layer_outputs = [tape[layer * per_layer + k][1] for k in range(per_layer)]
+        d_units = _unmerge(model, d_layer_out, layer_outputs)
         for d_index, direction in enumerate(model.directions):
             index = layer * per_layer + d_index
             prefix = units[index][2]
             p = unit_params(params, prefix)
             g = {name: np.zeros_like(value) for name, value in p.items()}
-            dys = d_layer_out[..., d_index * hidden:(d_index + 1) * hidden]
-            if direction == "bwd":
+            dys = d_units[d_index]
+            if _realigns_outputs(model, direction):  # back to the order the steps ran in
                 dys = dys[::-1]
             if d_finals is None:
                 d_state = (np.zeros_like(dys[0]),) * model.state_arrays
@@ -214,10 +244,10 @@ def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarr
             dxs = []
             for t in reversed(range(len(dys))):
                 d_state = (d_state[0] + dys[t],) + d_state[1:]  # h_t feeds the output and step t+1
-                dx, d_state = step_backward(model, p, g, tape[index][t], d_state)
+                dx, d_state = step_backward(model, p, g, tape[index][0][t], d_state)
                 dxs.append(dx)
             dxs = np.stack(dxs[::-1])
-            d_layer_in = d_layer_in + (dxs[::-1] if direction == "bwd" else dxs)
+            d_layer_in = d_layer_in + (dxs[::-1] if _runs_backwards(model, direction) else dxs)
             d_initial[index] = d_state
             for name, value in g.items():
                 grads[prefix + name] += value

@@ -42,6 +42,8 @@ NONLINEARITIES = ("tanh", "relu")
 # HardSigmoid's default alpha=0.2, beta=0.5). Both have slope 0 at their kinks, as torch and relu6 do.
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "hard_sigmoid_legacy")
 HARD_SIGMOID_SLOPES = {"hard_sigmoid": 1.0 / 6.0, "hard_sigmoid_legacy": 0.2}  # y = clip(slope·x + 1/2)
+# How a bidirectional layer joins its two directions' outputs, as Keras' Bidirectional(merge_mode=...).
+MERGE_MODES = ("concat", "sum", "mul", "ave")
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,20 @@ class RecurrentSpec:
     reset_after: bool = False  # gru only: reset gate after the recurrent matmul (torch/cuDNN/Keras)
     dropout: float = 0.0  # between stacked layers (not after the last), in training mode only
     gate_activation: str = "sigmoid"  # gru/lstm gates: one of GATE_ACTIVATIONS
+    # One direction run from the last step to the first (ONNX direction="reverse", Flax reverse=True,
+    # Keras go_backwards=True), in every layer. keep_order: outputs aligned with the inputs (ONNX,
+    # Flax keep_order=True) or, when False, in the order computed, last input step first (Keras
+    # go_backwards, Flax's default keep_order=False), so the next layer reads them in that order.
+    reverse: bool = False
+    keep_order: bool = True
+    merge_mode: str = "concat"  # bidirectional: one of MERGE_MODES; sum/mul/ave give H features
 
     def __post_init__(self):
         for name in ("num_inputs", "num_hiddens", "num_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("bidirectional", "bias", "batch_first", "reset_after"):
+        for name in ("bidirectional", "bias", "batch_first", "reset_after", "reverse", "keep_order"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not isinstance(self.cell, str) or self.cell not in CELL_GATES:
@@ -86,6 +95,15 @@ class RecurrentSpec:
             raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
         if self.reset_after and self.cell != "gru":
             raise ValueError("reset_after applies to cell='gru' only")
+        if self.reverse and self.bidirectional:
+            raise ValueError("reverse=True applies to one direction (bidirectional=False); a bidirectional "
+                             "layer already runs one direction in reverse")
+        if not self.keep_order and not self.reverse:
+            raise ValueError("keep_order=False applies to reverse=True only")
+        if not isinstance(self.merge_mode, str) or self.merge_mode not in MERGE_MODES:
+            raise ValueError(f"merge_mode must be one of {MERGE_MODES}, got {self.merge_mode!r}")
+        if self.merge_mode != "concat" and not self.bidirectional:
+            raise ValueError(f"merge_mode={self.merge_mode!r} applies to bidirectional=True only")
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -93,7 +111,8 @@ class RecurrentSpec:
 
     @property
     def output_size(self) -> int:
-        return self.num_hiddens * len(self.directions)
+        """Features of every layer's output: H per direction concatenated, H when merged otherwise."""
+        return self.num_hiddens * (len(self.directions) if self.merge_mode == "concat" else 1)
 
     @property
     def state_arrays(self) -> int:

@@ -96,6 +96,7 @@ def test_indexing(backend):
     want = A.copy()
     want[:3, 0] = A[2::-1, 0]  # sequence 0: all 3 steps reversed; sequence 1: its one step stays
     near(backend, flipped, want)
+    near(backend, backend.flip_time(backend.asarray(A)), A[::-1])
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FUSED_KERNEL_BACKENDS, load_backend, make_case, random_state
+from conftest import FUSED_KERNEL_BACKENDS, assert_close, load_backend, make_case, random_state
 from test_parity import check_against_reference
 from test_reference import finite_difference_check
 
+import multirnn
 from multirnn import recurrence
 from multirnn.spec import RecurrentSpec
+from multirnn.state import flatten_state
 
 # label -> RecurrentSpec fields beyond (3, 4)
 OPTIONS = {
@@ -30,6 +32,68 @@ def options_case(fields, dtype, seed=11):
     state = random_state(model, 2, seed=seed + 1, dtype=dtype)
     cotangent = np.random.default_rng(seed + 2).normal(size=(5, 2, model.output_size)).astype(dtype)
     return model, params, inputs, state, cotangent
+
+
+# Direction options: whole specs (reverse is for one direction; merge modes for two)
+DIRECTIONS = {
+    "rnn-reverse": dict(cell="rnn", reverse=True),
+    "gru-reverse-2layer": dict(cell="gru", reset_after=True, reverse=True, num_layers=2),
+    "rnn-reverse-computed-order": dict(cell="rnn", nonlinearity="relu", reverse=True, keep_order=False),
+    "lstm-reverse-computed-order-2layer": dict(cell="lstm", reverse=True, keep_order=False, num_layers=2,
+                                               gate_activation="hard_sigmoid"),
+    "lstm-bi-sum-2layer": dict(cell="lstm", bidirectional=True, merge_mode="sum", num_layers=2),
+    "gru-bi-mul": dict(cell="gru", bidirectional=True, merge_mode="mul"),
+    "gru-bi-mul-2layer": dict(cell="gru", bidirectional=True, merge_mode="mul", num_layers=2, reset_after=True),
+    "rnn-bi-ave-2layer": dict(cell="rnn", bidirectional=True, merge_mode="ave", num_layers=2),
+}
+
+
+@pytest.mark.parametrize("label", DIRECTIONS)
+def test_direction_bptt_matches_finite_differences(label):
+    model, params, inputs, state, cotangent = options_case(DIRECTIONS[label], "float64")
+    finite_difference_check(model, params, inputs, state, cotangent)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("label", DIRECTIONS)
+def test_directions_match_reference(backend_path, label, dtype):
+    model, params, inputs, state, cotangent = options_case(DIRECTIONS[label], dtype)
+    check_against_reference(model, params, inputs, state, backend_path, dtype, cotangent)
+
+
+@pytest.mark.parametrize("label", ["gru-reverse-2layer", "lstm-reverse-computed-order-2layer",
+                                   "gru-bi-mul-2layer"])
+def test_directions_with_lengths_match_reference(backend, label):
+    """Padded batches: a reversed direction reverses each sequence within its own length."""
+    model, params, inputs, state, cotangent = options_case(DIRECTIONS[label], "float64")
+    lengths = np.array([5, 3])
+    want, want_state = multirnn.forward(model, params, inputs, state, lengths=lengths)
+    got, got_state = multirnn.forward(model, params, inputs, state, backend=backend, lengths=lengths)
+    assert_close(got, want, "float64", "outputs")
+    for a, b in zip(flatten_state(model, got_state), flatten_state(model, want_state)):
+        for x, y in zip(a, b):
+            assert_close(x, y, "float64", "state")
+    want_grads = multirnn.gradients(model, params, inputs, state, cotangent=cotangent, lengths=lengths)
+    got_grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent,
+                                   lengths=lengths)
+    for name in params:
+        assert_close(got_grads[name], want_grads[name], "float64", f"d/d{name}")
+
+
+def test_reverse_is_a_bidirectional_backward_half_and_keep_order_false_is_its_flip():
+    bi = RecurrentSpec(3, 4, cell="gru", bidirectional=True)
+    params, inputs = make_case(bi)
+    bwd = {k[len("bwd."):]: v for k, v in params.items() if k.startswith("bwd.")}
+    (out, (_, h_bwd)) = multirnn.forward(bi, params, inputs)
+    aligned, h = multirnn.forward(RecurrentSpec(3, 4, cell="gru", reverse=True), bwd, inputs)
+    np.testing.assert_array_equal(aligned, out[..., 4:])
+    np.testing.assert_array_equal(h, h_bwd)
+    computed, h2 = multirnn.forward(RecurrentSpec(3, 4, cell="gru", reverse=True, keep_order=False), bwd, inputs)
+    np.testing.assert_array_equal(computed, aligned[::-1])
+    np.testing.assert_array_equal(h2, h)
+    merged = RecurrentSpec(3, 4, cell="gru", bidirectional=True, merge_mode="ave")
+    np.testing.assert_allclose(multirnn.forward(merged, params, inputs)[0],
+                               (out[..., :4] + out[..., 4:]) / 2, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -108,7 +172,23 @@ def test_legacy_hard_sigmoid_is_tf_keras_and_onnx_default():
         == pytest.approx((0.2, 0.5))
 
 
+@pytest.mark.parametrize("name", FUSED_KERNEL_BACKENDS)
+@pytest.mark.parametrize("label", DIRECTIONS)
+def test_fused_kernels_decline_the_directions(name, label):
+    assert not recurrence.fused_path(load_backend(name), RecurrentSpec(3, 4, **DIRECTIONS[label]), np.float32)
+
+
 def test_option_combinations_that_make_no_sense_are_refused():
+    with pytest.raises(ValueError, match=r"reverse=True applies to one direction \(bidirectional=False\)"):
+        RecurrentSpec(3, 4, reverse=True, bidirectional=True)
+    with pytest.raises(ValueError, match=r"keep_order=False applies to reverse=True only"):
+        RecurrentSpec(3, 4, keep_order=False)
+    with pytest.raises(ValueError, match=r"merge_mode='sum' applies to bidirectional=True only"):
+        RecurrentSpec(3, 4, merge_mode="sum")
+    with pytest.raises(ValueError, match=r"merge_mode must be one of \('concat', 'sum', 'mul', 'ave'\), got None"):
+        RecurrentSpec(3, 4, bidirectional=True, merge_mode=None)
+    with pytest.raises(TypeError, match=r"reverse must be a bool, got 1"):
+        RecurrentSpec(3, 4, reverse=1)
     with pytest.raises(ValueError, match=r"gate_activation='hard_sigmoid' applies to cell='gru' or 'lstm'"):
         RecurrentSpec(3, 4, gate_activation="hard_sigmoid")
     with pytest.raises(ValueError, match=r"gate_activation must be one of \('sigmoid', 'hard_sigmoid', "
@@ -126,4 +206,16 @@ def test_torch_and_gluon_refuse_the_options_by_name(label):
     field = "gate_activation" if model.gate_activation != "sigmoid" else "nonlinearity"
     for convert in (torch.to_torch, gluon.to_gluon):
         with pytest.raises(UnrepresentableError, match=f"{field}="):
+            convert(model, params)
+
+
+@pytest.mark.parametrize("fields, name", [(dict(reverse=True), "reverse=True"),
+                                          (dict(bidirectional=True, merge_mode="mul"), "merge_mode='mul'")])
+def test_torch_and_gluon_refuse_the_directions_by_name(fields, name):
+    from multirnn.port import UnrepresentableError, flax, gluon, torch
+
+    model = RecurrentSpec(3, 4, cell="lstm", **fields)
+    params, _ = make_case(model)
+    for convert in (torch.to_torch, gluon.to_gluon) + ((flax.to_flax,) if "merge_mode" in fields else ()):
+        with pytest.raises(UnrepresentableError, match=name):
             convert(model, params)

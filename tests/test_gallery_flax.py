@@ -96,6 +96,19 @@ def test_linen_simple_cell_relu_is_nonlinearity_relu():
                       nonlinearity="relu")
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("keep_order", [False, True])
+def test_linen_reverse_is_spec_reverse(keep_order, layers):
+    """nn.RNN(reverse=True): last step to first; keep_order=False (flax's default) hands the outputs on
+    last step first, so a second reversed layer reads them in that order."""
+    load_backend("jax")
+    import flax.linen as nn
+
+    rnns = [nn.RNN(nn.LSTMCell(HIDDEN), reverse=True, keep_order=keep_order) for _ in range(layers)]
+    check_linen_exact(rnns[0] if layers == 1 else nn.Sequential(rnns), inputs_for(), reverse=True,
+                      keep_order=keep_order, num_layers=layers)
+
+
 @pytest.mark.parametrize("cell_name", ["GRUCell", "LSTMCell", "OptimizedLSTMCell"])
 def test_linen_gate_fn_and_activation_fn_are_spec_fields(cell_name):
     """gate_fn=nn.hard_sigmoid (relu6(x + 3) / 6) is gate_activation="hard_sigmoid"; activation_fn=nn.relu
@@ -176,8 +189,11 @@ def linen_refusals():
     import flax.linen as nn
 
     return {
-        "reverse-keep-order": (lambda: nn.RNN(nn.GRUCell(HIDDEN), reverse=True, keep_order=True), "reverse"),
-        "reverse": (lambda: nn.RNN(nn.GRUCell(HIDDEN), reverse=True), "reverse"),
+        "reverse-in-one-layer": (lambda: nn.Sequential([nn.RNN(nn.GRUCell(HIDDEN), reverse=True),
+                                                        nn.RNN(nn.GRUCell(HIDDEN))]), "reverse"),
+        "keep-order-differs": (lambda: nn.Sequential([
+            nn.RNN(nn.GRUCell(HIDDEN), reverse=True), nn.RNN(nn.GRUCell(HIDDEN), reverse=True, keep_order=True)]),
+            "keep_order"),
         "gru-gate-fn": (lambda: nn.RNN(nn.GRUCell(HIDDEN, gate_fn=nn.hard_tanh)), "gate_fn"),
         "lstm-gate-fn": (lambda: nn.RNN(nn.LSTMCell(HIDDEN, gate_fn=nn.log_sigmoid)), "gate_fn"),
         "lstm-activation-fn": (lambda: nn.RNN(nn.LSTMCell(HIDDEN, activation_fn=nn.gelu)), "activation_fn"),
@@ -205,7 +221,7 @@ def linen_refusals():
     }
 
 
-LINEN_REFUSALS = ("reverse-keep-order", "reverse", "gru-gate-fn", "lstm-gate-fn", "lstm-activation-fn",
+LINEN_REFUSALS = ("reverse-in-one-layer", "keep-order-differs", "gru-gate-fn", "lstm-gate-fn", "lstm-activation-fn",
                   "simple-residual", "simple-gelu", "merge-fn", "mgu-cell", "carry-init", "bfloat16",
                   "variable-axes", "mixed-features", "mixed-cells", "mixed-directions", "carry-mid-stack",
                   "dense-in-stack")
@@ -315,6 +331,9 @@ def test_nnx_relu_and_time_major():
     from flax import nnx
 
     check_nnx_exact(nnx_rnn("SimpleCell", activation_fn=nnx.relu), inputs_for(), nonlinearity="relu")
+    for keep_order in (False, True):
+        rnn = nnx.RNN(nnx.GRUCell(INPUTS, HIDDEN, rngs=nnx.Rngs(0)), reverse=True, keep_order=keep_order)
+        check_nnx_exact(rnn, inputs_for(), reverse=True, keep_order=keep_order)
     for name in ("GRUCell", "LSTMCell", "OptimizedLSTMCell"):  # gate_fn / activation_fn: spec fields
         check_nnx_exact(nnx_rnn(name, gate_fn=nnx.hard_sigmoid, activation_fn=nnx.relu), inputs_for(),
                         gate_activation="hard_sigmoid", nonlinearity="relu")
@@ -326,9 +345,9 @@ def nnx_refusals():
     from flax import nnx
 
     return {
-        "reverse-keep-order": (lambda: nnx.RNN(nnx.GRUCell(INPUTS, HIDDEN, rngs=nnx.Rngs(0)), reverse=True,
-                                               keep_order=True), "reverse"),
-        "reverse": (lambda: nnx.RNN(nnx.GRUCell(INPUTS, HIDDEN, rngs=nnx.Rngs(0)), reverse=True), "reverse"),
+        "reverse-in-one-layer": (lambda: nnx.Sequential(
+            nnx.RNN(nnx.GRUCell(INPUTS, HIDDEN, rngs=nnx.Rngs(0)), reverse=True), nnx_rnn("GRUCell", HIDDEN)),
+            "reverse"),
         "gru-gate-fn": (lambda: nnx_rnn("GRUCell", gate_fn=nnx.hard_tanh), "gate_fn"),
         "lstm-gate-fn": (lambda: nnx_rnn("LSTMCell", gate_fn=nnx.log_sigmoid), "gate_fn"),
         "optimized-lstm-activation": (lambda: nnx_rnn("OptimizedLSTMCell", activation_fn=nnx.gelu),
@@ -342,7 +361,7 @@ def nnx_refusals():
     }
 
 
-NNX_REFUSALS = ("reverse-keep-order", "reverse", "gru-gate-fn", "lstm-gate-fn", "optimized-lstm-activation",
+NNX_REFUSALS = ("reverse-in-one-layer", "gru-gate-fn", "lstm-gate-fn", "optimized-lstm-activation",
                 "simple-residual", "merge-fn", "bfloat16", "carry-mid-stack")
 
 

@@ -14,7 +14,7 @@ import multirnn
 from multirnn.cli import main
 from multirnn.port import UnrepresentableError, load
 from multirnn.port import keras as pkeras
-from multirnn.state import flatten_state
+from multirnn.port.verify import last_outputs
 
 NUM_INPUTS = 3
 
@@ -52,8 +52,8 @@ def assert_exact(obj, batch=2, dtype="float32"):
     x = np.random.default_rng(7).normal(size=(batch, 6, NUM_INPUTS)).astype(dtype)
     out, state = multirnn.forward(model, {k: v.astype(np.float64) for k, v in params.items()},
                                   x.astype(np.float64))
-    if loaded.run.outputs == "last":  # return_sequences=False: the last layer's final h, directions joined
-        out = np.concatenate([unit[0] for unit in flatten_state(model, state)[-len(model.directions):]], -1)
+    if loaded.run.outputs == "last":  # return_sequences=False: the last layer's final h, directions merged
+        out = last_outputs(model, state)
     assert_close(keras_output(obj, x), out, dtype, f"keras vs multirnn.forward for {loaded.origin}")
     return loaded
 
@@ -99,6 +99,19 @@ EXACT = {
     "bidirectional mirrored backward_layer": lambda k: built(k.layers.Bidirectional(
         k.layers.LSTM(4, return_sequences=True),
         backward_layer=k.layers.LSTM(4, return_sequences=True, go_backwards=True))),
+    "go_backwards": lambda k: built(k.layers.LSTM(4, return_sequences=True, return_state=True,
+                                                  go_backwards=True)),
+    "go_backwards return_sequences=False": lambda k: built(k.layers.GRU(4, go_backwards=True)),
+    "sequential go_backwards x2 with dropout": lambda k: _sequential(
+        k, k.layers.GRU(4, return_sequences=True, go_backwards=True), k.layers.Dropout(0.2),
+        k.layers.GRU(4, return_sequences=True, go_backwards=True)),
+    "merge_mode sum": lambda k: built(k.layers.Bidirectional(
+        k.layers.LSTM(4, return_sequences=True, return_state=True), merge_mode="sum")),
+    "merge_mode mul x2": lambda k: _sequential(
+        k, k.layers.Bidirectional(k.layers.GRU(4, return_sequences=True), merge_mode="mul"),
+        k.layers.Bidirectional(k.layers.GRU(4, return_sequences=True), merge_mode="mul")),
+    "merge_mode ave return_sequences=False": lambda k: built(k.layers.Bidirectional(
+        k.layers.SimpleRNN(4), merge_mode="ave")),
     "sequential lstm lstm": lambda k: _sequential(k, k.layers.LSTM(4, return_sequences=True),
                                                   k.layers.LSTM(4, return_sequences=True)),
     "sequential with dropout between": lambda k: _sequential(
@@ -185,8 +198,15 @@ def _flip_between(k):
 
 
 REFUSED = {
-    "go_backwards alone": (lambda k: built(k.layers.LSTM(4, return_sequences=True, go_backwards=True)),
-                           "go_backwards=True"),
+    "go_backwards with StackedRNNCells": (lambda k: built(k.layers.RNN(k.layers.StackedRNNCells(
+        [k.layers.GRUCell(4), k.layers.GRUCell(4)]), return_sequences=True, go_backwards=True)),
+        "go_backwards=True"),
+    "go_backwards in one layer of two": (lambda k: _sequential(
+        k, k.layers.GRU(4, return_sequences=True, go_backwards=True), k.layers.GRU(4, return_sequences=True)),
+        "'reverse': \\[True, False\\]"),
+    "merge modes that differ": (lambda k: _sequential(
+        k, k.layers.Bidirectional(k.layers.GRU(4, return_sequences=True), merge_mode="sum"),
+        k.layers.Bidirectional(k.layers.GRU(4, return_sequences=True))), "'merge_mode': \\['sum', 'concat'\\]"),
     "backward_layer reading forward": (lambda k: built(k.layers.Bidirectional(
         k.layers.LSTM(4, return_sequences=True, go_backwards=True),
         backward_layer=k.layers.LSTM(4, return_sequences=True))), "go_backwards"),
@@ -198,12 +218,6 @@ REFUSED = {
         k.layers.SimpleRNN(3, return_sequences=True),
         backward_layer=k.layers.SimpleRNN(3, activation="relu", return_sequences=True, go_backwards=True))),
         "not the mirror"),
-    "merge_mode sum": (lambda k: built(k.layers.Bidirectional(k.layers.LSTM(4, return_sequences=True),
-                                                              merge_mode="sum")), "merge_mode='sum'"),
-    "merge_mode mul": (lambda k: built(k.layers.Bidirectional(k.layers.LSTM(4, return_sequences=True),
-                                                              merge_mode="mul")), "merge_mode='mul'"),
-    "merge_mode ave": (lambda k: built(k.layers.Bidirectional(k.layers.LSTM(4, return_sequences=True),
-                                                              merge_mode="ave")), "merge_mode='ave'"),
     "merge_mode None": (lambda k: built(k.layers.Bidirectional(k.layers.LSTM(4, return_sequences=True),
                                                                merge_mode=None)), "merge_mode=None"),
     "masking": (lambda k: _sequential(k, k.layers.Masking(), k.layers.LSTM(4, return_sequences=True)),
@@ -340,6 +354,19 @@ def test_keras_export_of_gate_options(keras):
     legacy = multirnn.RecurrentSpec(3, 4, cell="gru", gate_activation="hard_sigmoid_legacy")
     with pytest.raises(UnrepresentableError, match="gate_activation='hard_sigmoid_legacy'"):
         pkeras.keras_layers(legacy, multirnn.init_params(legacy, 0))
+
+
+
+def test_keras_export_of_directions(keras):
+    """reverse with keep_order=False is go_backwards; merge modes are Bidirectional's."""
+    for fields in (dict(reverse=True, keep_order=False, num_layers=2),
+                   dict(bidirectional=True, merge_mode="ave", num_layers=2)):
+        model = multirnn.RecurrentSpec(3, 4, cell="lstm", batch_first=True, **fields)
+        net = pkeras.keras_model(model, multirnn.init_params(model, 0))
+        assert load(net).model == model
+    aligned = multirnn.RecurrentSpec(3, 4, cell="gru", reverse=True)
+    with pytest.raises(UnrepresentableError, match="keep_order=True"):
+        pkeras.keras_layers(aligned, multirnn.init_params(aligned, 0))
 
 
 def _two_lstm_weights(keras, tmp_path):

@@ -178,11 +178,16 @@ def test_onnx_backend_bidirectional_is_exact():
         assert_close(got, want, "float32", f"bidirectional {out_name}")
 
 
-def test_onnx_backend_reverse_refused():
-    proto, inputs, _ = backend_case("test_gru_reverse")
-    inputs.pop("X")
-    with pytest.raises(UnrepresentableError, match="reverse"):
-        multirnn.port.load(proto, variables=inputs)
+def test_onnx_backend_reverse_is_exact():
+    """direction="reverse": last step to first, outputs aligned with the inputs (reverse, keep_order)."""
+    proto, inputs, stored = backend_case("test_gru_reverse")
+    x = inputs.pop("X")
+    loaded = multirnn.port.load(proto, variables=inputs)
+    assert loaded.model.reverse and loaded.model.keep_order
+    outputs, state = reference(loaded, x)
+    for out_name, array in stored.items():  # Y (steps, 1, batch, H), Y_h (1, batch, H)
+        want = outputs if out_name == "Y" else state[None]
+        assert_close(array.reshape(want.shape), want, "float32", f"reverse {out_name}")
 
 
 def test_onnx_backend_peepholes_refused():
@@ -385,6 +390,27 @@ def test_hard_sigmoid_node_with_default_alpha_is_the_legacy_slope():
     assert lstm.model.gate_activation == "hard_sigmoid" and lstm.verification is not None
 
 
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_reverse_node_is_exact_and_to_onnx_writes_it(cell):
+    require("onnxruntime")
+    loaded = multirnn.port.load(one_node_graph(cell.upper(), direction="reverse"))
+    assert loaded.model.reverse and loaded.model.keep_order and loaded.verification is not None
+    model = multirnn.RecurrentSpec(3, 4, cell=cell, num_layers=2, reverse=True, batch_first=True)
+    params = {k: v * 20 for k, v in multirnn.init_params(model, 0, "float32").items()}
+    proto = ponnx.to_onnx(model, params)
+    del proto.metadata_props[:]
+    round_trip = multirnn.port.load(proto, sigma=model.sigma)
+    assert round_trip.model == model and round_trip.verification is not None
+
+
+def test_to_onnx_refuses_what_its_nodes_cannot_say():
+    for fields, name in ((dict(reverse=True, keep_order=False), "keep_order=False"),
+                         (dict(bidirectional=True, merge_mode="sum"), "merge_mode='sum'")):
+        model = multirnn.RecurrentSpec(3, 4, cell="gru", **fields)
+        with pytest.raises(UnrepresentableError, match=name):
+            ponnx.to_onnx(model, multirnn.init_params(model, 0, "float32"))
+
+
 def test_to_onnx_file_through_load(tmp_path):
     require("onnxruntime")
     model = multirnn.RecurrentSpec(3, 4, cell="gru", reset_after=False, batch_first=True)
@@ -491,7 +517,6 @@ def test_last_hidden_state_only():
 @pytest.mark.parametrize("make, message", [
     (lambda: one_node_graph(between="Mul"), "Mul node 'scale'"),
     (lambda: one_node_graph(between="Add"), "Add node 'scale'"),
-    (lambda: one_node_graph(direction="reverse"), "reverse"),
     (lambda: one_node_graph("LSTM", clip=2.0), "clip"),
     (lambda: one_node_graph("RNN", activations=["Sigmoid"]), "activations"),
     (lambda: one_node_graph("GRU", activations=["Sigmoid", "Elu"]), "activations"),

@@ -131,13 +131,17 @@ def test_foreign_single_node_imports():
     (lambda: single_node("LSTM", with_p=True), "peephole"),
     (lambda: single_node("LSTM", clip=3.0), "clip"),
     (lambda: single_node("LSTM", input_forget=1), "input_forget"),
-    (lambda: single_node("GRU", direction="reverse"), "reverse"),
     (lambda: single_node("RNN", activations=["Sigmoid"]), "activations"),
     (lambda: single_node("GRU", activations=["HardSigmoid", "Affine"]), "activations"),
 ])
 def test_unrepresentable_nodes_refused(node, message):
     with pytest.raises(UnrepresentableError, match=message):
         ponnx.from_onnx(node())
+
+
+def test_reverse_node_imports():
+    model, _ = ponnx.from_onnx(single_node("GRU", direction="reverse"))
+    assert model.reverse and model.keep_order and not model.bidirectional
 
 
 def test_zero_peepholes_are_accepted():

@@ -144,6 +144,17 @@ def require_standard_cell(model: RecurrentSpec, framework: str) -> None:
                 f"Keras, Flax and ONNX can hold it.")
 
 
+def require_standard_directions(model: RecurrentSpec, framework: str) -> None:
+    """torch and Gluon layers run forward or both ways, concatenating the two directions' outputs."""
+    if model.reverse:
+        raise UnrepresentableError(f"{framework} has no reverse-only recurrent layer: reverse=True cannot be "
+                                   "expressed there (ONNX direction='reverse', Keras go_backwards and "
+                                   "Flax reverse=True can hold it)")
+    if model.merge_mode != "concat":
+        raise UnrepresentableError(f"{framework} bidirectional layers concatenate the two directions: "
+                                   f"merge_mode={model.merge_mode!r} cannot be expressed there (Keras can)")
+
+
 # ---- the spec as JSON, for file metadata: multirnn.checkpoint's one serialized form ----
 
 def spec_to_json(model: RecurrentSpec) -> str:

@@ -76,6 +76,7 @@ def to_flax(model, params: dict) -> dict:
     """The ``params`` collection (nested dict of NumPy arrays) of ``flax_module(model)``."""
     dtype = check_export(model, params)
     require_reset_after(model, "Flax linen")
+    require_flax_directions(model)
     tree: dict = {}
     for layer, direction, prefix, _ in model.units():
         node = tree
@@ -212,10 +213,14 @@ def flax_layers(model, dtype: str = "float32", return_carry: bool = True) -> lis
     cls = _cell_class(model)
     kwargs = {"features": model.num_hiddens, "param_dtype": getattr(jnp, dtype), "dtype": getattr(jnp, dtype),
               **cell_functions(model, nn)}
+    require_flax_directions(model)
     time_major = not model.batch_first
     make = lambda: nn.RNN(cls(**kwargs), time_major=time_major, return_carry=return_carry)  # noqa: E731
+    reversed_rnn = lambda: nn.RNN(cls(**kwargs), time_major=time_major, return_carry=return_carry,  # noqa: E731
+                                  reverse=True, keep_order=model.keep_order)
     return [nn.Bidirectional(make(), make(), time_major=time_major, return_carry=return_carry)
-            if model.bidirectional else make() for _ in range(model.num_layers)]
+            if model.bidirectional else reversed_rnn() if model.reverse else make()
+            for _ in range(model.num_layers)]
 
 
 def flax_module(model, dtype: str = "float32"):
@@ -412,6 +417,8 @@ class LayerFacts:
     cell_paths: list  # per direction, the cell's path in the source's weights
     module: object  # the layer, to run it
     path: tuple = ()  # the layer's path in the source's weights
+    reverse: bool = False  # a plain nn.RNN(reverse=True): the spec's reverse
+    keep_order: bool = True  # and its keep_order (flax's default with reverse=True is False)
 
 
 def _linen_cell(where: str, cell) -> CellFacts:
@@ -454,7 +461,7 @@ def _check_linen_scan(where: str, rnn) -> None:
                "representable: 'params' (the default)")
 
 
-def _linen_rnn(where: str, rnn, inner: bool) -> CellFacts:
+def _linen_rnn(where: str, rnn) -> CellFacts:
     """One nn.RNN. Inside nn.Bidirectional, its time_major/return_carry/reverse/keep_order are the
     Bidirectional's to set (it passes them on every call), so they have no effect there."""
     import flax.linen as nn
@@ -462,10 +469,6 @@ def _linen_rnn(where: str, rnn, inner: bool) -> CellFacts:
     if type(rnn) is not nn.RNN:
         refuse(where, "type", type(rnn).__name__, "representable layers: nn.RNN, nn.Bidirectional of two "
                "nn.RNN, nn.Sequential of those")
-    if not inner and rnn.reverse:
-        refuse(where, "reverse", f"True (keep_order={rnn.keep_order})",
-               "a reverse-only direction is not in the spec yet (keep_order=False also returns the "
-               "outputs in reversed order); representable: reverse=False, or nn.Bidirectional")
     _check_linen_scan(where, rnn)
     check_unknown_fields(where, rnn, {"cell", "time_major", "return_carry", "reverse", "keep_order",
                                       "variable_axes", "variable_broadcast"})
@@ -481,19 +484,34 @@ def _linen_layer(where: str, layer, bound, last: bool) -> LayerFacts:
                    "(flax's default); other merges are not representable yet")
         check_unknown_fields(where, layer, {"forward_rnn", "backward_rnn", "merge_fn", "time_major",
                                             "return_carry"})
-        cells = [_linen_rnn(f"{where} {name}", getattr(layer, name), inner=True)
+        cells = [_linen_rnn(f"{where} {name}", getattr(layer, name))
                  for name in ("forward_rnn", "backward_rnn")]
         paths = [bound.forward_rnn.cell.scope.path, bound.backward_rnn.cell.scope.path]
         facts = LayerFacts(where, True, bool(layer.time_major), bool(layer.return_carry), cells, paths,
                            layer, tuple(bound.scope.path))
     else:
-        cells = [_linen_rnn(where, layer, inner=False)]
+        cells = [_linen_rnn(where, layer)]
         facts = LayerFacts(where, False, bool(layer.time_major), bool(layer.return_carry), cells,
-                           [bound.cell.scope.path], layer, tuple(bound.scope.path))
+                           [bound.cell.scope.path], layer, tuple(bound.scope.path),
+                           *direction_fields(layer))
     if facts.returns_carry and not last:
         refuse(where, "return_carry", True, "inside nn.Sequential the next layer would be given "
                "(carry, outputs); representable: return_carry=False on every layer but the last")
     return facts
+
+
+def direction_fields(rnn) -> tuple[bool, bool]:
+    """(reverse, keep_order) of a plain nn.RNN / nnx.RNN: reverse=True runs from the last step to the
+    first; keep_order=True puts the outputs back in input order, False keeps them last step first."""
+    return bool(rnn.reverse), bool(rnn.keep_order) if rnn.reverse else True
+
+
+def require_flax_directions(model) -> None:
+    """merge_fn is a function multirnn cannot read back: only concatenation is written."""
+    if model.merge_mode != "concat":
+        raise UnrepresentableError(f"merge_mode={model.merge_mode!r}: Flax's Bidirectional merges with a "
+                                   "merge_fn function, which multirnn reads only as flax's default "
+                                   "concatenation; representable: merge_mode='concat' (Keras has merge modes)")
 
 
 def spec_from_layers(source: str, layers: list, num_inputs: int, known: dict):
@@ -501,7 +519,9 @@ def spec_from_layers(source: str, layers: list, num_inputs: int, known: dict):
     first = layers[0]
     for layer in layers:
         for attribute, value, want in (("bidirectional", layer.bidirectional, first.bidirectional),
-                                       ("time_major", layer.time_major, first.time_major)):
+                                       ("time_major", layer.time_major, first.time_major),
+                                       ("reverse", layer.reverse, first.reverse),
+                                       ("keep_order", layer.keep_order, first.keep_order)):
             if value != want:
                 refuse(layer.where, attribute, value, f"the spec is one homogeneous stack and layer 0 has "
                        f"{attribute}={want}")
@@ -514,7 +534,8 @@ def spec_from_layers(source: str, layers: list, num_inputs: int, known: dict):
     cell = first.cells[0]
     inferred = {"cell": cell.cell, "num_inputs": int(num_inputs), "num_hiddens": cell.features,
                 "num_layers": len(layers), "bidirectional": first.bidirectional,
-                "batch_first": not first.time_major, "dropout": 0.0}
+                "batch_first": not first.time_major, "dropout": 0.0, "reverse": first.reverse,
+                "keep_order": first.keep_order}
     if cell.cell == "gru":
         inferred["reset_after"] = True
     inferred["nonlinearity"] = cell.nonlinearity

@@ -153,16 +153,19 @@ def nnx_layers(model, layers_state: list | None = None, dtype: str = "float32") 
     from flax import nnx
 
     cls = {"rnn": nnx.SimpleCell, "gru": nnx.GRUCell, "lstm": nnx.LSTMCell}[model.cell]
+    linen.require_flax_directions(model)
     kwargs = {"param_dtype": getattr(jnp, dtype), "dtype": getattr(jnp, dtype),
               **linen.cell_functions(model, nnx)}
     rngs = nnx.Rngs(0)
     modules = []
     for layer in range(model.num_layers):
         width = model.num_inputs if layer == 0 else model.output_size
-        make = lambda: nnx.RNN(cls(width, model.num_hiddens, rngs=rngs, **kwargs),  # noqa: E731
-                               time_major=not model.batch_first, return_carry=True, rngs=rngs)
+        make = lambda **direction: nnx.RNN(cls(width, model.num_hiddens, rngs=rngs, **kwargs),  # noqa: E731
+                                           time_major=not model.batch_first, return_carry=True, rngs=rngs,
+                                           **direction)
         module = nnx.Bidirectional(make(), make(), time_major=not model.batch_first, return_carry=True,
-                                   rngs=rngs) if model.bidirectional else make()
+                                   rngs=rngs) if model.bidirectional else \
+            make(reverse=True, keep_order=model.keep_order) if model.reverse else make()
         if layers_state is not None:
             nnx.update(module, nnx.State(_as_jax(layers_state[layer])))
         modules.append(module)
@@ -269,16 +272,12 @@ def _nnx_cell(where: str, cell):
                            linen.check_dtype(where, "dtype", cell.dtype), leaves, (denses[0], "kernel"), gate)
 
 
-def _nnx_rnn(where: str, rnn, inner: bool):
+def _nnx_rnn(where: str, rnn):
     from flax import nnx
 
     if type(rnn) is not nnx.RNN:
         linen.refuse(where, "type", type(rnn).__name__, "representable layers: nnx.RNN, nnx.Bidirectional "
                      "of two nnx.RNN, an nnx.Sequential or list of those")
-    if not inner and rnn.reverse:
-        linen.refuse(where, "reverse", f"True (keep_order={rnn.keep_order})",
-                     "a reverse-only direction is not in the spec yet (keep_order=False also returns the "
-                     "outputs in reversed order); representable: reverse=False, or nnx.Bidirectional")
     default_axes = nnx.RNN(nnx.SimpleCell(1, 1, rngs=nnx.Rngs(0)), rngs=False).state_axes
     if rnn.state_axes != default_axes:
         linen.refuse(where, "state_axes", rnn.state_axes, f"the weights must be carried unchanged through "
@@ -297,13 +296,14 @@ def _nnx_layer(where: str, layer, paths: dict, last: bool):
         _check_unknown(where, layer, {"forward_rnn", "backward_rnn", "merge_fn", "time_major",
                                       "return_carry"})
         rnns = (layer.forward_rnn, layer.backward_rnn)
-        cells = [_nnx_rnn(f"{where} {name}", rnn, inner=True) for name, rnn in zip(("forward_rnn",
+        cells = [_nnx_rnn(f"{where} {name}", rnn) for name, rnn in zip(("forward_rnn",
                                                                                    "backward_rnn"), rnns)]
     else:
         rnns = (layer,)
-        cells = [_nnx_rnn(where, layer, inner=False)]
+        cells = [_nnx_rnn(where, layer)]
     facts = linen.LayerFacts(where, len(rnns) == 2, bool(layer.time_major), bool(layer.return_carry), cells,
-                             [paths[id(rnn.cell)] for rnn in rnns], layer)
+                             [paths[id(rnn.cell)] for rnn in rnns], layer, (),
+                             *(linen.direction_fields(layer) if len(rnns) == 1 else (False, True)))
     if facts.returns_carry and not last:
         linen.refuse(where, "return_carry", True, "inside nnx.Sequential the next layer would be given "
                      "(carry, outputs); representable: return_carry=False on every layer but the last")

@@ -98,6 +98,12 @@ def _layer_kwargs(model) -> dict:
         kwargs["recurrent_activation"] = model.gate_activation
     if model.cell == "gru":
         kwargs["reset_after"] = model.reset_after
+    if model.reverse:
+        if model.keep_order:
+            raise UnrepresentableError(
+                "reverse=True with keep_order=True (outputs aligned with the inputs) is not a Keras layer: "
+                "go_backwards=True returns the outputs last step first; representable: keep_order=False")
+        kwargs["go_backwards"] = True
     return kwargs
 
 
@@ -120,7 +126,7 @@ def keras_layers(model, params: dict | None = None, *, weights: list | None = No
         width = model.num_inputs if layer == 0 else model.output_size
         rnn = cls(dtype=dtype, **_layer_kwargs(model))
         if model.bidirectional:
-            rnn = keras.layers.Bidirectional(rnn, dtype=dtype)
+            rnn = keras.layers.Bidirectional(rnn, merge_mode=model.merge_mode, dtype=dtype)
         rnn.build((None, None, width))
         layers.append(rnn)
     if weights is not None:

@@ -6,7 +6,8 @@ What is exact (and so accepted):
 - ``SimpleRNN``/``GRU``/``LSTM`` and ``keras.layers.RNN`` of a ``SimpleRNNCell``/``GRUCell``/``LSTMCell``
   (the same cells, so the same function); ``RNN(StackedRNNCells([...]))`` outside ``Bidirectional`` (one
   multirnn layer per cell: stepping cells in lock-step equals running the layers one after the other);
-  ``Bidirectional`` with ``merge_mode="concat"`` whose backward layer mirrors the forward one.
+  ``Bidirectional`` with ``merge_mode`` concat, sum, mul or ave whose backward layer mirrors the forward
+  one; ``go_backwards=True`` on plain layers (-> spec ``reverse=True, keep_order=False``, in every layer).
 - ``InputLayer`` first; ``Dropout`` (no noise_shape) with one rate in every gap between recurrent layers
   (-> spec ``dropout``, same inverted per-step dropout, identity at inference).
 - Fields with no effect at inference (``unroll``, ``unit_forget_bias``, initializers, regularizers,
@@ -21,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from multirnn.spec import MERGE_MODES
 
 from ._common import UnrepresentableError
 
@@ -75,6 +78,7 @@ class Recurrent:
 
     layer: object
     directions: list  # [forward] or [forward, backward]
+    fields: dict = dataclasses.field(default_factory=dict)  # reverse / keep_order / merge_mode
 
     @property
     def num_layers(self) -> int:
@@ -230,18 +234,22 @@ def _recurrent(layer, notes: list) -> Recurrent:
     where = describe(layer)
     if type(layer) is not keras.layers.Bidirectional:
         direction = _direction(layer, where, notes)
-        if direction.go_backwards:
-            _refuse(where, "go_backwards", True, "a reversed layer is only representable as the backward "
-                    "half of a Bidirectional (merge_mode='concat')")
-        return Recurrent(layer, [direction])
+        if direction.go_backwards and len(direction.cells) > 1:
+            # the cells step in lock-step over the reversed input: the second one does not read the
+            # first one's outputs last step first, as a second reversed multirnn layer would
+            _refuse(where, "go_backwards", True, "with StackedRNNCells it is not representable: use one "
+                    "go_backwards layer per cell")
+        # go_backwards: run from the last step to the first, outputs in that order
+        return Recurrent(layer, [direction], {"reverse": direction.go_backwards,
+                                              "keep_order": not direction.go_backwards})
     cfg = layer.get_config()
     unknown = set(cfg) - {"name", "trainable", "dtype", "merge_mode", "layer", "backward_layer"}
     if unknown:
         key = sorted(unknown)[0]
         _refuse(where, f"config field {key}", cfg[key], "multirnn does not know what it computes")
-    if layer.merge_mode != "concat":
+    if layer.merge_mode not in MERGE_MODES:  # None: two outputs, not one sequence
         _refuse(where, "merge_mode", layer.merge_mode,
-                "multirnn concatenates [forward, backward] outputs (merge_mode='concat')")
+                f"multirnn merges the two directions into one output sequence, merge_mode in {MERGE_MODES}")
     _dtype_name(layer, where)
     forward, backward = (_direction(half, f"{where} {kind} layer {half.name!r}", notes) for kind, half in
                          (("forward", layer.forward_layer), ("backward", layer.backward_layer)))
@@ -258,7 +266,7 @@ def _recurrent(layer, notes: list) -> Recurrent:
         if getattr(forward, attr) != getattr(backward, attr):
             values = (getattr(forward, attr), getattr(backward, attr))
             _refuse(where, f"{attr} of (forward, backward)", values, "both directions must agree")
-    return Recurrent(layer, [forward, backward])
+    return Recurrent(layer, [forward, backward], {"merge_mode": layer.merge_mode})
 
 
 # ---- the chain of layers ----
@@ -357,6 +365,7 @@ def chain_of_layers(layers, source=None, input_info=(None, None, None)) -> Chain
     if len(bidirectional) != 1:
         raise UnrepresentableError("some recurrent layers are Bidirectional and some are not: not "
                                    "representable (multirnn's layers all have the same directions)")
+    _require_uniform([e.fields for e in recurrents], "the recurrent layers")
     dtypes = {_dtype_name(e.layer, describe(e.layer)) for e in recurrents}
     if len(dtypes) != 1:
         raise UnrepresentableError(f"the recurrent layers compute in different dtypes {sorted(dtypes)}")
@@ -365,7 +374,7 @@ def chain_of_layers(layers, source=None, input_info=(None, None, None)) -> Chain
         _refuse("the model's input", "dtype", info[0], f"it must be the layers' dtype {dtype} (a cast would "
                 "round the inputs)")
     first = recurrents[0].directions[0].cells[0]
-    inferred = dict(fields[0], num_inputs=int(first.kernel.shape[0]),
+    inferred = dict(fields[0], **recurrents[0].fields, num_inputs=int(first.kernel.shape[0]),
                     num_layers=sum(e.num_layers for e in recurrents), bidirectional=bidirectional.pop(),
                     batch_first=True, dropout=_stack_dropout(entries))
     batch = info[1]

@@ -90,7 +90,8 @@ def to_onnx(model, params: dict, opset: int = OPSET):
     dtype = check_export(model, params)
     elem = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}[dtype.name]
     nd, hidden, op = len(model.directions), model.num_hiddens, OP_TYPES[model.cell]
-    direction = "bidirectional" if model.bidirectional else "forward"
+    direction = "bidirectional" if model.bidirectional else "reverse" if model.reverse else "forward"
+    _require_onnx_directions(model)
     nodes, inits = [], []
 
     def const(name, array):
@@ -146,6 +147,16 @@ def to_onnx(model, params: dict, opset: int = OPSET):
     helper.set_model_props(proto, {METADATA_KEY: spec_to_json(model)})
     onnx.checker.check_model(proto)
     return proto
+
+
+def _require_onnx_directions(model) -> None:
+    """ONNX's nodes return directions stacked (concatenated here) and reverse outputs aligned."""
+    if model.merge_mode != "concat":
+        raise UnrepresentableError(f"merge_mode={model.merge_mode!r}: an ONNX bidirectional node returns both "
+                                   "directions; to_onnx writes them concatenated (merge_mode='concat')")
+    if model.reverse and not model.keep_order:
+        raise UnrepresentableError("keep_order=False: ONNX's direction='reverse' returns the outputs aligned "
+                                   "with the inputs (keep_order=True)")
 
 
 def _activation_attributes(model, nd: int, dtype) -> dict:
@@ -245,10 +256,7 @@ def _check_node(node) -> dict:
     where = describe(node)
     cell = CELLS[node.op_type]
     direction = _decode(attrs.get("direction", b"forward"))
-    if direction == "reverse":
-        raise UnrepresentableError(f"{where}: direction 'reverse' alone is not representable "
-                                   "(multirnn runs forward, or both directions: 'bidirectional')")
-    if direction not in ("forward", "bidirectional"):
+    if direction not in ("forward", "reverse", "bidirectional"):
         raise ValueError(f"{where}: unknown direction {direction!r}")
     if "clip" in attrs:
         raise UnrepresentableError(f"{where}: cell clipping (clip={attrs['clip']}) is not representable "
@@ -265,7 +273,8 @@ def _check_node(node) -> dict:
         raise ValueError(f"{where}: layout={attrs['layout']} is neither 0 nor 1")
     nd = 2 if direction == "bidirectional" else 1
     acts = [_decode(a) for a in attrs.get("activations", [])]
-    fields = {"cell": cell, "bidirectional": nd == 2}
+    # "reverse": last step to first, outputs aligned with the inputs (the spec's keep_order=True)
+    fields = {"cell": cell, "bidirectional": nd == 2, "reverse": direction == "reverse"}
     if "hidden_size" in attrs:
         fields["hidden_size"] = int(attrs["hidden_size"])
     if cell == "rnn":
@@ -482,6 +491,9 @@ def _engine(dtype, layers, fixed_steps):
             return "onnxruntime", ""
         except ImportError:
             pass
+    if any(layer.fields["reverse"] for layer in layers):
+        return None, ("onnx's ReferenceEvaluator ignores direction='reverse' (it runs the node forward); "
+                      "onnxruntime runs it in float32 with layout=0 only")
     if any(layer.node.op_type != "RNN" and uses_non_default_activations(layer.node) for layer in layers):
         return None, ("onnx's ReferenceEvaluator ignores a GRU/LSTM node's activations (onnx 1.17 "
                       "op_gru.py/op_lstm.py); onnxruntime runs them in float32 with layout=0 only")

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._common import (Fused, GATES_PER_CELL, UnrepresentableError, as_numpy, check_export, expect_shape,
                       finish_import, fuse, infer_fused_sizes, make_spec, require_reset_after,
-                      require_standard_cell, unfuse)
+                      require_standard_cell, require_standard_directions, unfuse)
 
 _KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
 
@@ -37,6 +37,7 @@ def to_torch(model, params: dict) -> dict[str, np.ndarray]:
     check_export(model, params)
     require_reset_after(model, "torch")
     require_standard_cell(model, "torch")
+    require_standard_directions(model, "torch")
     state = {}
     for layer, direction, prefix, _ in model.units():
         f = fuse(model, params, prefix, "torch")
@@ -65,6 +66,7 @@ def from_torch(model, state_dict: dict, prefix: str = "") -> dict[str, np.ndarra
     (e.g. ``"rnn."``) only that submodule's entries of a bigger model's state_dict are read."""
     require_reset_after(model, "torch")
     require_standard_cell(model, "torch")
+    require_standard_directions(model, "torch")
     sd = _strip(state_dict, prefix)
     if any(k.startswith("weight_hr") for k in sd):
         raise ValueError("state_dict has weight_hr_l*: an LSTM with proj_size > 0 has no multirnn "

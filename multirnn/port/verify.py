@@ -64,11 +64,16 @@ def broadcast_state(model, state, batch: int):
 
 
 def last_outputs(model, state) -> np.ndarray:
-    """The final hidden state of the last layer, directions concatenated (Keras return_sequences=False)."""
+    """The final hidden state of the last layer, directions merged as the outputs are (Keras
+    return_sequences=False: concatenated, or summed, multiplied, averaged by ``merge_mode``)."""
     from multirnn.state import flatten_state
 
-    units = flatten_state(model, state)[-len(model.directions):]
-    return np.concatenate([unit[0] for unit in units], axis=-1)
+    units = [unit[0] for unit in flatten_state(model, state)[-len(model.directions):]]
+    if len(units) == 1 or model.merge_mode == "concat":
+        return np.concatenate(units, axis=-1)
+    forward, backward = units
+    return {"sum": forward + backward, "mul": forward * backward,
+            "ave": (forward + backward) / 2}[model.merge_mode]
 
 
 def probe_inputs(model, steps: int, batch: int, seed: int):
