@@ -25,6 +25,10 @@ def refuse_unsteppable(model: RecurrentSpec) -> None:
         raise ValueError(f"step/native_cell need a unidirectional model: {model} is bidirectional, and "
                          "its backward direction reads the sequence from its end; run the whole "
                          "sequence with multirnn.forward instead")
+    if getattr(model, "reverse", False):  # a spec field of issue 15: one direction, last step first
+        raise ValueError(f"step/native_cell need a model that runs forward in time: {model} has "
+                         "reverse=True, whose first step reads the sequence's last input; run the whole "
+                         "sequence with multirnn.forward instead")
 
 
 def prepare(ops, model: RecurrentSpec, params: dict) -> list[PreparedLayer]:

@@ -70,6 +70,19 @@ def test_bidirectional_is_refused():
         multirnn.step(model, params, np.ones((1, 2)))
 
 
+def test_reverse_is_refused():
+    import dataclasses
+
+    if "reverse" not in {f.name for f in dataclasses.fields(RecurrentSpec)}:
+        pytest.skip("this spec has no reverse field")
+    model = RecurrentSpec(2, 3, reverse=True)
+    params, _ = make_case(model)
+    with pytest.raises(ValueError, match="reverse=True"):
+        multirnn.step(model, params, np.ones((1, 2)))
+    with pytest.raises(ValueError, match="reverse=True"):
+        multirnn.native_cell(model, params)
+
+
 def test_training_dropout_is_refused_and_training_without_dropout_is_eval():
     model = RecurrentSpec(2, 3, num_layers=2, dropout=0.5)
     params, _ = make_case(model)
