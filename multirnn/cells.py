@@ -67,11 +67,11 @@ _CELL_MODULES = {"torch": "cells_torch", "tensorflow": "cells_keras", "jax": "ce
 
 
 def native_cell(model: RecurrentSpec, params: dict | None = None, backend: str = "torch", seed: int = 0,
-                dtype="float32"):
+                dtype="float32", *, api: str | None = None):
     """The framework's own cell for a unidirectional ``model`` holding ``params`` (or the seeded
     init): a torch ``nn.Module`` called ``cell(x_t, state)`` like ``nn.GRUCell``; a Keras cell for
-    ``keras.layers.RNN(cell)``; a Flax linen cell for ``flax.linen.RNN(cell)``; a Gluon recurrent cell
-    with ``begin_state``. See docs/cells.md."""
+    ``keras.layers.RNN(cell)``; a Flax linen cell for ``flax.linen.RNN(cell)`` (``api="nnx"``: an nnx
+    cell for ``flax.nnx.RNN(cell)``); a Gluon recurrent cell with ``begin_state``. See docs/cells.md."""
     from multirnn import backends
     from multirnn.params import init_params
 
@@ -79,8 +79,11 @@ def native_cell(model: RecurrentSpec, params: dict | None = None, backend: str =
     refuse_unsteppable(model)
     if backend not in _CELL_MODULES:
         raise ValueError(f"backend must be one of {tuple(_CELL_MODULES)} for native_cell, got {backend!r}")
+    if api not in (None, "linen", "nnx") or (api is not None and backend != "jax"):
+        raise ValueError(f"api= chooses Flax's linen (default) or nnx cell with backend='jax', got "
+                         f"api={api!r} with backend={backend!r}")
     if params is not None:
         validate.check_params(model, params)
     backends.get(backend)  # the framework, imported in the registry's safe order
-    module = importlib.import_module(f"multirnn.backends.{_CELL_MODULES[backend]}")
+    module = importlib.import_module(f"multirnn.backends.{'cells_nnx' if api == 'nnx' else _CELL_MODULES[backend]}")
     return module.native_cell(model, params if params is not None else init_params(model, seed, dtype))

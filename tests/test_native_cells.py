@@ -239,3 +239,67 @@ def test_native_cell_refuses_what_it_cannot_be():
         multirnn.native_cell(RecurrentSpec(2, 3, bidirectional=True))
     with pytest.raises(ValueError, match="backend must be one of"):
         multirnn.native_cell(RecurrentSpec(2, 3), backend="numpy")
+
+
+# ---- the nnx cell (multirnn.native_cell(..., backend="jax", api="nnx")) ----
+
+def _loop_nnx(model, cell, xs, state, grad=False):
+    import flax.nnx as nnx
+    import jax
+    import jax.numpy as jnp
+
+    from multirnn.backends.cells_flax import canonical_params
+    from multirnn.backends.jax_backend import precision
+
+    def run(c):
+        carry = (c.initialize_carry(xs.shape[1:]) if state is None
+                 else jax.tree_util.tree_map(jnp.asarray, state))
+        ys = []
+        for x_t in xs:
+            carry, y = c(carry, jnp.asarray(x_t))
+            ys.append(y)
+        return jnp.stack(ys), carry
+
+    with precision(xs.dtype):
+        if grad:
+            grads = nnx.grad(lambda c: jnp.sum(run(c)[0]))(cell)
+            return canonical_params(model, {k: np.asarray(v.value) for k, v in grads["weights"].items()})
+        ys, carry = run(cell)
+        return np.asarray(ys), [np.asarray(a) for a in _as_list(model, carry)]
+
+
+@pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nnx_hand_loop_equals_step_and_its_gradients(variant, dtype):
+    load_backend("jax")
+    model = RecurrentSpec(3, 4, num_layers=2, **CELL_VARIANTS[variant])
+    params, xs = make_case(model, steps=5, batch=2, dtype=dtype)
+    cell = multirnn.native_cell(model, params, backend="jax", api="nnx")
+    for name, value in cell.canonical_params().items():
+        np.testing.assert_array_equal(value, params[name])
+    state = random_state(model, 2, seed=4, dtype=dtype)
+    ys, final = _loop_nnx(model, cell, xs, state)
+    want_ys, want_final = _stepped(model, params, xs, state)
+    assert_close(ys, want_ys, dtype, "outputs")
+    for k, (a, b) in enumerate(zip(final, want_final)):
+        assert_close(a, b, dtype, f"state array {k}")
+    if dtype == "float64":
+        grads = _loop_nnx(model, cell, xs, None, grad=True)
+        want = multirnn.gradients(model, params, xs)
+        for name in want:
+            assert_close(grads[name], want[name], "float64", name)
+
+
+def test_nnx_cell_inside_nnx_rnn():
+    load_backend("jax")
+    import flax.nnx as nnx
+
+    model = RecurrentSpec(3, 4, cell="lstm", num_layers=2, batch_first=True)
+    params, xs, (want_ys, want_state) = _case32(model)
+    cell = multirnn.native_cell(model, params, backend="jax", api="nnx")
+    carry, ys = nnx.RNN(cell, return_carry=True)(xs)
+    assert_close(np.asarray(ys), want_ys, "float32", "outputs")
+    for a, b in zip(_as_list(model, carry), _flat(model, want_state)):
+        assert_close(np.asarray(a), b, "float32", "state")
+    with pytest.raises(ValueError, match="api= chooses"):
+        multirnn.native_cell(model, params, backend="torch", api="nnx")
