@@ -85,5 +85,6 @@ def native_cell(model: RecurrentSpec, params: dict | None = None, backend: str =
     if params is not None:
         validate.check_params(model, params)
     backends.get(backend)  # the framework, imported in the registry's safe order
-    module = importlib.import_module(f"multirnn.backends.{'cells_nnx' if api == 'nnx' else _CELL_MODULES[backend]}")
+    name = "cells_nnx" if api == "nnx" else _CELL_MODULES[backend]
+    module = importlib.import_module(f"multirnn.backends.{name}")
     return module.native_cell(model, params if params is not None else init_params(model, seed, dtype))
