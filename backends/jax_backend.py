@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from multirnn.params import init_params
+
 from ._base import AbstractBackend
 
 
@@ -95,13 +97,19 @@ class Backend(AbstractBackend):
     def scan(self, step, carry, xs, reverse=False):
         return jax.lax.scan(step, carry, xs, reverse=reverse)
 
-    def native_layer(self, model, params=None, seed=0, dtype="float32"):
-        """A Flax linen module bound to ``params`` (or to the seeded init): call it like a function.
-        For float64, call it inside ``precision("float64")`` (JAX's x64 context)."""
+    def native_layer(self, model, params=None, seed=0, dtype="float32", api="linen"):
+        """A Flax linen module bound to ``params`` (or to the seeded init): call it like a function;
+        with ``api="nnx"`` a Flax ``nnx.Module`` (backends/nnx_module.py). For float64, call either
+        inside ``precision("float64")`` (JAX's x64 context)."""
         from .flax_module import RecurrentModule
 
         if params is not None:
             dtype = next(iter(params.values())).dtype
+        if api == "nnx":
+            from .nnx_module import RecurrentNNX
+
+            with precision(dtype):  # else float64 weights would be cut to float32 here
+                return RecurrentNNX(model, params if params is not None else init_params(model, seed, dtype))
         module = RecurrentModule(model, seed=seed, dtype=str(np.dtype(dtype)))
         with precision(dtype):  # else float64 weights would be cut to float32 here
             if params is None:

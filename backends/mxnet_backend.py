@@ -15,7 +15,6 @@ if "bool" not in vars(np):  # not hasattr(): numpy 1.26 warns on that lookup
 import mxnet as mx  # noqa: E402
 
 from multirnn import recurrence  # noqa: E402
-from multirnn.backends import get  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import AbstractBackend, tree_leaves, tree_map  # noqa: E402
@@ -115,28 +114,7 @@ class Backend(AbstractBackend):
             ys.append(y)
         return carry, mx.nd.stack(*(ys[::-1] if reverse else ys), axis=0)
 
-    def native_layer(self, model, params=None, seed=0, dtype="float32"):
+    def native_layer(self, model, params=None, seed=0, dtype="float32", api="gluon"):
+        from .gluon_block import RecurrentBlock
+
         return RecurrentBlock(model, params if params is not None else init_params(model, seed, dtype))
-
-
-class RecurrentBlock(mx.gluon.Block):
-    """A Gluon ``Block``: ``block(inputs, state=None) -> (outputs, state)``; parameters under the canonical
-    names with '.' written as '__' (after Gluon's own block prefix). It is already compiled: each call
-    runs the backend's cached hybridized graph for its input shape, so ``hybridize()`` is not needed."""
-
-    def __init__(self, model, params, **kwargs):
-        super().__init__(**kwargs)
-        self.model = model
-        self.canonical = {}
-        with self.name_scope():
-            for name, value in params.items():
-                self.canonical[name] = self.params.get(name.replace(".", "__"), shape=value.shape,
-                                                       dtype=value.dtype)
-        self.initialize(mx.init.Zero())
-        for name, value in params.items():
-            self.canonical[name].set_data(mx.nd.array(value, dtype=value.dtype))
-
-    def forward(self, inputs, state=None):
-        params = {name: param.data() for name, param in self.canonical.items()}
-        return get("mxnet").run_user(self.model, params, inputs, state)
-

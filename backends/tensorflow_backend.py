@@ -90,7 +90,9 @@ class Backend(AbstractBackend):
         _, carry, outputs = tf.while_loop(lambda i, *_: i < steps, body, (0, carry, outputs))
         return carry, outputs.stack()
 
-    def native_layer(self, model, params=None, seed=0, dtype="float32"):
+    def native_layer(self, model, params=None, seed=0, dtype="float32", api="keras", **options):
+        """The Keras 3 layer (backends/keras_layer.py); it runs on the configured Keras backend."""
         from .keras_layer import RecurrentLayer
 
-        return RecurrentLayer(model, params if params is not None else init_params(model, seed, dtype))
+        return RecurrentLayer(model, params if params is not None else init_params(model, seed, dtype),
+                              seed=seed, **options)

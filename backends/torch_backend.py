@@ -49,7 +49,8 @@ class Backend(AbstractBackend):
                 weights += [b_ih, torch.zeros_like(b_ih) if b_hh is None else b_hh]
         initial = [torch.stack([s[i] for s in states]) for i in range(model.state_arrays)]  # (units, B, H)
         kernel = {"lstm": torch.lstm, "gru": torch.gru, "rnn": _RNN_KERNELS[model.nonlinearity]}
-        ys, *ends = kernel[model.cell](xs, tuple(initial) if model.cell == "lstm" else initial[0], weights,
+        ys, *ends = _opaque_to_compile(kernel[model.cell], xs,
+                                       tuple(initial) if model.cell == "lstm" else initial[0], weights,
                                        model.bias, 1, 0.0, False, len(units) == 2, False)
         return ys, list(zip(*(a.unbind(0) for a in ends)))
 
@@ -110,17 +111,27 @@ class Backend(AbstractBackend):
             ys.append(y)
         return carry, torch.stack(ys[::-1] if reverse else ys)
 
-    def native_layer(self, model, params=None, seed=0, dtype="float32"):
+    def native_layer(self, model, params=None, seed=0, dtype="float32", api="module"):
         return RecurrentModule(model, params if params is not None else init_params(model, seed, dtype))
 
 
 _RNN_KERNELS = {"tanh": torch.rnn_tanh, "relu": torch.rnn_relu}
 
 
+@torch.compiler.disable
+def _opaque_to_compile(kernel, *args):
+    """The fused kernel runs as is under torch.compile, as dynamo runs nn.RNN/GRU/LSTM (allow_rnn=False):
+    traced, torch 2.13's CPU LSTM (mkldnn_rnn_layer) fails in AOT autograd and inductor."""
+    return kernel(*args)
+
+
 class RecurrentModule(torch.nn.Module):
     """A torch ``nn.Module`` of any multirnn spec; ``forward(inputs, state=None) -> (outputs, state)``.
 
     Parameters are registered under the canonical names with '.' written as '__' (torch forbids dots).
+    It runs under ``torch.compile`` (docs/native-layers.md gives the compile time). Where the spec is
+    one of torch's own ``nn.RNN/GRU/LSTM``, ``torch_state_dict()`` is that layer's state_dict and
+    ``load_torch_state_dict`` reads one back (through multirnn.port.torch).
     """
 
     def __init__(self, model, params):
@@ -136,3 +147,29 @@ class RecurrentModule(torch.nn.Module):
     def forward(self, inputs, state=None):
         return get("torch").run_user(self.model, self.canonical_params(), inputs, state)
 
+    def numpy_params(self) -> dict:
+        """The canonical params as NumPy arrays (what multirnn.forward and the converters take)."""
+        return {name: value.detach().cpu().numpy() for name, value in self.canonical_params().items()}
+
+    def torch_state_dict(self) -> dict:
+        """The state_dict of the equivalent ``nn.RNN/GRU/LSTM`` (``multirnn.port.torch.torch_layer``);
+        ValueError naming why where torch has no such layer (d2l's reset-before GRU)."""
+        from multirnn.port.torch import to_torch
+
+        return {key: torch.from_numpy(value)
+                for key, value in to_torch(self.model, self.numpy_params()).items()}
+
+    def to_torch_layer(self) -> torch.nn.Module:
+        """torch's own ``nn.RNN/GRU/LSTM`` holding these weights."""
+        from multirnn.port.torch import torch_layer
+
+        return torch_layer(self.model, self.numpy_params())
+
+    def load_torch_state_dict(self, state_dict: dict, prefix: str = "") -> None:
+        """Copy an ``nn.RNN/GRU/LSTM`` state_dict (or a bigger model's, under ``prefix``) into this module."""
+        from multirnn.port.torch import from_torch
+
+        params = from_torch(self.model, state_dict, prefix)
+        with torch.no_grad():
+            for name, value in self.canonical_params().items():
+                value.copy_(torch.from_numpy(params[name]))

@@ -75,15 +75,59 @@ def gradients(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None
                           **extras)
 
 
+# The layer kinds each backend offers; the first is the default (api=None).
+LAYER_APIS = {"torch": ("module",), "tensorflow": ("keras",), "jax": ("linen", "nnx"), "mxnet": ("gluon",)}
+
+
 def native_layer(model: RecurrentSpec, params: dict | None = None, backend: str = "torch",
-                 seed: int = 0, dtype="float32"):
-    """The framework's own trainable layer for ``model`` (torch nn.Module, Keras Layer, bound Flax
-    module, Gluon Block) holding ``params`` (or the seeded init); it returns ``(outputs, state)``."""
+                 seed: int = 0, dtype="float32", *, api: str | None = None, **options):
+    """The framework's own trainable layer for ``model`` holding ``params`` (or the seeded init).
+
+    ``backend`` names the framework, ``api`` the kind of layer where it has several (LAYER_APIS):
+    ``"torch"``: an ``nn.Module``; ``"tensorflow"``: a Keras 3 ``Layer``, which runs on whichever
+    Keras backend is configured (``KERAS_BACKEND`` tensorflow, jax or torch); ``"jax"``: a bound Flax
+    linen module (``api="linen"``, the default) or a Flax ``nnx.Module`` (``api="nnx"``); ``"mxnet"``:
+    a Gluon ``HybridBlock``. Each returns ``(outputs, state)``. ``options`` go to the layer's
+    constructor (Keras: ``return_state=False``, ``name=...``). See docs/native-layers.md."""
     from multirnn import backends
 
     validate.check_model(model)
     if params is not None:
         validate.check_params(model, params)
-    if backend == "numpy":
-        raise ValueError("backend must be a framework for native_layer, got 'numpy'")
-    return backends.get(backend).native_layer(model, params, seed=seed, dtype=dtype)
+    if backend not in LAYER_APIS:
+        raise ValueError(f"backend must be a framework for native_layer ({sorted(LAYER_APIS)}), "
+                         f"got {backend!r}")
+    api = api or LAYER_APIS[backend][0]
+    if api not in LAYER_APIS[backend]:
+        raise ValueError(f"backend {backend!r} has native layers {LAYER_APIS[backend]}, got api={api!r}")
+    if api == "keras":
+        backends.load(_keras_backend_name())  # the multirnn backend Keras's tensors need, torch first
+        from multirnn.backends.keras_layer import RecurrentLayer
+
+        if params is None:
+            from .params import init_params
+
+            params = init_params(model, seed, dtype)
+        return RecurrentLayer(model, params, seed=seed, **options)
+    return backends.get(backend).native_layer(model, params, seed=seed, dtype=dtype, api=api, **options)
+
+
+def _keras_backend_name() -> str:
+    """The Keras backend, read as Keras reads it but without importing keras (which would import its
+    framework before the registry could order torch and tensorflow)."""
+    import json
+    import os
+    import sys
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"].config.backend()
+    name = os.environ.get("KERAS_BACKEND")
+    config = os.path.join(os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"), "keras.json")
+    if not name and os.path.exists(config):
+        with open(config) as file:
+            name = json.load(file).get("backend")
+    name = name or "tensorflow"
+    if name not in ("tensorflow", "jax", "torch"):
+        raise ValueError(f"the multirnn Keras layer runs on the Keras backends tensorflow, jax and torch; "
+                         f"KERAS_BACKEND is {name!r}")
+    return name

@@ -1,0 +1,66 @@
+"""Gluon ``HybridBlock`` of a multirnn spec. Imported only through the mxnet backend.
+
+Unhybridized, each call runs the backend's cached hybridized graph for its input shape (mxnet_graph's
+GraphCache), so it is fast either way. ``hybridize()`` makes the whole block one CachedOp whose
+parameters are Gluon's own, so ``export`` writes a symbol + params pair that ``SymbolBlock.imports``
+runs without multirnn. A Symbol has no shape, so the unrolled graph is built for one sequence length
+(and with or without a state input): calling with another clears the cached graph and builds again."""
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+
+from multirnn import recurrence
+from multirnn.backends import get
+from multirnn.state import flatten_state, nest_state
+
+from .mxnet_graph import SymbolOps, _Sym
+
+
+class RecurrentBlock(mx.gluon.HybridBlock):
+    """``block(inputs, state=None) -> (outputs, state)``; parameters under the canonical names with '.'
+    written as '__' (after Gluon's own block prefix); ``block.canonical[name]`` is each one. The
+    exported graph takes ``data`` (and the flat state arrays if it was built with a state) and returns
+    ``[outputs, *flat final state]``."""
+
+    def __init__(self, model, params, **kwargs):
+        super().__init__(**kwargs)
+        self.model, self._dtype = model, np.dtype(next(iter(params.values())).dtype)
+        self.canonical, self._graph_key = {}, None
+        with self.name_scope():
+            for name, value in params.items():
+                param = self.params.get(name.replace(".", "__"), shape=value.shape, dtype=value.dtype)
+                setattr(self, name.replace(".", "__"), param)  # an attribute: hybrid_forward's kwargs
+                self.canonical[name] = param
+        self.initialize(mx.init.Zero())
+        for name, value in params.items():
+            self.canonical[name].set_data(mx.nd.array(value, dtype=value.dtype))
+
+    def forward(self, inputs, state=None):
+        flat_state = [] if state is None else [a for unit in flatten_state(self.model, state) for a in unit]
+        key = (inputs.shape[1 if self.model.batch_first else 0], state is None)
+        if key != self._graph_key and self._active:  # the cached graph is for another length/arity
+            self._clear_cached_op()
+        self._graph_key = key
+        out = super().forward(inputs, *flat_state)
+        width = self.model.state_arrays
+        return out[0], nest_state(self.model, [tuple(out[i:i + width]) for i in range(1, len(out), width)])
+
+    def hybrid_forward(self, F, inputs, *flat_state, **weights):
+        model = self.model
+        params = {name: weights[name.replace(".", "__")] for name in self.canonical}
+        width = model.state_arrays
+        state = [tuple(flat_state[i:i + width]) for i in range(0, len(flat_state), width)] or None
+        if F is mx.nd:
+            ys, finals = get("mxnet").run_user(model, params, inputs, state and nest_state(model, state))
+            return (ys,) + tuple(a for unit in flatten_state(model, finals) for a in unit)
+        xs = F.swapaxes(inputs, 0, 1) if model.batch_first else inputs
+        if state is None:
+            zeros = F.broadcast_axis(F.zeros_like(F.slice_axis(F.sum(xs, axis=0), axis=-1, begin=0, end=1)),
+                                     axis=1, size=model.num_hiddens)  # (batch, H) without a shape
+            state = [(zeros,) * width for _ in model.units()]
+        ops = SymbolOps(self._graph_key[0], model.num_hiddens, self._dtype, get("mxnet").use_fused_kernels)
+        ys, finals = recurrence.run(ops, model, {k: _Sym(v) for k, v in params.items()}, _Sym(xs),
+                                    [tuple(map(_Sym, unit)) for unit in state])
+        ys = F.swapaxes(ys.sym, 0, 1) if model.batch_first else ys.sym
+        return (ys,) + tuple(a.sym for unit in finals for a in unit)
