@@ -96,6 +96,12 @@ class AbstractBackend:
     def run_recurrence(self, model, params, xs, flat_state, masks=None, padding=None):
         return recurrence.run(self, model, params, xs, flat_state, masks, padding)
 
+    def _run(self, model, params, xs, flat_state, masks=None, padding=None):
+        """run_recurrence from ``flat_state``, its None units (learn_initial_state) made from the params
+        first, in this backend's ops (so also before MXNet's cached graphs), differentiably."""
+        flat = recurrence.initial_state(self, model, params, xs, flat_state)
+        return self.run_recurrence(model, params, xs, flat, masks, padding)
+
     def _once(self, kind, model, build):
         """One compiled function per (kind, spec): tf.function/jax.jit then retrace only per shape."""
         key = (kind, model)
@@ -104,12 +110,12 @@ class AbstractBackend:
         return self._compiled[key]
 
     def _outputs(self, model, params, xs, flat_state, masks, padding):
-        return self.run_recurrence(model, params, xs, flat_state, masks, padding)[0], None
+        return self._run(model, params, xs, flat_state, masks, padding)[0], None
 
     def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
         with self.precision(xs.dtype):
             run = self._once("forward", model,
-                             lambda: self.compile(functools.partial(self.run_recurrence, model)))
+                             lambda: self.compile(functools.partial(self._run, model)))
             ys, finals = run(*self._to_framework(params, xs, flat_state, masks),
                              self._padding(model, xs, lengths))
             return self.to_numpy(ys), tree_map(self.to_numpy, finals)
@@ -125,12 +131,14 @@ class AbstractBackend:
 
     def run_user(self, model, params, inputs, state=None):
         xs = self.swap01(inputs) if model.batch_first else inputs
-        if state is None:
+        if state is None and model.learn_initial_state:
+            flat = [None for _ in model.units()]  # the recurrence starts from h_0 (c_0)
+        elif state is None:
             zeros = self.zeros_state(xs, model.num_hiddens)
             flat = [(zeros,) * model.state_arrays for _ in model.units()]
         else:
             flat = flatten_state(model, state)
-        ys, finals = self.run_recurrence(model, params, xs, flat)
+        ys, finals = self._run(model, params, xs, flat)
         return (self.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
 
     def smoke_test(self) -> None:
@@ -148,7 +156,7 @@ class AbstractBackend:
     def _to_framework(self, params, xs, flat_state, masks=None):
         """numpy -> framework arrays for the arguments of run_recurrence."""
         return ({k: self.asarray(v) for k, v in params.items()}, self.asarray(xs),
-                [tuple(self.asarray(a) for a in unit) for unit in flat_state],
+                [None if unit is None else tuple(self.asarray(a) for a in unit) for unit in flat_state],
                 None if masks is None else [self.asarray(m) for m in masks])
 
     def _padding(self, model, xs, lengths):

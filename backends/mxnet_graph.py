@@ -172,6 +172,9 @@ class GraphCache:
         self.size, self.blocks = size, OrderedDict()
 
     def run(self, model, params: dict, xs, flat_state, use_fused_kernels=True):
+        # a learned h_0/c_0 reaches the graph inside flat_state (AbstractBackend._run), not as a param
+        learned = set(model.initial_state_names)
+        params = {k: v for k, v in params.items() if k.rsplit(".", 1)[-1] not in learned}
         key = (model, tuple(params), xs.shape, xs.dtype, use_fused_kernels)
         block = self.blocks.pop(key, None)
         if block is None:

@@ -6,7 +6,7 @@ import numpy as np
 from . import validate
 from .dropout import dropout_masks
 from .spec import RecurrentSpec
-from .state import nest_state
+from .state import learned_initial_state, nest_state
 
 
 def _prepare(model, params, inputs, state, backend, lengths, training, dropout_seed):
@@ -17,7 +17,7 @@ def _prepare(model, params, inputs, state, backend, lengths, training, dropout_s
     validate.check_model(model)
     dtype = validate.check_params(model, params)
     xs = validate.check_inputs(model, inputs, dtype)
-    flat = validate.check_state(model, state, xs.shape[1], dtype)
+    flat = validate.check_state(model, state, xs.shape[1], dtype, learned=True)
     lengths = validate.check_lengths(lengths, xs.shape[1], xs.shape[0])
     if not isinstance(training, bool):
         raise TypeError(f"training must be a bool, got {type(training).__name__}")
@@ -50,6 +50,8 @@ def forward(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None, 
                                              dropout_seed)
     if xs.shape[0] == 0:
         ys = np.zeros((0, xs.shape[1], model.output_size), dtype)
+        if state is None and model.learn_initial_state:
+            return _user_layout(model, ys), nest_state(model, learned_initial_state(model, params, xs.shape[1]))
         return _user_layout(model, ys), nest_state(model, [tuple(a.copy() for a in u) for u in flat])
     ys, finals = impl.forward(model, params, np.ascontiguousarray(xs), flat, **extras)
     return _user_layout(model, ys), nest_state(model, finals)

@@ -44,6 +44,7 @@ OPTION_ROWS = {
                                       "gate_activation": "hard_sigmoid_legacy"},
     "gru reverse x2": {"cell": "gru", "reverse": True, "keep_order": False, "num_layers": 2},
     "lstm bi sum": {"cell": "lstm", "bidirectional": True, "merge_mode": "sum"},
+    "lstm learned-h0": {"cell": "lstm", "learn_initial_state": True},
 }
 
 

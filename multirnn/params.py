@@ -16,7 +16,8 @@ def check_dtype(dtype) -> np.dtype:
 
 
 def init_params(model: RecurrentSpec, seed: int, dtype="float32") -> dict[str, np.ndarray]:
-    """d2l's init: weights ~ normal(0, model.sigma), biases zero, in the canonical layout.
+    """d2l's init: weights ~ normal(0, model.sigma), biases (and a learned initial state) zero, in
+    the canonical layout.
 
     Draws are made in float64 in canonical name order and only then cast, so the float32 and float64
     params of one seed are the same numbers up to rounding, and the same seed gives identical arrays.
@@ -27,17 +28,20 @@ def init_params(model: RecurrentSpec, seed: int, dtype="float32") -> dict[str, n
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in model.param_shapes().items():
-        is_bias = name.rsplit(".", 1)[-1].startswith("b_")
-        values = np.zeros(shape) if is_bias else rng.normal(0.0, model.sigma, size=shape)
+        unprefixed = name.rsplit(".", 1)[-1]
+        starts_at_zero = unprefixed.startswith("b_") or unprefixed in ("h_0", "c_0")
+        values = np.zeros(shape) if starts_at_zero else rng.normal(0.0, model.sigma, size=shape)
         params[name] = values.astype(dtype)
     return params
 
 
 def randomize_biases(model: RecurrentSpec, params: dict, seed: int, scale: float = 0.1) -> dict:
-    """A copy of ``params`` with normal(0, scale) biases: d2l's zero biases would leave bias bugs unseen."""
+    """A copy of ``params`` with normal(0, scale) biases (and learned initial states): d2l's zero
+    biases would leave bias bugs unseen."""
     rng = np.random.default_rng(seed)
     out = dict(params)
     for name, shape in model.param_shapes().items():
-        if name.rsplit(".", 1)[-1].startswith("b_"):
+        unprefixed = name.rsplit(".", 1)[-1]
+        if unprefixed.startswith("b_") or unprefixed in ("h_0", "c_0"):
             out[name] = rng.normal(0.0, scale, size=shape).astype(params[name].dtype)
     return out

@@ -179,6 +179,7 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
     ``fused_path`` says so, else unit by unit through ``scan``.
     """
     use_kernel = fused_path(ops, model, ops.dtype_of(xs), padded=padding is not None)
+    flat_state = initial_state(ops, model, params, xs, flat_state)
     units, finals, layer_in = list(model.units()), [], xs
     per_layer = len(model.directions)
     for layer in range(model.num_layers):
@@ -208,6 +209,17 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             finals.append(final)
         layer_in = merge_directions(ops, model, outputs)
     return layer_in, finals
+
+
+def initial_state(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: list) -> list:
+    """``flat_state`` with each None unit replaced by the model's learned h_0 (c_0) broadcast over
+    the batch, in graph ops so gradients reach them."""
+    if all(unit is not None for unit in flat_state):
+        return flat_state
+    zeros = ops.zeros_state(xs, model.num_hiddens)
+    return [unit if unit is not None else tuple(zeros + params[prefix + name]
+                                                for name in model.initial_state_names)
+            for unit, (_, _, prefix, _) in zip(flat_state, model.units())]
 
 
 def merge_directions(ops: Ops, model: RecurrentSpec, outputs: list) -> Array:
@@ -244,7 +256,8 @@ def kernel_computes(model: RecurrentSpec) -> bool:
     standard_cell = model.cell == "rnn" or (model.nonlinearity == "tanh"
                                             and model.gate_activation == "sigmoid")
     standard_directions = not model.reverse and model.merge_mode == "concat"
-    return standard_cell and standard_directions and (model.cell != "gru" or model.reset_after)
+    return (standard_cell and standard_directions and not model.learn_initial_state
+            and (model.cell != "gru" or model.reset_after))
 
 
 def kernel_weights(ops: Ops, model: RecurrentSpec, p: dict) -> tuple:

@@ -190,9 +190,17 @@ def _unmerge(model, d_out, outputs):
             "ave": [d_out / 2, d_out / 2]}[model.merge_mode]
 
 
+def _initial_unit_state(model, p, flat_state, index, batch):
+    """A unit's initial state: the one given, or (None) its learned h_0 (c_0) over the batch."""
+    if flat_state[index] is not None:
+        return tuple(flat_state[index])
+    return tuple(np.broadcast_to(p[name], (batch, model.num_hiddens)) for name in model.initial_state_names)
+
+
 def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list, masks=None):
     """Time-major forward (num_steps >= 1). ``masks[k - 1]`` (optional) scales layer k's input
-    (dropout). Returns (outputs, flat final state, tape for backward)."""
+    (dropout); a None unit of ``flat_state`` starts from the model's learned h_0 (c_0).
+    Returns (outputs, flat final state, tape for backward)."""
     step = _STEPS[model.cell][0]
     tape, finals, outputs, layer_in = [], [], [], xs
     for index, (layer, direction, prefix, _) in enumerate(model.units()):
@@ -202,7 +210,7 @@ def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list
                 layer_in = layer_in * masks[layer - 1]
         p = unit_params(params, prefix)
         seq = layer_in[::-1] if _runs_backwards(model, direction) else layer_in
-        state, caches, ys = tuple(flat_state[index]), [], []
+        state, caches, ys = _initial_unit_state(model, p, flat_state, index, xs.shape[1]), [], []
         for x in seq:
             state, cache = step(model, p, x, state)
             caches.append(cache)
@@ -210,7 +218,7 @@ def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list
         ys = np.stack(ys)
         outputs.append(ys[::-1] if _realigns_outputs(model, direction) else ys)
         finals.append(state)
-        tape.append((caches, outputs[-1]))
+        tape.append((caches, outputs[-1], flat_state[index] is None))
     return _merge(model, outputs), finals, tape
 
 
@@ -249,6 +257,9 @@ def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarr
             dxs = np.stack(dxs[::-1])
             d_layer_in = d_layer_in + (dxs[::-1] if _runs_backwards(model, direction) else dxs)
             d_initial[index] = d_state
+            if tape[index][2]:  # started from the learned state: h_0 (c_0) fed every sequence
+                for name, d in zip(model.initial_state_names, d_state):
+                    g[name] += d.sum(0)
             for name, value in g.items():
                 grads[prefix + name] += value
         d_layer_out = d_layer_in if (masks is None or layer == 0) else d_layer_in * masks[layer - 1]
@@ -258,7 +269,7 @@ def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarr
 # ---- variable-length batches: each sequence on its own (an independent check of the masked scan) ----
 
 def _sequence(flat_state, b):
-    return [tuple(a[b:b + 1] for a in unit) for unit in flat_state]
+    return [None if unit is None else tuple(a[b:b + 1] for a in unit) for unit in flat_state]
 
 
 def _sequence_masks(masks, b, length):
@@ -271,7 +282,9 @@ def forward_padded(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_stat
     state is the state at its own last step (unchanged when lengths[b] == 0).
     Returns (outputs, flat final state)."""
     ys = np.zeros(xs.shape[:2] + (model.output_size,), xs.dtype)
-    finals = [tuple(a.copy() for a in unit) for unit in flat_state]
+    finals = [list(_initial_unit_state(model, unit_params(params, prefix), flat_state, index, xs.shape[1]))
+              for index, (_, _, prefix, _) in enumerate(model.units())]
+    finals = [tuple(a.copy() for a in unit) for unit in finals]
     for b, length in enumerate(lengths):
         if length == 0:
             continue

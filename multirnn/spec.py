@@ -69,13 +69,17 @@ class RecurrentSpec:
     reverse: bool = False
     keep_order: bool = True
     merge_mode: str = "concat"  # bidirectional: one of MERGE_MODES; sum/mul/ave give H features
+    # The initial state is part of the model: params h_0 (and c_0 for lstm) of shape (H,) per unit,
+    # broadcast over the batch when no state is passed (torch's learned-h0 pattern, ONNX stored initial_h).
+    learn_initial_state: bool = False
 
     def __post_init__(self):
         for name in ("num_inputs", "num_hiddens", "num_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("bidirectional", "bias", "batch_first", "reset_after", "reverse", "keep_order"):
+        for name in ("bidirectional", "bias", "batch_first", "reset_after", "reverse", "keep_order",
+                     "learn_initial_state"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not isinstance(self.cell, str) or self.cell not in CELL_GATES:
@@ -128,6 +132,13 @@ class RecurrentSpec:
                 prefix += (f"{direction}." if self.bidirectional else "")
                 yield layer, direction, prefix, width
 
+    @property
+    def initial_state_names(self) -> tuple[str, ...]:
+        """The unprefixed learned initial-state params of one unit (none unless learn_initial_state)."""
+        if not self.learn_initial_state:
+            return ()
+        return ("h_0", "c_0") if self.cell == "lstm" else ("h_0",)
+
     def unit_shapes(self, width: int) -> dict[str, tuple[int, ...]]:
         """Unprefixed parameter shapes of one direction of one layer."""
         hidden = self.num_hiddens
@@ -136,13 +147,14 @@ class RecurrentSpec:
             shapes = {"W_xh": (width, hidden), "W_hh": (hidden, hidden)}
             if self.bias:
                 shapes["b_h"] = (hidden,)
-            return shapes
-        for gate in CELL_GATES[self.cell]:
-            shapes[f"W_x{gate}"] = (width, hidden)
-            shapes[f"W_h{gate}"] = (hidden, hidden)
-            if self.bias:
-                shapes[f"b_x{gate}"] = (hidden,)
-                shapes[f"b_h{gate}"] = (hidden,)
+        else:
+            for gate in CELL_GATES[self.cell]:
+                shapes[f"W_x{gate}"] = (width, hidden)
+                shapes[f"W_h{gate}"] = (hidden, hidden)
+                if self.bias:
+                    shapes[f"b_x{gate}"] = (hidden,)
+                    shapes[f"b_h{gate}"] = (hidden,)
+        shapes.update({name: (hidden,) for name in self.initial_state_names})
         return shapes
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -28,6 +28,14 @@ def nest_state(model: RecurrentSpec, flat: list) -> object:
     return tuple(layers) if model.num_layers > 1 else layers[0]
 
 
+def learned_initial_state(model: RecurrentSpec, params: dict, batch: int) -> list[tuple]:
+    """The flat initial state of a learn_initial_state model: each unit's h_0 (c_0) over the batch."""
+    import numpy as np
+
+    return [tuple(np.broadcast_to(params[prefix + name], (batch, model.num_hiddens)).copy()
+                  for name in model.initial_state_names) for _, _, prefix, _ in model.units()]
+
+
 def map_state(model: RecurrentSpec, state, fn):
     """Apply fn to every array of a nested state, keeping the nesting."""
     return nest_state(model, [tuple(fn(a) for a in unit) for unit in flatten_state(model, state)])

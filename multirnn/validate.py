@@ -82,9 +82,18 @@ def check_inputs(model: RecurrentSpec, inputs, dtype: np.dtype) -> np.ndarray:
     return inputs.swapaxes(0, 1) if model.batch_first else inputs
 
 
-def check_state(model: RecurrentSpec, state, batch: int, dtype: np.dtype) -> list[tuple]:
-    """The user's nested state (or None = zeros) as the flat per-unit list of multirnn.state."""
+def check_state(model: RecurrentSpec, state, batch: int, dtype: np.dtype, learned: bool = False) -> list:
+    """The user's nested state (or None = zeros) as the flat per-unit list of multirnn.state.
+
+    A model with ``learn_initial_state`` starts from its params when no state is given: with
+    ``learned=True`` each unit is then None (the recurrence broadcasts its h_0/c_0, differentiably);
+    a caller that cannot do that gets a ValueError rather than a silent zero state."""
     shape = (batch, model.num_hiddens)
+    if state is None and model.learn_initial_state:
+        if not learned:
+            raise ValueError("this model has learn_initial_state=True: pass a state, or run it through "
+                             "multirnn.forward/gradients, which start from its h_0/c_0 params")
+        return [None for _ in model.units()]
     if state is None:
         return [tuple(np.zeros(shape, dtype) for _ in range(model.state_arrays))
                 for _ in model.units()]

@@ -219,3 +219,145 @@ def test_torch_and_gluon_refuse_the_directions_by_name(fields, name):
     for convert in (torch.to_torch, gluon.to_gluon) + ((flax.to_flax,) if "merge_mode" in fields else ()):
         with pytest.raises(UnrepresentableError, match=name):
             convert(model, params)
+
+
+# ---- a learned initial state: params h_0 (c_0) per unit, used when no state is passed ----
+
+LEARNED = {
+    "rnn": dict(cell="rnn"),
+    "gru-bi-2layer": dict(cell="gru", reset_after=True, bidirectional=True, num_layers=2),
+    "lstm-2layer": dict(cell="lstm", num_layers=2),
+    "lstm-bi-mul": dict(cell="lstm", bidirectional=True, merge_mode="mul"),
+    "gru-reverse-hard": dict(cell="gru", reverse=True, keep_order=False, gate_activation="hard_sigmoid"),
+}
+
+
+def learned_case(fields, dtype, seed=21):
+    """A learn_initial_state model with nonzero h_0/c_0 (init_params starts them at zero)."""
+    model = RecurrentSpec(3, 4, learn_initial_state=True, **fields)
+    params, inputs = make_case(model, seed=seed, steps=5, batch=2, dtype=dtype, scale=10.0)
+    rng = np.random.default_rng(seed + 3)
+    for name, shape in model.param_shapes().items():
+        if name.rsplit(".", 1)[-1] in ("h_0", "c_0"):
+            params[name] = rng.normal(scale=0.5, size=shape).astype(dtype)
+    cotangent = np.random.default_rng(seed + 2).normal(size=(5, 2, model.output_size)).astype(dtype)
+    return model, params, inputs, cotangent
+
+
+@pytest.mark.parametrize("label", LEARNED)
+def test_learned_initial_state_bptt_matches_finite_differences(label):
+    model, params, inputs, cotangent = learned_case(LEARNED[label], "float64")
+    finite_difference_check(model, params, inputs, None, cotangent)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("label", LEARNED)
+def test_learned_initial_state_matches_reference(backend_path, label, dtype):
+    model, params, inputs, cotangent = learned_case(LEARNED[label], dtype)
+    check_against_reference(model, params, inputs, None, backend_path, dtype, cotangent)
+
+
+def test_learned_initial_state_is_h0_over_the_batch_and_a_given_state_wins():
+    model, params, inputs, _ = learned_case(LEARNED["lstm-2layer"], "float64")
+    plain = RecurrentSpec(3, 4, cell="lstm", num_layers=2)
+    weights = {k: v for k, v in params.items() if not k.endswith(("h_0", "c_0"))}
+    state = tuple((np.tile(params[f"l{k}.h_0"], (2, 1)), np.tile(params[f"l{k}.c_0"], (2, 1))) for k in (0, 1))
+    want, want_state = multirnn.forward(plain, weights, inputs, state)
+    got, got_state = multirnn.forward(model, params, inputs)
+    np.testing.assert_array_equal(got, want)
+    given = multirnn.forward(model, params, inputs, state=tuple((h * 0, c * 0) for h, c in state))[0]
+    np.testing.assert_array_equal(given, multirnn.forward(plain, weights, inputs)[0])
+    grads = multirnn.gradients(model, params, inputs, state=state)
+    assert not np.any(grads["l0.h_0"]) and np.any(grads["l0.W_xi"])  # unused when a state is given
+    _, empty_state = multirnn.forward(model, params, inputs[:0])  # zero steps: the learned state itself
+    np.testing.assert_array_equal(empty_state[1][0], state[1][0])
+
+
+@pytest.mark.parametrize("label", ["gru-bi-2layer", "gru-reverse-hard"])
+def test_learned_initial_state_with_lengths(backend, label):
+    model, params, inputs, cotangent = learned_case(LEARNED[label], "float64")
+    lengths = np.array([5, 0])
+    want, want_state = multirnn.forward(model, params, inputs, lengths=lengths)
+    got, got_state = multirnn.forward(model, params, inputs, backend=backend, lengths=lengths)
+    assert_close(got, want, "float64", "outputs")
+    for a, b in zip(flatten_state(model, got_state), flatten_state(model, want_state)):
+        for x, y in zip(a, b):
+            assert_close(x, y, "float64", "state")
+    want_grads = multirnn.gradients(model, params, inputs, cotangent=cotangent, lengths=lengths)
+    got_grads = multirnn.gradients(model, params, inputs, backend=backend, cotangent=cotangent, lengths=lengths)
+    for name in params:
+        assert_close(got_grads[name], want_grads[name], "float64", f"d/d{name}")
+
+
+def test_learned_initial_state_params_and_init():
+    model = RecurrentSpec(3, 4, cell="lstm", bidirectional=True, learn_initial_state=True)
+    shapes = model.param_shapes()
+    assert shapes["fwd.h_0"] == shapes["bwd.c_0"] == (4,)
+    params = multirnn.init_params(model, 0)
+    assert not np.any(params["bwd.h_0"])
+    plain = multirnn.init_params(RecurrentSpec(3, 4, cell="lstm", bidirectional=True), 0)
+    for name, value in plain.items():  # the same weights: h_0/c_0 come after each unit's weights
+        np.testing.assert_array_equal(params[name], value)
+
+
+@pytest.mark.parametrize("name", FUSED_KERNEL_BACKENDS)
+def test_fused_kernels_decline_a_learned_initial_state(name):
+    model = RecurrentSpec(3, 4, cell="lstm", learn_initial_state=True)
+    assert not recurrence.fused_path(load_backend(name), model, np.float32)
+
+
+def test_frameworks_without_a_learned_initial_state_refuse_it_by_name():
+    from multirnn.port import UnrepresentableError, flax, gluon, keras, torch
+
+    model = RecurrentSpec(3, 4, cell="gru", reset_after=True, learn_initial_state=True)
+    params, _ = make_case(model)
+    for convert in (torch.to_torch, gluon.to_gluon, keras.to_keras, flax.to_flax):
+        with pytest.raises(UnrepresentableError, match="learn_initial_state=True"):
+            convert(model, params)
+    with pytest.raises(ValueError, match="learn_initial_state=True: pass a state"):
+        multirnn.validate.check_state(model, None, 2, np.float64)
+
+
+def test_specs_written_before_the_new_fields_still_load():
+    from multirnn.checkpoint import spec_from_dict, spec_to_dict
+
+    old = {"class": "RecurrentSpec", "fields": {"num_inputs": 3, "num_hiddens": 4, "cell": "gru"}}
+    model = spec_from_dict(old)
+    assert (model.gate_activation, model.reverse, model.keep_order, model.merge_mode,
+            model.learn_initial_state) == ("sigmoid", False, True, "concat", False)
+    new = RecurrentSpec(3, 4, cell="lstm", gate_activation="hard_sigmoid", reverse=True, keep_order=False,
+                        learn_initial_state=True)
+    assert spec_from_dict(spec_to_dict(new)) == new
+
+
+def test_a_learned_initial_state_travels_in_npz_and_torch_to_onnx(tmp_path):
+    """npz: the spec field and the h_0 params, nothing extra; a torch learned-h0 module converted to
+    ONNX (an Expand of the stored rows) and read back: exact, proven by onnxruntime."""
+    from multirnn.port import files, load, onnx
+
+    load_backend("torch")
+    import torch
+
+    torch.manual_seed(0)
+
+    class LearnedH0(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(3, 4, num_layers=2)
+            self.h0 = torch.nn.Parameter(torch.randn(2, 1, 4))
+            self.c0 = torch.nn.Parameter(torch.randn(2, 1, 4))
+
+        def forward(self, x):
+            size = (-1, x.shape[1], -1)
+            return self.rnn(x, (self.h0.expand(*size).contiguous(), self.c0.expand(*size).contiguous()))
+
+    loaded = load(LearnedH0())
+    assert loaded.model.learn_initial_state and loaded.verification is not None
+    files.write("npz", tmp_path / "m.npz", loaded.model, loaded.params)
+    again = load(tmp_path / "m.npz")
+    assert again.model == loaded.model and again.initial_state is None
+    for name in loaded.params:
+        np.testing.assert_array_equal(again.params[name], loaded.params[name])
+    pytest.importorskip("onnxruntime")
+    through_onnx = load(onnx.to_onnx(loaded.model, loaded.params))
+    assert through_onnx.model == loaded.model and through_onnx.verification is not None

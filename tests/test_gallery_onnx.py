@@ -283,15 +283,48 @@ def test_torch_learned_initial_state(dynamo):
         ponnx.from_onnx(proto)  # the pair cannot carry the state
 
 
-def test_torch_learned_initial_state_with_dynamic_batch_refused():
+def test_torch_learned_initial_state_with_dynamic_batch_is_learn_initial_state():
+    """The h0 Parameter expanded to a dynamic batch: one row for every sequence of any batch, the
+    spec's learn_initial_state (h_0 the row); proven by onnxruntime at several batch sizes."""
     load_backend("torch")
     import torch
 
     torch.manual_seed(0)
-    proto = torch_export(LearnedH0GRU.make(), (torch.randn(2, 5, 3),), False,
+    module = LearnedH0GRU.make()
+    proto = torch_export(module, (torch.randn(2, 5, 3),), False,
                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
-    with pytest.raises(UnrepresentableError, match="fixed batch"):
-        multirnn.port.load(proto)
+    loaded = multirnn.port.load(proto)
+    assert loaded.model == multirnn.RecurrentSpec(3, 4, cell="gru", reset_after=True, batch_first=True,
+                                                  learn_initial_state=True)
+    assert loaded.initial_state is None and loaded.verification is not None
+    np.testing.assert_array_equal(loaded.params["h_0"], module.h0.detach().numpy()[0, 0])
+    model, params = ponnx.from_onnx(proto)  # the pair holds it now
+    x = torch.randn(3, 5, 3)
+    with torch.no_grad():
+        out, h = module(x)
+    outputs, state = multirnn.forward(model, {k: v.astype(np.float64) for k, v in params.items()},
+                                      x.numpy().astype(np.float64))
+    assert_close(outputs, out.numpy().astype(np.float64), "float32", "outputs from learned h0")
+    assert_close(state, h.numpy()[0], "float32", "h_n from learned h0")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_to_onnx_writes_a_learned_initial_state_as_an_expand(cell):
+    require("onnxruntime")
+    model = multirnn.RecurrentSpec(3, 4, cell=cell, num_layers=2, bidirectional=cell == "gru",
+                                   batch_first=cell == "lstm", learn_initial_state=True)
+    params = {k: v * 20 for k, v in multirnn.init_params(model, 0, "float32").items()}
+    rng = np.random.default_rng(0)
+    params.update({k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()
+                   if k.endswith(("h_0", "c_0"))})
+    proto = ponnx.to_onnx(model, params)
+    assert "Expand" in {node.op_type for node in proto.graph.node}
+    assert [i.name for i in proto.graph.input] == ["X"]
+    del proto.metadata_props[:]
+    loaded = multirnn.port.load(proto, sigma=model.sigma)
+    assert loaded.model == model and loaded.verification is not None and not loaded.run.takes_state
+    for name in params:
+        np.testing.assert_array_equal(loaded.params[name], params[name])
 
 
 def test_torch_state_as_graph_input():

@@ -322,15 +322,44 @@ def test_an_untraceable_forward_is_refused():
         multirnn.port.load(_wrapper(forward, rnn=_stack("gru", 3, 4)))
 
 
-def test_a_learned_h0_broadcast_over_the_batch_is_refused_with_the_reason():
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_learned_h0_broadcast_over_the_batch_is_learn_initial_state(cell):
+    """torch's learned-h0 pattern: nn.Parameter (L·D, 1, H) expanded (or repeated) to the batch is the
+    spec's learn_initial_state; load proves it at batches 2, 1 and 3."""
+    load_backend("torch")
+    import torch
+
+    torch.manual_seed(1)
+    members = {"rnn": _stack(cell, 3, 4, num_layers=2, bidirectional=True),
+               "h0": torch.nn.Parameter(torch.randn(4, 1, 4))}
+    if cell == "lstm":
+        members["c0"] = torch.nn.Parameter(torch.randn(4, 1, 4))
+
+    def forward(self, x):
+        h0 = self.h0.expand(-1, x.shape[1], -1).contiguous()
+        return self.rnn(x, (h0, self.c0.repeat(1, x.size(1), 1)) if hasattr(self, "c0") else h0)
+
+    module = _wrapper(forward, **members)
+    loaded = multirnn.port.load(module)
+    assert loaded.model.learn_initial_state and loaded.initial_state is None
+    assert loaded.verification is not None and loaded.run.batch is None
+    np.testing.assert_array_equal(loaded.params["l1.bwd.h_0"], members["h0"].detach().numpy()[3, 0])
+    inputs = _inputs(loaded.model)
+    out, _ = _run(module, inputs.astype(np.float32))
+    want, _ = multirnn.forward(loaded.model, {k: v.astype(np.float64) for k, v in loaded.params.items()},
+                               inputs.astype(np.float64))
+    assert_close(out, want, "float32", "torch vs multirnn.forward")
+
+
+def test_a_learned_h0_computed_is_refused_with_the_reason():
     load_backend("torch")
     import torch
 
     def forward(self, x):
-        return self.rnn(x, self.h0.expand(-1, x.shape[1], -1).contiguous())
+        return self.rnn(x, (2 * self.h0).expand(-1, x.shape[1], -1).contiguous())
 
     module = _wrapper(forward, rnn=_stack("gru", 3, 4), h0=torch.nn.Parameter(torch.randn(1, 1, 4)))
-    with pytest.raises(UnrepresentableError, match="'h0'.*learned initial state broadcast over the batch"):
+    with pytest.raises(UnrepresentableError, match="'h0'.*a learned initial state computed"):
         multirnn.port.load(module)
 
 

@@ -34,6 +34,9 @@ class LanguageModel:
             raise TypeError(f"rnn must be a RecurrentSpec, got {type(self.rnn).__name__}")
         if self.rnn.bidirectional:
             raise ValueError("rnn must be unidirectional for a language model (it may not see the future)")
+        if self.rnn.learn_initial_state:
+            raise ValueError("rnn.learn_initial_state=True is not supported by the language model (its "
+                             "training carries the state between batches)")
         for name in ("vocab_size", "embed_size"):
             value = getattr(self, name)
             if value is None and name == "embed_size":

@@ -155,6 +155,15 @@ def require_standard_directions(model: RecurrentSpec, framework: str) -> None:
                                    f"merge_mode={model.merge_mode!r} cannot be expressed there (Keras can)")
 
 
+def require_no_learned_state(model: RecurrentSpec, framework: str) -> None:
+    """A framework layer without an initial-state parameter cannot hold h_0/c_0."""
+    if model.learn_initial_state:
+        raise UnrepresentableError(
+            f"learn_initial_state=True: a {framework} recurrent layer has no learned initial state, so "
+            f"h_0{'/c_0' if model.cell == 'lstm' else ''} cannot be written there (ONNX can: to_onnx writes "
+            f"an Expand of a stored initial_h; or pass the state explicitly)")
+
+
 # ---- the spec as JSON, for file metadata: multirnn.checkpoint's one serialized form ----
 
 def spec_to_json(model: RecurrentSpec) -> str:

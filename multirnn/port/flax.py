@@ -34,7 +34,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._common import (UnrepresentableError, as_numpy, check_export, expect_shape, finish_import, make_spec,
-                      require_bias_free, require_reset_after)
+                      require_bias_free, require_no_learned_state, require_reset_after)
 from multirnn.recurrence import unit_params
 
 LSTM_NAMES = {"i": "i", "f": "f", "o": "o", "c": "g"}  # canonical gate -> Flax letter
@@ -77,6 +77,7 @@ def to_flax(model, params: dict) -> dict:
     dtype = check_export(model, params)
     require_reset_after(model, "Flax linen")
     require_flax_directions(model)
+    require_no_learned_state(model, "Flax")
     tree: dict = {}
     for layer, direction, prefix, _ in model.units():
         node = tree

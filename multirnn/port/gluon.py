@@ -21,7 +21,7 @@ import numpy as np
 
 from ._common import (Fused, GATES_PER_CELL, UnrepresentableError, as_numpy, check_export, expect_shape,
                       finish_import, fuse, infer_fused_sizes, make_spec, require_bias_free,
-                      require_reset_after, require_standard_cell,
+                      require_no_learned_state, require_reset_after, require_standard_cell,
                       require_standard_directions, unfuse)
 from .torch import weights_only_notes  # NumPy only (torch itself is imported by torch.py's functions)
 
@@ -51,6 +51,7 @@ def to_gluon(model, params: dict) -> dict[str, np.ndarray]:
     require_reset_after(model, "Gluon")
     require_standard_cell(model, "Gluon")
     require_standard_directions(model, "Gluon")
+    require_no_learned_state(model, "Gluon")
     out = {}
     for layer, direction, prefix, width in model.units():
         f = fuse(model, params, prefix, "gluon")
@@ -90,6 +91,7 @@ def from_gluon(model, arrays: dict) -> dict[str, np.ndarray]:
     require_reset_after(model, "Gluon")
     require_standard_cell(model, "Gluon")
     require_standard_directions(model, "Gluon")
+    require_no_learned_state(model, "Gluon")
     arrays = _strip_prefix(arrays)
     shapes = gluon_shapes(model)
     missing, extra = sorted(set(shapes) - set(arrays)), sorted(set(arrays) - set(shapes))

@@ -23,7 +23,8 @@ import dataclasses
 import numpy as np
 
 from ._common import (Fused, GATES_PER_CELL, SpecFieldError, UnrepresentableError, check_export, expect_shape,
-                      finish_import, fuse, make_spec, spec_from_known, unfuse)
+                      finish_import, fuse, make_spec, require_no_learned_state, spec_from_known,
+                      unfuse)
 
 
 def _single_bias(model) -> bool:
@@ -44,6 +45,7 @@ def keras_shapes(model) -> list[tuple]:
 def to_keras(model, params: dict) -> list[np.ndarray]:
     """The flat weight list for ``keras_layers(model)`` (``set_weights`` order)."""
     check_export(model, params)
+    require_no_learned_state(model, "Keras")
     weights = []
     for _, _, prefix, _ in model.units():
         f = fuse(model, params, prefix, "keras")

@@ -103,17 +103,25 @@ def to_onnx(model, params: dict, opset: int = OPSET):
         nodes.append(helper.make_node("Transpose", ["X"], ["X_time_major"], perm=[1, 0, 2]))
         x = "X_time_major"
     const("reshape_merge_directions", np.array([0, 0, -1], np.int64))
-    const("axis0", np.array([0], np.int64))
     states = ["h"] + (["c"] if model.cell == "lstm" else [])
     finals = {s: [] for s in states}
+    if model.learn_initial_state:  # (D, batch, H): the stored rows are expanded to X's batch
+        nodes += _state_shape_nodes(helper, const, x, nd, hidden)
+    else:
+        const("axis0", np.array([0], np.int64))
     for layer, weights in enumerate(to_onnx_weights(model, params)):
         names = {k: const(f"{k}_l{layer}", v) for k, v in weights.items()}
-        initial = {}
-        lo = const(f"start_l{layer}", np.array([layer * nd], np.int64))
-        hi = const(f"end_l{layer}", np.array([(layer + 1) * nd], np.int64))
-        for s in states:  # this layer's slice of the (L·D, batch, H) initial state
-            nodes.append(helper.make_node("Slice", [f"initial_{s}", lo, hi, "axis0"], [f"{s}0_l{layer}"]))
-            initial[s] = f"{s}0_l{layer}"
+        initial = {s: f"{s}0_l{layer}" for s in states}
+        if model.learn_initial_state:
+            for s in states:
+                rows = np.stack([params[prefix + f"{s}_0"] for _, _, prefix, _ in _layer_units(model, layer)])
+                stored = const(f"learned_{s}0_l{layer}", rows[:, None, :])  # (D, 1, H)
+                nodes.append(helper.make_node("Expand", [stored, "state_shape"], [initial[s]]))
+        else:
+            lo = const(f"start_l{layer}", np.array([layer * nd], np.int64))
+            hi = const(f"end_l{layer}", np.array([(layer + 1) * nd], np.int64))
+            for s in states:  # this layer's slice of the (L·D, batch, H) initial state
+                nodes.append(helper.make_node("Slice", [f"initial_{s}", lo, hi, "axis0"], [initial[s]]))
         attrs = {"hidden_size": hidden, "direction": direction}
         if model.cell == "gru":
             attrs["linear_before_reset"] = int(model.reset_after)
@@ -138,7 +146,8 @@ def to_onnx(model, params: dict, opset: int = OPSET):
     graph = helper.make_graph(
         nodes, f"multirnn_{model.cell}",
         [helper.make_tensor_value_info("X", elem, seq + [model.num_inputs])]
-        + [helper.make_tensor_value_info(f"initial_{s}", elem, state_shape) for s in states],
+        + [helper.make_tensor_value_info(f"initial_{s}", elem, state_shape) for s in states
+           if not model.learn_initial_state],
         [helper.make_tensor_value_info("Y", elem, seq + [model.output_size])]
         + [helper.make_tensor_value_info(f"{s}_n", elem, state_shape) for s in states],
         initializer=inits)
@@ -147,6 +156,18 @@ def to_onnx(model, params: dict, opset: int = OPSET):
     helper.set_model_props(proto, {METADATA_KEY: spec_to_json(model)})
     onnx.checker.check_model(proto)
     return proto
+
+
+def _state_shape_nodes(helper, const, x: str, nd: int, hidden: int) -> list:
+    """Nodes computing "state_shape" = [D, batch of time-major ``x``, H], what a learned initial
+    state is expanded to."""
+    const("batch_axis", np.array([1], np.int64))
+    const("state_directions", np.array([nd], np.int64))
+    const("state_hidden", np.array([hidden], np.int64))
+    return [helper.make_node("Shape", [x], ["x_shape"]),
+            helper.make_node("Gather", ["x_shape", "batch_axis"], ["batch_size"], axis=0),
+            helper.make_node("Concat", ["state_directions", "batch_size", "state_hidden"], ["state_shape"],
+                             axis=0)]
 
 
 def _require_onnx_directions(model) -> None:
@@ -337,6 +358,9 @@ def read(source, *, variables=None, **known):
     require_float32_hard_sigmoid(model, next(iter(params.values())).dtype,
                                  "representable: a float32 graph, or Sigmoid gates")
     initial_state, takes_state = _initial_state(model, info, traces)
+    if isinstance(initial_state, _LearnedState):  # expanded to a dynamic batch: part of the model
+        model, params = _with_learned_state(model, params, initial_state)
+        initial_state = None
     loaded = Loaded(model, params, initial_state=initial_state, origin=origin, notes=tuple(notes))
     loaded.run = _source_run(info, model, traces, takes_state, loaded)
     return loaded
@@ -428,6 +452,8 @@ def _initial_state(model, info, traces):
     if all(not np.any(a) for flat in per_trace for unit in flat for a in unit):
         return None, False
     batch_dim = info.input_dims[info.x_name][0 if model.batch_first else 1]
+    if not isinstance(batch_dim, int) and _one_row_everywhere(per_trace):
+        return _LearnedState([tuple(a[0] for a in unit) for unit in per_trace[0]]), False
     if not isinstance(batch_dim, int):
         raise UnrepresentableError(
             f"the stored initial state is expanded to the batch of graph input {info.x_name!r}, whose "
@@ -439,6 +465,31 @@ def _initial_state(model, info, traces):
         raise UnrepresentableError("the stored initial state depends on the number of steps")
     dtype = np.dtype(_float_dtype(info))
     return nest_state(model, [tuple(np.asarray(a, dtype) for a in unit) for unit in flat]), False
+
+
+class _LearnedState(list):
+    """A stored initial state that is one row per unit broadcast over any batch: the spec's
+    learn_initial_state, its rows the h_0 (c_0) params."""
+
+
+def _one_row_everywhere(per_trace) -> bool:
+    """Every trace (each at its own batch size) gives each unit the same row for every sequence."""
+    first = [tuple(a[0] for a in unit) for unit in per_trace[0]]
+    return all(np.array_equal(a, np.broadcast_to(row, a.shape))
+               for flat in per_trace for unit, rows in zip(flat, first) for a, row in zip(unit, rows))
+
+
+def _with_learned_state(model, params: dict, rows: list):
+    """The spec with learn_initial_state and params with each unit's h_0 (c_0) row."""
+    import dataclasses
+
+    learned = dataclasses.replace(model, learn_initial_state=True)
+    out = dict(params)
+    dtype = next(iter(params.values())).dtype
+    for (_, _, prefix, _), unit in zip(learned.units(), rows):
+        for name, row in zip(learned.initial_state_names, unit):
+            out[prefix + name] = np.asarray(row, dtype)
+    return learned, finish_import(learned, out)
 
 
 def _float_dtype(info) -> str:

@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 
 from ._common import (Fused, GATES_PER_CELL, UnrepresentableError, as_numpy, check_export, expect_shape,
-                      finish_import, fuse, infer_fused_sizes, make_spec, require_reset_after,
-                      require_standard_cell, require_standard_directions, unfuse)
+                      finish_import, fuse, infer_fused_sizes, make_spec, require_no_learned_state,
+                      require_reset_after, require_standard_cell, require_standard_directions, unfuse)
 
 _KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
 
@@ -38,6 +38,7 @@ def to_torch(model, params: dict) -> dict[str, np.ndarray]:
     require_reset_after(model, "torch")
     require_standard_cell(model, "torch")
     require_standard_directions(model, "torch")
+    require_no_learned_state(model, "torch")
     state = {}
     for layer, direction, prefix, _ in model.units():
         f = fuse(model, params, prefix, "torch")
@@ -67,6 +68,7 @@ def from_torch(model, state_dict: dict, prefix: str = "") -> dict[str, np.ndarra
     require_reset_after(model, "torch")
     require_standard_cell(model, "torch")
     require_standard_directions(model, "torch")
+    require_no_learned_state(model, "torch")
     sd = _strip(state_dict, prefix)
     if any(k.startswith("weight_hr") for k in sd):
         raise ValueError("state_dict has weight_hr_l*: an LSTM with proj_size > 0 has no multirnn "
@@ -259,6 +261,7 @@ class _Plan:
     rnn_name: str  # "" when the module is the stack itself
     takes_state: bool  # forward's second argument is the stack's hx
     state_attrs: tuple = ()  # parameters/buffers passed as the stack's initial state (h0[, c0])
+    state_broadcast: bool = False  # state_attrs of shape (L·D, 1, H) expanded over the batch
     outputs: Callable = operator.itemgetter(0)  # forward's result -> the output sequence
     state: Callable | None = operator.itemgetter(1)  # forward's result -> h_n or (h_n, c_n), or None
 
@@ -296,11 +299,66 @@ def _node_text(module, node) -> str:
     return f"function {getattr(node.target, '__name__', node.target)}"
 
 
-def _refuse_transformed_state(module, graph) -> None:
-    """A parameter/buffer that reaches a stack through other ops is a learned initial state computed
-    (broadcast over the batch, typically): say so, rather than naming the first op."""
+# Tensor methods that broadcast a (L·D, 1, H) parameter over the batch without computing anything.
+_BROADCAST_METHODS = ("expand", "repeat", "contiguous")
+
+
+def _is_batch_size(node, x) -> bool:
+    """``node`` reads a size of forward's input ``x``: x.shape[i], x.size(i) or x.size()[i] (which axis
+    is the batch is left to the proof by running, which probes several batch sizes)."""
+    if not hasattr(node, "op"):
+        return False
+    if node.op == "call_method" and node.target == "size":
+        return node.args[:1] == (x,) and len(node.args) == 2 and isinstance(node.args[1], int)
+    if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[1], int):
+        base = node.args[0]
+        return (base.op == "call_function" and base.target is getattr and tuple(base.args) == (x, "shape")) \
+            or (base.op == "call_method" and base.target == "size" and tuple(base.args) == (x,))
+    return False
+
+
+def _broadcast_source(node, x):
+    """(the get_attr node, the nodes used) when ``node`` is a parameter expanded/repeated over the
+    batch (sizes are ints or x's sizes, at least one of them) and made contiguous; else None."""
+    used, batch_sizes = [], 0
+    while hasattr(node, "op") and node.op == "call_method" and node.target in _BROADCAST_METHODS:
+        used.append(node)
+        for size in node.args[1:]:
+            if _is_batch_size(size, x):
+                batch_sizes += 1
+                used += [size] + ([size.args[0]] if size.op == "call_function" else [])
+            elif not isinstance(size, int):
+                return None
+        node = node.args[0]
+    if hasattr(node, "op") and node.op == "get_attr" and batch_sizes:
+        return node, used
+    return None
+
+
+def _broadcast_states(module, graph) -> dict:
+    """{hx node: (attr target, helper nodes)} for each state entry of the stack call that broadcasts
+    a learned parameter over the batch (torch's common learned-h0 pattern)."""
     stacks = _stack_classes()
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    found = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(_fetch(module, node.target), stacks) and placeholders:
+            hx = node.args[1] if len(node.args) > 1 else node.kwargs.get("hx")
+            for entry in (hx if isinstance(hx, (tuple, list)) else (hx,)):
+                source = _broadcast_source(entry, placeholders[0])
+                if source is not None:
+                    found[entry] = (source[0].target, source[1])
+    return found
+
+
+def _refuse_transformed_state(module, graph, broadcast: dict) -> None:
+    """A parameter/buffer that reaches a stack through other ops than a broadcast over the batch is a
+    learned initial state computed: say so, rather than naming the first op."""
+    stacks = _stack_classes()
+    allowed = {n for _, helpers in broadcast.values() for n in helpers}
     for attr in (n for n in graph.nodes if n.op == "get_attr"):
+        if all(user in allowed for user in attr.users):
+            continue
         ops, todo, seen = [], [u for u in attr.users if u.op != "call_module"], set()
         while todo:
             node = todo.pop()
@@ -313,11 +371,10 @@ def _refuse_transformed_state(module, graph) -> None:
                 if user.op == "call_module" and isinstance(_fetch(module, user.target), stacks) and feeds_state:
                     raise UnrepresentableError(
                         f"{type(module).__name__}.forward passes {attr.target!r} to {user.target!r} through "
-                        f"{', '.join(sorted(set(ops)))}: a learned initial state broadcast over the batch "
-                        f"(or otherwise computed) is not representable yet (the spec has no learned initial "
-                        f"state, and Loaded.initial_state holds one batch size); representable: a "
-                        f"parameter h0 (and c0) of shape (L·D, batch, H) passed to the stack as it is, or "
-                        f"the stack with its state given")
+                        f"{', '.join(sorted(set(ops)))}: a learned initial state computed is not "
+                        f"representable; representable: a parameter h0 (and c0) of shape (L·D, 1, H) "
+                        f"expanded (or repeated) over the batch (the spec's learn_initial_state), one of "
+                        f"shape (L·D, batch, H) passed as it is, or the stack with its state given")
                 todo.append(user)
 
 
@@ -325,9 +382,13 @@ def _graph_facts(module, graph, specialized: str | None = None) -> dict:
     """Check the traced graph is placeholder(s) -> one stack call -> getitem(s) -> output, and say
     where the stack's input and hx come from and where forward's result holds its results."""
     stacks = _stack_classes()
-    _refuse_transformed_state(module, graph)
+    broadcast = _broadcast_states(module, graph)
+    _refuse_transformed_state(module, graph, broadcast)
+    helpers = {n for _, used in broadcast.values() for n in used}
     placeholders, attrs, paths, rnn_node, output = [], {}, {}, None, None
     for node in graph.nodes:
+        if node in helpers:
+            continue  # the broadcast of a learned initial state (read below)
         if node.op == "placeholder":
             placeholders.append(node)
         elif node.op == "get_attr":
@@ -353,7 +414,8 @@ def _graph_facts(module, graph, specialized: str | None = None) -> dict:
     if rnn_node is None:
         raise UnrepresentableError(f"{type(module).__name__}.forward calls no nn.RNN/GRU/LSTM")
     return {"rnn": rnn_node, "placeholders": placeholders, "attrs": attrs, "paths": paths,
-            "output": output, "specialized": specialized}
+            "output": output, "specialized": specialized,
+            "broadcast": {node: target for node, (target, _) in broadcast.items()}}
 
 
 def _result_path(module, rnn_node, path: tuple, index) -> tuple:
@@ -385,9 +447,11 @@ def _stack_inputs(module, facts) -> tuple:
         return None
     if len(placeholders) > 1 and hx is placeholders[1]:
         return ("placeholder", hx.target)
-    if (all(n in facts["attrs"] for n in hx_nodes)
-            and len(hx_nodes) == (2 if isinstance(stack, _stack_classes()[2]) else 1)):
+    entries = 2 if isinstance(stack, _stack_classes()[2]) else 1
+    if all(n in facts["attrs"] for n in hx_nodes) and len(hx_nodes) == entries:
         return ("attrs", tuple(facts["attrs"][n] for n in hx_nodes))
+    if all(n in facts["broadcast"] for n in hx_nodes) and len(hx_nodes) == entries:
+        return ("broadcast", tuple(facts["broadcast"][n] for n in hx_nodes))
     raise UnrepresentableError(f"{type(module).__name__}.forward passes {hx} as the state of "
                                f"{rnn.target!r}: representable: forward's second argument, nothing, or "
                                f"parameters h0 (and c0) of shape (L·D, batch, H) as they are")
@@ -442,14 +506,14 @@ def _trace_plan(module) -> _Plan:
         if not node.args:  # no default: forward could not be called with the inputs (and state) only
             raise UnrepresentableError(f"{type(module).__name__}.forward has a required argument "
                                        f"{node.target!r} that the recurrent stack does not use")
-    state_attrs, takes_state = (hx[1] if hx and hx[0] == "attrs" else ()), bool(hx and hx[0] == "placeholder")
+    stored = hx if hx and hx[0] in ("attrs", "broadcast") else None
+    takes_state = bool(hx and hx[0] == "placeholder")
     if takes_state:  # what forward does when the state is None (fx traced it as given)
         none_facts = _graph_facts(module, _trace(module, {hx[1]: None}), hx[1])
-        none_hx = _stack_inputs(module, none_facts)
+        stored = _stack_inputs(module, none_facts)
         if none_facts["rnn"].target != facts["rnn"].target:
             raise UnrepresentableError(f"{type(module).__name__}.forward runs a different stack when the "
                                        f"state is None")
-        state_attrs = none_hx[1] if none_hx else ()
         facts_for_results = none_facts, facts
     else:
         facts_for_results = (facts,)
@@ -459,7 +523,8 @@ def _trace_plan(module) -> _Plan:
         raise UnrepresentableError(f"{type(module).__name__}.forward returns the final state only when the "
                                    f"state is given (or only when not)")
     outputs, state = getters[-1]
-    return _Plan(facts["rnn"].target, takes_state, state_attrs, outputs, state)
+    return _Plan(facts["rnn"].target, takes_state, stored[1] if stored else (),
+                 state_broadcast=bool(stored and stored[0] == "broadcast"), outputs=outputs, state=state)
 
 
 def _initial_state(model, module, plan: _Plan, dtype: str):
@@ -472,13 +537,28 @@ def _initial_state(model, module, plan: _Plan, dtype: str):
     units = model.num_layers * len(model.directions)
     for name, tensor in zip(plan.state_attrs, tensors):
         if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3 or tensor.shape[0] != units \
-                or tensor.shape[2] != model.num_hiddens or str(tensor.dtype).replace("torch.", "") != dtype:
+                or tensor.shape[2] != model.num_hiddens or str(tensor.dtype).replace("torch.", "") != dtype \
+                or (plan.state_broadcast and tensor.shape[1] != 1):
+            batch = 1 if plan.state_broadcast else "batch"
             raise UnrepresentableError(
                 f"{type(module).__name__}.{name} (shape {tuple(getattr(tensor, 'shape', ()))}) is passed as "
-                f"the initial state: representable: a {dtype} tensor of shape ({units}, batch, "
+                f"the initial state: representable: a {dtype} tensor of shape ({units}, {batch}, "
                 f"{model.num_hiddens})")
     state = _nested_state(model, tuple(tensors) if model.cell == "lstm" else tensors[0])
     return state, int(tensors[0].shape[1])
+
+
+def _learned_initial_state(model, params: dict, module, plan: _Plan):
+    """The spec with learn_initial_state and params with each unit's h_0 (c_0) from parameters of
+    shape (L·D, 1, H) that forward expands over the batch."""
+    _initial_state(model, module, plan, next(iter(params.values())).dtype.name)  # checks the shapes
+    learned = dataclasses.replace(model, learn_initial_state=True)
+    tensors = [_fetch(module, name).detach().cpu().numpy() for name in plan.state_attrs]
+    out = dict(params)
+    for index, (_, _, prefix, _) in enumerate(learned.units()):
+        for name, tensor in zip(learned.initial_state_names, tensors):
+            out[prefix + name] = np.ascontiguousarray(tensor[index, 0])
+    return learned, finish_import(learned, out)
 
 
 def _require_consumed(module, plan: _Plan, rnn) -> tuple:
@@ -554,7 +634,11 @@ def read(module, *, variables=None, **known):
     dtype = _stack_dtype(rnn, plan.rnn_name)
     params = from_torch(model, rnn.state_dict())
     notes = _require_consumed(module, plan, rnn)
-    initial_state, batch = _initial_state(model, module, plan, dtype)
+    if plan.state_broadcast:
+        model, params = _learned_initial_state(model, params, module, plan)
+        initial_state, batch = None, None
+    else:
+        initial_state, batch = _initial_state(model, module, plan, dtype)
     if model.dropout:
         notes += (f"dropout={model.dropout} between layers is kept in the spec (training only); the source "
                   f"was verified in eval mode, where it is the identity",)
