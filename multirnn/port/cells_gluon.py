@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import UnrepresentableError, make_spec
+from ._common import GATES_PER_CELL, UnrepresentableError, make_spec
 from .cells import CellRead, as_list, loaded_from_cells
 
 _ACTIVATIONS = {"rnn": {"_activation": ("tanh", "relu")},
@@ -67,7 +67,7 @@ def read_cell(cell, index: int | None = None) -> CellRead:
     if len(dtypes) != 1 or dtypes[0] not in ("float32", "float64"):
         raise UnrepresentableError(f"{where} has parameters of dtype {dtypes}: representable: one of "
                                    f"float32, float64")
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[kind]
+    gates = GATES_PER_CELL[kind]
     fields = {"cell": kind, "num_inputs": int(arrays["l0_i2h_weight"].shape[1]),
               "num_hiddens": int(arrays["l0_h2h_weight"].shape[0]) // gates}
     if kind == "rnn":
