@@ -39,7 +39,9 @@ GATES_PER_CELL = {cell: len(gates) for cell, gates in CELL_GATES.items()}  # blo
 NONLINEARITIES = ("tanh", "relu")
 # Gate functions of gru/lstm. "hard_sigmoid" is clip(x/6 + 1/2, 0, 1) (Keras 3, torch nn.Hardsigmoid,
 # jax.nn.hard_sigmoid); "hard_sigmoid_legacy" is clip(0.2·x + 0.5, 0, 1) (Keras 2 / tf.keras, ONNX
-# HardSigmoid's default alpha=0.2, beta=0.5). Both have slope 0 at their kinks, as torch and relu6 do.
+# HardSigmoid's default alpha=0.2, beta=0.5). Both have slope 0 at their kinks, as torch's
+# hardsigmoid_backward and relu6 define it (tf.keras 2's clip_by_value passed the gradient at the
+# bounds: a difference on a set of measure zero).
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "hard_sigmoid_legacy")
 HARD_SIGMOID_SLOPES = {"hard_sigmoid": 1.0 / 6.0, "hard_sigmoid_legacy": 0.2}  # y = clip(slope·x + 1/2)
 # How a bidirectional layer joins its two directions' outputs, as Keras' Bidirectional(merge_mode=...).
