@@ -38,8 +38,9 @@ class RecurrentBlock(mx.gluon.HybridBlock):
 
     def forward(self, inputs, state=None):
         flat_state = [] if state is None else [a for unit in flatten_state(self.model, state) for a in unit]
-        key = (inputs.shape[1 if self.model.batch_first else 0], state is None)
-        if key != self._graph_key and self._active:  # the cached graph is for another length/arity
+        # the unrolled graph fixes the length, the state arity and whether layers run the fused kernel
+        key = (inputs.shape[1 if self.model.batch_first else 0], state is None, get("mxnet").use_fused_kernels)
+        if key != self._graph_key and self._active:  # the cached graph is for another one of those
             self._clear_cached_op()
         self._graph_key = key
         out = super().forward(inputs, *flat_state)
@@ -59,7 +60,7 @@ class RecurrentBlock(mx.gluon.HybridBlock):
             zeros = F.broadcast_axis(F.zeros_like(F.slice_axis(F.sum(xs, axis=0), axis=-1, begin=0, end=1)),
                                      axis=1, size=model.num_hiddens)  # (batch, H) without a shape
             state = [(zeros,) * width for _ in model.units()]
-        ops = SymbolOps(self._graph_key[0], model.num_hiddens, self._dtype, get("mxnet").use_fused_kernels)
+        ops = SymbolOps(self._graph_key[0], model.num_hiddens, self._dtype, self._graph_key[2])
         ys, finals = recurrence.run(ops, model, {k: _Sym(v) for k, v in params.items()}, _Sym(xs),
                                     [tuple(map(_Sym, unit)) for unit in state])
         ys = F.swapaxes(ys.sym, 0, 1) if model.batch_first else ys.sym

@@ -64,6 +64,22 @@ def test_hybridized_block_takes_a_state_and_new_lengths(mx):
             assert_close(a, b, "float32", "state")
 
 
+def test_hybridized_block_follows_the_fused_kernel_switch(mx):
+    """The cached graph is rebuilt when fused kernels are switched off (it was kept: the benchmark's
+    generic column then timed the fused kernel)."""
+    model = MODELS[0]
+    params, inputs = make_case(model, dtype="float32", scale=10.0)
+    block = multirnn.native_layer(model, params, backend="mxnet")
+    block.hybridize()
+    want = multirnn.forward(model, to_float64(params), to_float64(inputs))[0]
+    backend = multirnn.backends.get("mxnet")
+    for fused in (True, False, True):
+        with backend.fused_kernels(fused):
+            out, _ = block(mx.nd.array(inputs))
+        assert block._graph_key[2] is fused
+        assert_close(out.asnumpy(), want, "float32", f"outputs, fused={fused}")
+
+
 def test_trainer_step_is_sgd_on_the_reference_gradient(mx):
     model = MODELS[1]
     params, inputs = make_case(model, dtype="float32", scale=10.0)
