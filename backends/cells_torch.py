@@ -10,31 +10,25 @@ from multirnn import recurrence, stepping
 from multirnn.backends import get
 from multirnn.state import flatten_state, nest_state
 
+from .torch_backend import CanonicalParameters
+
 # torch's own one-step kernels (what nn.RNNCell/GRUCell/LSTMCell call); weights (G·H, in), (G·H, H)
 _CELL_KERNELS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn-tanh": torch.rnn_tanh_cell,
                  "rnn-relu": torch.rnn_relu_cell}
 
 
-class RecurrentCell(torch.nn.Module):
-    """Parameters under the canonical names with '.' written as '__' (torch forbids dots), as
-    backends.torch_backend.RecurrentModule. One step runs torch's own cell kernel where it computes
-    the spec exactly (the decision of recurrence.fused_path, as for whole layers), else
+class RecurrentCell(CanonicalParameters):
+    """Parameters as the native layer's (CanonicalParameters). One step runs torch's own cell kernel
+    where it computes the spec exactly (the decision of recurrence.fused_path, as for whole layers), else
     multirnn.stepping over recurrence.make_step."""
 
     def __init__(self, model, params):
-        super().__init__()
-        self.model = model
-        self.weights = torch.nn.ParameterDict(
-            {name.replace(".", "__"): torch.nn.Parameter(torch.tensor(params[name]))
-             for name in model.param_shapes()})
+        super().__init__(model, params)
         dtype = next(iter(params.values())).dtype
         self.uses_kernel = recurrence.fused_path(get("torch"), model, dtype)
         key = model.cell if model.cell != "rnn" else f"rnn-{model.nonlinearity}"
         self._kernel = _CELL_KERNELS[key]
         self._prepared = (None, None)  # (parameter versions, prepared weights) for no_grad use
-
-    def canonical_params(self) -> dict:
-        return {name.replace("__", "."): value for name, value in self.weights.items()}
 
     def initial_state(self, batch: int):
         """Zeros in the nested convention (what ``cell(x_t)`` starts from)."""

@@ -125,14 +125,9 @@ def _opaque_to_compile(kernel, *args):
     return kernel(*args)
 
 
-class RecurrentModule(torch.nn.Module):
-    """A torch ``nn.Module`` of any multirnn spec; ``forward(inputs, state=None) -> (outputs, state)``.
-
-    Parameters are registered under the canonical names with '.' written as '__' (torch forbids dots).
-    It runs under ``torch.compile`` (docs/native-layers.md gives the compile time). Where the spec is
-    one of torch's own ``nn.RNN/GRU/LSTM``, ``torch_state_dict()`` is that layer's state_dict and
-    ``load_torch_state_dict`` reads one back (through multirnn.port.torch).
-    """
+class CanonicalParameters(torch.nn.Module):
+    """A module holding a spec's parameters under the canonical names, '.' written as '__' (torch
+    forbids dots): what the native layer and the native cell share."""
 
     def __init__(self, model, params):
         super().__init__()
@@ -143,6 +138,15 @@ class RecurrentModule(torch.nn.Module):
 
     def canonical_params(self) -> dict:
         return {name.replace("__", "."): value for name, value in self.weights.items()}
+
+
+class RecurrentModule(CanonicalParameters):
+    """A torch ``nn.Module`` of any multirnn spec; ``forward(inputs, state=None) -> (outputs, state)``.
+
+    Parameters: see CanonicalParameters. It runs under ``torch.compile`` (docs/native-layers.md gives the compile time). Where the spec is
+    one of torch's own ``nn.RNN/GRU/LSTM``, ``torch_state_dict()`` is that layer's state_dict and
+    ``load_torch_state_dict`` reads one back (through multirnn.port.torch).
+    """
 
     def forward(self, inputs, state=None):
         return get("torch").run_user(self.model, self.canonical_params(), inputs, state)
