@@ -48,6 +48,13 @@ def canonical_params(model: RecurrentSpec, fused: dict, split=np.split) -> dict:
     return out
 
 
+def zero_carry(model: RecurrentSpec, input_shape, dtype):
+    """Zeros in the nested state convention for inputs of ``input_shape`` (..., features): the carry
+    both Flax cells (linen and nnx) start from."""
+    zeros = jnp.zeros(tuple(input_shape[:-1]) + (model.num_hiddens,), dtype)
+    return nest_state(model, [(zeros,) * model.state_arrays for _ in model.units()])
+
+
 def _fused_names(model: RecurrentSpec) -> list:
     return list(fused_params(model, dict.fromkeys(model.param_shapes()), concat=lambda parts, axis: None))
 
@@ -79,8 +86,7 @@ class RecurrentCell(nn.RNNCellBase):
 
     @nn.nowrap
     def initialize_carry(self, rng, input_shape):
-        zeros = jnp.zeros(tuple(input_shape[:-1]) + (self.model.num_hiddens,), self.dtype)
-        return nest_state(self.model, [(zeros,) * self.model.state_arrays for _ in self.model.units()])
+        return zero_carry(self.model, input_shape, self.dtype)
 
     @property
     def num_feature_axes(self) -> int:

@@ -11,7 +11,7 @@ from multirnn import stepping
 from multirnn.backends import get
 from multirnn.state import flatten_state, nest_state
 
-from .cells_flax import canonical_params, fused_params
+from .cells_flax import canonical_params, fused_params, zero_carry
 
 
 class RecurrentCell(nnx.RNNCellBase):
@@ -32,8 +32,7 @@ class RecurrentCell(nnx.RNNCellBase):
         return nest_state(self.model, finals), y
 
     def initialize_carry(self, input_shape, rngs=None):
-        zeros = jnp.zeros(tuple(input_shape[:-1]) + (self.model.num_hiddens,), self.dtype)
-        return nest_state(self.model, [(zeros,) * self.model.state_arrays for _ in self.model.units()])
+        return zero_carry(self.model, input_shape, self.dtype)
 
     @property
     def num_feature_axes(self) -> int:
