@@ -134,8 +134,8 @@ class AbstractBackend:
         if state is None and model.learn_initial_state:
             flat = [None for _ in model.units()]  # the recurrence starts from h_0 (c_0)
         elif state is None:
-            zeros = self.zeros_state(xs, model.num_hiddens)
-            flat = [(zeros,) * model.state_arrays for _ in model.units()]
+            zeros = tuple(self.zeros_state(xs, width) for width in model.state_widths)
+            flat = [zeros for _ in model.units()]
         else:
             flat = flatten_state(model, state)
         ys, finals = self._run(model, params, xs, flat)

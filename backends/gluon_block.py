@@ -57,9 +57,10 @@ class RecurrentBlock(mx.gluon.HybridBlock):
             return (ys,) + tuple(a for unit in flatten_state(model, finals) for a in unit)
         xs = F.swapaxes(inputs, 0, 1) if model.batch_first else inputs
         if state is None:
-            zeros = F.broadcast_axis(F.zeros_like(F.slice_axis(F.sum(xs, axis=0), axis=-1, begin=0, end=1)),
-                                     axis=1, size=model.num_hiddens)  # (batch, H) without a shape
-            state = [(zeros,) * width for _ in model.units()]
+            column = F.zeros_like(F.slice_axis(F.sum(xs, axis=0), axis=-1, begin=0, end=1))  # (batch, 1)
+            zeros = tuple(F.broadcast_axis(column, axis=1, size=size)  # (batch, size) without a shape
+                          for size in model.state_widths)
+            state = [zeros for _ in model.units()]
         ops = SymbolOps(self._graph_key[0], model.num_hiddens, self._dtype, self._graph_key[2])
         ys, finals = recurrence.run(ops, model, {k: _Sym(v) for k, v in params.items()}, _Sym(xs),
                                     [tuple(map(_Sym, unit)) for unit in state])

@@ -84,8 +84,8 @@ class RecurrentLayer(keras.layers.Layer):
         model = self.model
         xs = impl.swap01(inputs) if model.batch_first else inputs  # the recurrence is time-major
         if state is None:
-            zeros = impl.zeros_state(xs, model.num_hiddens)
-            flat = [(zeros,) * model.state_arrays for _ in model.units()]
+            zeros = tuple(impl.zeros_state(xs, width) for width in model.state_widths)
+            flat = [zeros for _ in model.units()]
         else:
             flat = flatten_state(model, state)
         ys, finals = impl.run_recurrence(model, params, xs, flat, None, _padding(model, xs, lengths))

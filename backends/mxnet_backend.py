@@ -54,7 +54,7 @@ class Backend(AbstractBackend):
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)
 
     def fused_layer(self, model, units, xs, states):
-        kernel = [recurrence.kernel_weights(self, model, p) for p in units]
+        kernel = [recurrence.kernel_weights(self, model, p) + (p.get("W_proj"),) for p in units]
         return fused_layer(mx.nd, model, kernel, xs, states)
 
     def asarray(self, a):

@@ -17,9 +17,11 @@ from ._base import AbstractBackend
 
 
 def fused_kernel_accepts(model, dtype) -> bool:
-    """MXNet 1.9.1's rnn_relu kernel loses float64 precision (errors ~1e-7, as in float32): the
-    unrolled graph runs that one instead."""
-    return not (model.cell == "rnn" and model.nonlinearity == "relu" and np.dtype(dtype) == np.float64)
+    """MXNet 1.9.1's rnn_relu kernel loses float64 precision (errors ~1e-7, as in float32), and on CPU
+    its projected LSTM runs forward only ("No training support for LSTM with projection on CPU"):
+    the unrolled graph runs those instead."""
+    relu64 = model.cell == "rnn" and model.nonlinearity == "relu" and np.dtype(dtype) == np.float64
+    return not (relu64 or model.proj_size)
 
 
 class _Sym:
@@ -54,22 +56,24 @@ class _Sym:
 
 def fused_layer(F, model, kernel_units: list, xs, states: list):
     """One layer, both directions, in MXNet's fused RNN operator; ``F`` is mx.sym or mx.nd and
-    ``kernel_units`` each unit's recurrence.kernel_weights. Returns (ys, final state per unit).
+    ``kernel_units`` each unit's recurrence.kernel_weights and then its W_proj (None unless projected).
+    Returns (ys, final state per unit).
 
-    The operator takes one flat vector: every unit's W_ih (G·H, in) and W_hh (G·H, H), then every
-    unit's b_ih and b_hh (always both: a missing one is zero). Packing it is a few ops per call, and
+    The operator takes one flat vector: every unit's W_ih (G·H, in), W_hh (G·H, h_size) and a
+    projected lstm's h2r (P, H), then every unit's b_ih and b_hh (always both: a missing one is zero). Packing it is a few ops per call, and
     autograd carries the gradients back to the canonical arrays."""
     flat = lambda w: F.reshape(F.transpose(w), shape=(-1,))  # noqa: E731  (in, G·H) -> rows of (G·H, in)
     weights, biases = [], []
-    for w_ih, w_hh, b_ih, b_hh in kernel_units:
-        weights += [flat(w_ih), flat(w_hh)]
+    for w_ih, w_hh, b_ih, b_hh, w_proj in kernel_units:
+        weights += [flat(w_ih), flat(w_hh)] + ([] if w_proj is None else [flat(w_proj)])  # h2r (P, H)
         zeros = F.zeros_like(F.sum(w_hh, axis=0))  # (G·H,) in the right dtype, symbol or not
         biases += [zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh]
     width, units = model.state_arrays, len(states)
-    initial = [F.stack(*(s[i] for s in states), axis=0) for i in range(width)]  # (units, B, H)
+    initial = [F.stack(*(s[i] for s in states), axis=0) for i in range(width)]  # (units, B, h/c width)
     mode = f"rnn_{model.nonlinearity}" if model.cell == "rnn" else model.cell
     out = F.RNN(xs, F.concat(*weights, *biases, dim=0), *initial, state_size=model.num_hiddens,
-                num_layers=1, bidirectional=units == 2, mode=mode, state_outputs=True)
+                projection_size=model.proj_size or None, num_layers=1, bidirectional=units == 2,
+                mode=mode, state_outputs=True)
     ends = [F.split(out[1 + i], num_outputs=2, axis=0, squeeze_axis=True) if units == 2
             else [F.squeeze(out[1 + i], axis=0)] for i in range(width)]
     return out[0], [tuple(ends[i][u] for i in range(width)) for u in range(units)]
@@ -93,7 +97,7 @@ class SymbolOps(AbstractBackend):
 
     def fused_layer(self, model, units, xs, states):
         raw = lambda a: None if a is None else a.sym  # noqa: E731
-        kernel = [tuple(map(raw, recurrence.kernel_weights(self, model, p))) for p in units]
+        kernel = [tuple(map(raw, recurrence.kernel_weights(self, model, p) + (p.get("W_proj"),))) for p in units]
         ys, finals = fused_layer(mx.sym, model, kernel, xs.sym, [tuple(map(raw, s)) for s in states])
         return _Sym(ys), [tuple(map(_Sym, s)) for s in finals]
 

@@ -40,13 +40,16 @@ class Backend(AbstractBackend):
 
     def fused_layer(self, model, units, xs, states):
         """One layer, both directions, in the kernel nn.RNN/GRU/LSTM call: per unit W_ih (G·H, in),
-        W_hh (G·H, H), then b_ih, b_hh if the model has biases."""
+        W_hh (G·H, h_size), then b_ih, b_hh if the model has biases, then a projected lstm's W_hr
+        (P, H) (the kernel tells a projection from h's width)."""
         weights = []
         for p in units:
             w_ih, w_hh, b_ih, b_hh = recurrence.kernel_weights(self, model, p)
             weights += [w_ih.T.contiguous(), w_hh.T.contiguous()]  # what the kernels expect
             if model.bias:
                 weights += [b_ih, torch.zeros_like(b_ih) if b_hh is None else b_hh]
+            if model.proj_size:
+                weights.append(p["W_proj"].T.contiguous())
         initial = [torch.stack([s[i] for s in states]) for i in range(model.state_arrays)]  # (units, B, H)
         kernel = {"lstm": torch.lstm, "gru": torch.gru, "rnn": _RNN_KERNELS[model.nonlinearity]}
         ys, *ends = _opaque_to_compile(kernel[model.cell], xs,

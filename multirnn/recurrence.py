@@ -31,7 +31,8 @@ class Padding(NamedTuple):
     lengths: int (batch,); mask: (num_steps, batch, 2·num_hiddens) in the compute dtype, the blocks
     [m, 1 - m] with m = 1 where t < lengths[b] and 0 elsewhere. H-wide blocks, so they concatenate
     with the projected gates and split off again with the equal-parts ``split``; 1 - m is computed
-    once here, not once per step.
+    once here, not once per step. (A projected lstm's h is narrower than H: it is masked by one
+    column of these blocks, broadcast, see ``mask_columns``.)
     """
 
     lengths: Array
@@ -93,11 +94,15 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
 
     w_h = ops.concat([p[f"W_h{g}"] for g in gates], axis=1)
     if model.cell == "lstm":
+        w_proj = p["W_proj"] if model.proj_size else None
+
         def lstm_step(carry, xp):
             h, c = carry
             i, f, o, c_tilde = ops.split(xp + ops.matmul(h, w_h), GATES_PER_CELL["lstm"])
             c = gate(f) * c + gate(i) * act(c_tilde)
             h = gate(o) * act(c)
+            if w_proj is not None:  # torch's proj_size: h (and the outputs) P wide, c stays H wide
+                h = ops.matmul(h, w_proj)
             return (h, c), h
         return lstm_step
 
@@ -128,11 +133,20 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
     return gru_before_step
 
 
-def masked_step(ops: Ops, step: Callable, num_gates: int) -> Callable:
+def mask_columns(ops: Ops, model: RecurrentSpec, mask: Array) -> Array:
+    """The H-wide blocks of a mask as they multiply the state: themselves, or for a projected lstm
+    (h is P wide) their first columns, which broadcast over any width (every column is equal)."""
+    return ops.split(mask, model.num_hiddens)[0] if model.proj_size else mask
+
+
+def masked_step(ops: Ops, model: RecurrentSpec, step: Callable) -> Callable:
     """Wrap a step whose input carries [m, 1 - m] as two extra H-wide blocks after the gates: a padded
     step (m = 0) keeps the carry. Its output is zeroed after the scan, not here."""
+    num_gates = GATES_PER_CELL[model.cell]
+
     def step_with_mask(carry, xpm):
         *gates, keep_new, keep_old = ops.split(xpm, num_gates + 2)
+        keep_new, keep_old = mask_columns(ops, model, keep_new), mask_columns(ops, model, keep_old)
         new_carry, h = step(carry, gates[0] if num_gates == 1 else ops.concat(gates, axis=-1))
         kept = tuple(keep_new * new + keep_old * old for new, old in zip(new_carry, carry))
         return kept, kept[0]
@@ -142,7 +156,7 @@ def masked_step(ops: Ops, step: Callable, num_gates: int) -> Callable:
 def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple,
                   reverse: bool = False, padding: Padding | None = None):
     """One unit over a time-major sequence, from the last step to the first when ``reverse``:
-    returns (outputs (T, B, H) in the order of ``xs``, final state tuple). With ``padding`` the
+    returns (outputs (T, B, h_size) in the order of ``xs``, final state tuple). With ``padding`` the
     caller passes each sequence already reversed within its length instead of ``reverse``."""
     weight, bias = input_projection(ops, model, p)
     step = make_step(ops, model, p)
@@ -150,11 +164,11 @@ def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tup
         projected = ops.matmul(xs, weight)
         if bias is not None:
             projected = projected + bias
-        num_gates = GATES_PER_CELL[model.cell]
         # two more H-wide blocks, so scan still sees a single array
         projected = ops.concat([projected, padding.mask], axis=-1)
-        final, ys = ops.scan(masked_step(ops, step, num_gates), tuple(state), projected)
-        return ys * ops.split(padding.mask, 2)[0], final  # zero outputs at padded steps
+        final, ys = ops.scan(masked_step(ops, model, step), tuple(state), projected)
+        valid = mask_columns(ops, model, ops.split(padding.mask, 2)[0])
+        return ys * valid, final  # zero outputs at padded steps
     if ops.hoist_input_projection:
         projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
         if bias is not None:
@@ -216,9 +230,9 @@ def initial_state(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_
     the batch, in graph ops so gradients reach them."""
     if all(unit is not None for unit in flat_state):
         return flat_state
-    zeros = ops.zeros_state(xs, model.num_hiddens)
-    return [unit if unit is not None else tuple(zeros + params[prefix + name]
-                                                for name in model.initial_state_names)
+    zeros = [ops.zeros_state(xs, width) for width in model.state_widths]
+    return [unit if unit is not None else tuple(zero + params[prefix + name]
+                                                for zero, name in zip(zeros, model.initial_state_names))
             for unit, (_, _, prefix, _) in zip(flat_state, model.units())]
 
 
@@ -262,8 +276,9 @@ def kernel_computes(model: RecurrentSpec) -> bool:
 
 def kernel_weights(ops: Ops, model: RecurrentSpec, p: dict) -> tuple:
     """One unit's (W_ih, W_hh, b_ih, b_hh), gates concatenated in KERNEL_GATES order, canonical
-    orientation (in, G·H) and (H, G·H): a backend transposes them for its kernel. Biases are None
-    without bias; the RNN's single bias is b_ih and its b_hh None (the kernel's is zero)."""
+    orientation (in, G·H) and (h_size, G·H): a backend transposes them for its kernel (a projected
+    lstm's W_proj it takes as it is). Biases are None without bias; the RNN's single bias is b_ih and
+    its b_hh None (the kernel's is zero)."""
     if model.cell == "rnn":
         return p["W_xh"], p["W_hh"], p.get("b_h"), None
     gates = KERNEL_GATES[model.cell]

@@ -134,12 +134,18 @@ def _lstm_step(model, p, x, state):
     c_tilde = _act(model, _affine(p, "c", x, h, model.bias))
     c_new = f * c + i * c_tilde
     act_c = _act(model, c_new)
-    return (o * act_c, c_new), (x, h, c, i, f, o, c_tilde, act_c)
+    h_new = o * act_c
+    if model.proj_size:  # the projection: h is P wide, c stays H wide
+        h_new = h_new @ p["W_proj"]
+    return (h_new, c_new), (x, h, c, i, f, o, c_tilde, act_c)
 
 
 def _lstm_step_backward(model, p, g, cache, d_state):
     x, h, c, i, f, o, c_tilde, act_c = cache
     dh_new, dc_new = d_state
+    if model.proj_size:  # back through h = (o ⊙ act(c)) W_proj to the unprojected o ⊙ act(c)
+        g["W_proj"] += (o * act_c).T @ dh_new
+        dh_new = dh_new @ p["W_proj"].T
     dc = dc_new + dh_new * o * _act_slope(model, act_c)
     pre_activation_grads = {
         "i": dc * c_tilde * _gate_slope(model, i),
@@ -182,7 +188,7 @@ def _merge(model, outputs):
 
 def _unmerge(model, d_out, outputs):
     """The cotangent of each direction's output from the layer output's (inverse of _merge's VJP)."""
-    hidden = model.num_hiddens
+    hidden = model.h_size
     if len(outputs) == 1 or model.merge_mode == "concat":
         return [d_out[..., k * hidden:(k + 1) * hidden] for k in range(len(outputs))]
     f, b = outputs
@@ -194,7 +200,8 @@ def _initial_unit_state(model, p, flat_state, index, batch):
     """A unit's initial state: the one given, or (None) its learned h_0 (c_0) over the batch."""
     if flat_state[index] is not None:
         return tuple(flat_state[index])
-    return tuple(np.broadcast_to(p[name], (batch, model.num_hiddens)) for name in model.initial_state_names)
+    return tuple(np.broadcast_to(p[name], (batch, width))
+                 for name, width in zip(model.initial_state_names, model.state_widths))
 
 
 def forward(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list, masks=None):
@@ -246,7 +253,7 @@ def backward(model: RecurrentSpec, params: dict, tape: list, d_outputs: np.ndarr
             if _realigns_outputs(model, direction):  # back to the order the steps ran in
                 dys = dys[::-1]
             if d_finals is None:
-                d_state = (np.zeros_like(dys[0]),) * model.state_arrays
+                d_state = tuple(np.zeros((dys.shape[1], width), dys.dtype) for width in model.state_widths)
             else:
                 d_state = tuple(d_finals[index])
             dxs = []

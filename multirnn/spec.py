@@ -15,6 +15,10 @@ gru    for each gate g in z, r, h: ``W_xg (in, H)``, ``W_hg (H, H)``, ``b_xg (H,
 lstm   for each gate g in i, f, o, c: ``W_xg (in, H)``, ``W_hg (H, H)``, ``b_xg (H,)``, ``b_hg (H,)``
 =====  =====================================================================================
 
+An lstm with ``proj_size = P > 0`` (torch's proj_size, Gluon's projection_size) projects its hidden
+state: ``h_t = (o ⊙ tanh(c_t)) W_proj`` with ``W_proj (H, P)``, so h and the outputs are P wide per
+direction while c stays H wide, and the recurrent matrices read the projected h: ``W_hg (P, H)``.
+
 GRU and LSTM keep separate input and recurrent biases so that every framework's weights (torch has
 two biases, a reset-after GRU needs ``b_hh`` inside the reset product) are representable exactly.
 With ``bias=False`` no bias entries exist.
@@ -24,7 +28,8 @@ in that order, e.g. ``W_xh`` (RNNScratch), ``bwd.W_hh`` (BiRNNScratch), ``l1.fwd
 Layer ``k > 0`` of a bidirectional stack takes ``2·H`` inputs ([fwd, bwd] outputs concatenated).
 
 State convention (passed in and returned alike, so a returned state can be fed straight back):
-one direction's state is ``H`` (an array ``(batch, H)``) for rnn/gru and the pair ``(H, C)`` for lstm;
+one direction's state is ``H`` (an array ``(batch, H)``) for rnn/gru and the pair ``(H, C)`` for lstm
+(h ``(batch, P)`` with a projection);
 a layer's state is that, or ``(fwd_state, bwd_state)`` when bidirectional; the model's state is the
 layer's state when ``num_layers == 1`` and otherwise a tuple with one entry per layer.
 """
@@ -71,9 +76,12 @@ class RecurrentSpec:
     reverse: bool = False
     keep_order: bool = True
     merge_mode: str = "concat"  # bidirectional: one of MERGE_MODES; sum/mul/ave give H features
-    # The initial state is part of the model: params h_0 (and c_0 for lstm) of shape (H,) per unit,
+    # The initial state is part of the model: params h_0 (and c_0 for lstm) of shapes state_widths per unit,
     # broadcast over the batch when no state is passed (torch's learned-h0 pattern, ONNX stored initial_h).
     learn_initial_state: bool = False
+    # lstm only: h_t = (o ⊙ tanh(c_t)) W_proj, P = proj_size features (0 = no projection, torch's
+    # convention); 0 < P < num_hiddens, as torch requires.
+    proj_size: int = 0
 
     def __post_init__(self):
         for name in ("num_inputs", "num_hiddens", "num_layers"):
@@ -110,20 +118,38 @@ class RecurrentSpec:
             raise ValueError(f"merge_mode must be one of {MERGE_MODES}, got {self.merge_mode!r}")
         if self.merge_mode != "concat" and not self.bidirectional:
             raise ValueError(f"merge_mode={self.merge_mode!r} applies to bidirectional=True only")
+        if isinstance(self.proj_size, bool) or not isinstance(self.proj_size, int) or self.proj_size < 0:
+            raise ValueError(f"proj_size must be a non-negative int (0 = no projection), got {self.proj_size!r}")
+        if self.proj_size and self.cell != "lstm":
+            raise ValueError(f"proj_size={self.proj_size} applies to cell='lstm' only")
+        if self.proj_size >= self.num_hiddens:
+            raise ValueError(f"proj_size must be smaller than num_hiddens={self.num_hiddens} (as torch "
+                             f"requires), got {self.proj_size}")
 
     @property
     def directions(self) -> tuple[str, ...]:
         return ("fwd", "bwd") if self.bidirectional else ("fwd",)
 
     @property
+    def h_size(self) -> int:
+        """Width of one direction's h (and its outputs): proj_size when projected, else num_hiddens."""
+        return self.proj_size or self.num_hiddens
+
+    @property
     def output_size(self) -> int:
-        """Features of every layer's output: H per direction concatenated, H when merged otherwise."""
-        return self.num_hiddens * (len(self.directions) if self.merge_mode == "concat" else 1)
+        """Features of every layer's output: h_size per direction concatenated, h_size when merged
+        otherwise."""
+        return self.h_size * (len(self.directions) if self.merge_mode == "concat" else 1)
 
     @property
     def state_arrays(self) -> int:
         """Arrays in one direction's state: H, or (H, C) for lstm."""
         return 2 if self.cell == "lstm" else 1
+
+    @property
+    def state_widths(self) -> tuple[int, ...]:
+        """Width of each array of one direction's state: (h_size,), or (h_size, num_hiddens) for lstm."""
+        return (self.h_size, self.num_hiddens)[:self.state_arrays]
 
     def units(self):
         """(layer, direction, name prefix, input width) for each recurrent unit, in canonical order."""
@@ -143,7 +169,7 @@ class RecurrentSpec:
 
     def unit_shapes(self, width: int) -> dict[str, tuple[int, ...]]:
         """Unprefixed parameter shapes of one direction of one layer."""
-        hidden = self.num_hiddens
+        hidden, recurrent = self.num_hiddens, self.h_size  # the recurrent matrices read h
         shapes: dict[str, tuple[int, ...]] = {}
         if self.cell == "rnn":
             shapes = {"W_xh": (width, hidden), "W_hh": (hidden, hidden)}
@@ -152,11 +178,13 @@ class RecurrentSpec:
         else:
             for gate in CELL_GATES[self.cell]:
                 shapes[f"W_x{gate}"] = (width, hidden)
-                shapes[f"W_h{gate}"] = (hidden, hidden)
+                shapes[f"W_h{gate}"] = (recurrent, hidden)
                 if self.bias:
                     shapes[f"b_x{gate}"] = (hidden,)
                     shapes[f"b_h{gate}"] = (hidden,)
-        shapes.update({name: (hidden,) for name in self.initial_state_names})
+        if self.proj_size:
+            shapes["W_proj"] = (hidden, self.proj_size)
+        shapes.update({name: (size,) for name, size in zip(self.initial_state_names, self.state_widths)})
         return shapes
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:

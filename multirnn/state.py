@@ -1,7 +1,7 @@
 """The one state convention (see multirnn.spec) and its flat form used inside the recurrence.
 
 The flat form is a list with one tuple per (layer, direction) unit in canonical order; each tuple holds
-that direction's arrays: (H,) or (H, C).
+that direction's arrays: (H,) or (H, C) (widths: spec.state_widths).
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def learned_initial_state(model: RecurrentSpec, params: dict, batch: int) -> lis
     """The flat initial state of a learn_initial_state model: each unit's h_0 (c_0) over the batch."""
     import numpy as np
 
-    return [tuple(np.broadcast_to(params[prefix + name], (batch, model.num_hiddens)).copy()
-                  for name in model.initial_state_names) for _, _, prefix, _ in model.units()]
+    return [tuple(np.broadcast_to(params[prefix + name], (batch, width)).copy()
+                  for name, width in zip(model.initial_state_names, model.state_widths))
+            for _, _, prefix, _ in model.units()]
 
 
 def map_state(model: RecurrentSpec, state, fn):

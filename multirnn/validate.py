@@ -88,21 +88,20 @@ def check_state(model: RecurrentSpec, state, batch: int, dtype: np.dtype, learne
     A model with ``learn_initial_state`` starts from its params when no state is given: with
     ``learned=True`` each unit is then None (the recurrence broadcasts its h_0/c_0, differentiably);
     a caller that cannot do that gets a ValueError rather than a silent zero state."""
-    shape = (batch, model.num_hiddens)
     if state is None and model.learn_initial_state:
         if not learned:
             raise ValueError("this model has learn_initial_state=True: pass a state, or run it through "
                              "multirnn.forward/gradients, which start from its h_0/c_0 params")
         return [None for _ in model.units()]
     if state is None:
-        return [tuple(np.zeros(shape, dtype) for _ in range(model.state_arrays))
+        return [tuple(np.zeros((batch, width), dtype) for width in model.state_widths)
                 for _ in model.units()]
     _check_nesting(model, state)
     flat = flatten_state(model, state)
     for (layer, direction, _, _), unit in zip(model.units(), flat):
         for k, array in enumerate(unit):
             where = f"state (layer {layer}, {direction}{', ' + 'HC'[k] if model.cell == 'lstm' else ''})"
-            check_array(where, array, shape, dtype)
+            check_array(where, array, (batch, model.state_widths[k]), dtype)
     return flat
 
 

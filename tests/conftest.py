@@ -156,8 +156,8 @@ def random_state(model, batch, seed, dtype):
     from multirnn.state import nest_state
 
     rng = np.random.default_rng(seed)
-    flat = [tuple(rng.normal(scale=0.5, size=(batch, model.num_hiddens)).astype(dtype)
-                  for _ in range(model.state_arrays)) for _ in model.units()]
+    flat = [tuple(rng.normal(scale=0.5, size=(batch, width)).astype(dtype) for width in model.state_widths)
+            for _ in model.units()]
     return nest_state(model, flat)
 
 
