@@ -1,0 +1,129 @@
+"""An LSTM with a projection (spec proj_size, torch's proj_size, Gluon's projection_size): the
+reference against the equations and finite differences, every backend against the reference
+(outputs, every final state, every gradient), and the fused kernels that do or do not compute it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FUSED_KERNEL_BACKENDS, assert_close, load_backend, make_case, random_state
+from test_parity import check_against_reference
+from test_reference import finite_difference_check
+
+import multirnn
+from multirnn import recurrence
+from multirnn.spec import RecurrentSpec
+from multirnn.state import flatten_state
+
+# label -> RecurrentSpec fields beyond (3, 5, cell="lstm", proj_size=2)
+SHAPES = {
+    "1uni": dict(),
+    "2bi": dict(num_layers=2, bidirectional=True),
+    "2uni-batch-first-nobias": dict(num_layers=2, batch_first=True, bias=False),
+    "bi-learned-state": dict(bidirectional=True, learn_initial_state=True),
+    "2reverse-hard": dict(num_layers=2, reverse=True, gate_activation="hard_sigmoid"),
+}
+
+
+def projection_case(fields, dtype, seed=31, proj_size=2):
+    model = RecurrentSpec(3, 5, cell="lstm", proj_size=proj_size, **fields)
+    params, inputs = make_case(model, seed=seed, steps=5, batch=2, dtype=dtype, scale=5.0)
+    rng = np.random.default_rng(seed + 3)
+    for name, shape in model.param_shapes().items():  # init_params starts h_0/c_0 at zero
+        if name.rsplit(".", 1)[-1] in ("h_0", "c_0"):
+            params[name] = rng.normal(scale=0.5, size=shape).astype(dtype)
+    state = None if model.learn_initial_state else random_state(model, 2, seed=seed + 1, dtype=dtype)
+    shape = (2, 5) if model.batch_first else (5, 2)
+    cotangent = np.random.default_rng(seed + 2).normal(size=shape + (model.output_size,)).astype(dtype)
+    return model, params, inputs, state, cotangent
+
+
+def torch_lstm_with_projection(inputs, p, h, c):
+    """torch.nn.LSTM's documented equations with proj_size, transcribed: h_t = W_hr (o_t * tanh(c_t))."""
+    sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    outputs = []
+    for x in inputs:
+        gate = {g: x @ p[f"W_x{g}"] + h @ p[f"W_h{g}"] + p[f"b_x{g}"] + p[f"b_h{g}"] for g in "ifoc"}
+        c = sig(gate["f"]) * c + sig(gate["i"]) * np.tanh(gate["c"])
+        h = (sig(gate["o"]) * np.tanh(c)) @ p["W_proj"]
+        outputs.append(h)
+    return np.stack(outputs), (h, c)
+
+
+def test_spec_shapes_state_and_init():
+    model = RecurrentSpec(3, 5, cell="lstm", proj_size=2, num_layers=2, bidirectional=True,
+                          learn_initial_state=True)
+    shapes = model.param_shapes()
+    assert shapes["l0.fwd.W_xi"] == (3, 5) and shapes["l0.fwd.W_hi"] == (2, 5)
+    assert shapes["l0.bwd.W_proj"] == (5, 2) and shapes["l1.fwd.W_xc"] == (4, 5)  # layer 1 reads 2·P
+    assert shapes["l1.bwd.h_0"] == (2,) and shapes["l1.bwd.c_0"] == (5,)
+    assert (model.h_size, model.output_size, model.state_widths) == (2, 4, (2, 5))
+    params = multirnn.init_params(model, 0)
+    assert params["l0.fwd.W_proj"].std() > 0 and not np.any(params["l0.fwd.h_0"])
+    _, state = multirnn.forward(RecurrentSpec(3, 5, cell="lstm", proj_size=2), multirnn.init_params(
+        RecurrentSpec(3, 5, cell="lstm", proj_size=2), 0), np.ones((4, 6, 3), np.float32))
+    assert state[0].shape == (6, 2) and state[1].shape == (6, 5)
+
+
+def test_bad_proj_sizes_and_states_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"proj_size=2 applies to cell='lstm' only"):
+        RecurrentSpec(3, 5, cell="gru", proj_size=2)
+    with pytest.raises(ValueError, match=r"proj_size must be smaller than num_hiddens=5 .*got 5"):
+        RecurrentSpec(3, 5, cell="lstm", proj_size=5)
+    with pytest.raises(ValueError, match=r"proj_size must be a non-negative int .*got -1"):
+        RecurrentSpec(3, 5, cell="lstm", proj_size=-1)
+    with pytest.raises(ValueError, match=r"proj_size must be a non-negative int .*got True"):
+        RecurrentSpec(3, 5, cell="lstm", proj_size=True)
+    model, params, inputs, _, _ = projection_case({}, "float64")
+    full_width = (np.zeros((2, 5)), np.zeros((2, 5)))  # h must be P = 2 wide
+    with pytest.raises(ValueError, match=r"state \(layer 0, fwd, H\) must have shape \(2, 2\), got \(2, 5\)"):
+        multirnn.forward(model, params, inputs, full_width)
+
+
+def test_reference_is_torchs_equations():
+    model, params, inputs, state, _ = projection_case({}, "float64")
+    outputs, (h, c) = multirnn.forward(model, params, inputs, state)
+    want, (want_h, want_c) = torch_lstm_with_projection(inputs, params, *state)
+    np.testing.assert_allclose(outputs, want, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(h, want_h, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(c, want_c, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bptt_matches_finite_differences(shape):
+    model, params, inputs, state, cotangent = projection_case(SHAPES[shape], "float64")
+    finite_difference_check(model, params, inputs, state, cotangent)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_projection_matches_reference(backend_path, shape, dtype):
+    model, params, inputs, state, cotangent = projection_case(SHAPES[shape], dtype)
+    check_against_reference(model, params, inputs, state, backend_path, dtype, cotangent)
+
+
+@pytest.mark.parametrize("shape", ["1uni", "2bi", "bi-learned-state"])
+def test_projection_with_lengths_matches_reference(backend, shape):
+    """Padded batches: the P-wide h and the H-wide c both keep their values past a sequence's end."""
+    model, params, inputs, state, cotangent = projection_case(SHAPES[shape], "float64")
+    lengths = np.array([5, 2])
+    want, want_state = multirnn.forward(model, params, inputs, state, lengths=lengths)
+    got, got_state = multirnn.forward(model, params, inputs, state, backend=backend, lengths=lengths)
+    assert_close(got, want, "float64", "outputs")
+    for a, b in zip(flatten_state(model, got_state), flatten_state(model, want_state)):
+        for x, y in zip(a, b):
+            assert_close(x, y, "float64", "state")
+    want_grads = multirnn.gradients(model, params, inputs, state, cotangent=cotangent, lengths=lengths)
+    got_grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent,
+                                   lengths=lengths)
+    for name in params:
+        assert np.any(want_grads[name] != 0), name
+        assert_close(got_grads[name], want_grads[name], "float64", f"d/d{name}")
+
+
+@pytest.mark.parametrize("name, computes", [("torch", True), ("mxnet", False)])
+def test_torchs_kernel_computes_it_and_mxnets_cpu_kernel_does_not(name, computes):
+    """torch.lstm takes weight_hr (the path nn.LSTM(proj_size=...) runs); MXNet 1.9.1's CPU RNN
+    operator runs a projection forward only, so its unrolled graph runs it."""
+    assert name in FUSED_KERNEL_BACKENDS
+    model = RecurrentSpec(3, 5, cell="lstm", proj_size=2, bidirectional=True)
+    assert recurrence.fused_path(load_backend(name), model, np.float32) is computes
