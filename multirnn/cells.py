@@ -77,6 +77,10 @@ def native_cell(model: RecurrentSpec, params: dict | None = None, backend: str =
 
     validate.check_model(model)
     refuse_unsteppable(model)
+    if model.proj_size:  # the cells size h as num_hiddens wide; multirnn.step runs a projection
+        raise ValueError(f"native_cell does not support proj_size={model.proj_size} yet (the cells' "
+                         "h is num_hiddens wide); step it with multirnn.step, or run the sequence with "
+                         "multirnn.forward or multirnn.native_layer")
     if backend not in _CELL_MODULES:
         raise ValueError(f"backend must be one of {tuple(_CELL_MODULES)} for native_cell, got {backend!r}")
     if api not in (None, "linen", "nnx") or (api is not None and backend != "jax"):

@@ -127,3 +127,52 @@ def test_torchs_kernel_computes_it_and_mxnets_cpu_kernel_does_not(name, computes
     assert name in FUSED_KERNEL_BACKENDS
     model = RecurrentSpec(3, 5, cell="lstm", proj_size=2, bidirectional=True)
     assert recurrence.fused_path(load_backend(name), model, np.float32) is computes
+
+
+@pytest.mark.parametrize("backend, api", [("torch", None), ("tensorflow", None), ("jax", None),
+                                          ("jax", "nnx"), ("mxnet", None)])
+def test_native_layers_run_a_projection(backend, api):
+    """torch module, Keras layer, Flax linen and nnx modules, Gluon block: zero and given states."""
+    from test_native_layers import call_layer
+
+    from multirnn.state import map_state
+
+    load_backend(backend)
+    model, params, inputs, state, _ = projection_case(SHAPES["2bi"], "float64")
+    params32 = {k: v.astype(np.float32) for k, v in params.items()}
+    layer = multirnn.native_layer(model, params32, backend=backend, **({"api": api} if api else {}))
+    for given in (None, map_state(model, state, lambda a: a.astype(np.float32))):
+        out, flat = call_layer(backend, layer, inputs.astype(np.float32), given)
+        want, want_state = multirnn.forward(model, params, inputs, None if given is None else state)
+        assert out.shape == (5, 2, 4)
+        assert_close(out, want, "float32", "outputs")
+        for got, ref in zip(flat, [a for unit in flatten_state(model, want_state) for a in unit], strict=True):
+            assert_close(got, ref, "float32", "state")
+
+
+def test_step_runs_a_projection_and_native_cell_refuses_it_by_name(backend_or_numpy):
+    backend = backend_or_numpy
+    model, params, inputs, state, _ = projection_case(dict(num_layers=2), "float64")
+    want, want_state = multirnn.forward(model, params, inputs, state)
+    for t in range(len(inputs)):
+        out, state = multirnn.step(model, params, inputs[t], state, backend=backend)
+        assert_close(out, want[t], "float64", f"step {t}")
+    for got, ref in zip(flatten_state(model, state), flatten_state(model, want_state)):
+        for x, y in zip(got, ref):
+            assert_close(x, y, "float64", "state")
+    if backend != "numpy":
+        with pytest.raises(ValueError, match="native_cell does not support proj_size=2"):
+            multirnn.native_cell(model, params, backend=backend)
+
+
+def test_hybridized_gluon_block_runs_a_projection():
+    """The Symbol path (SymbolOps, the block's own zero state of widths P and H)."""
+    mx = load_backend("mxnet") and pytest.importorskip("mxnet")
+    model, params, inputs, _, _ = projection_case(SHAPES["2bi"], "float64")
+    block = multirnn.native_layer(model, params, backend="mxnet")
+    block.hybridize()
+    out, (layer0, layer1) = block(mx.nd.array(inputs, dtype="float64"))
+    want, want_state = multirnn.forward(model, params, inputs)
+    assert_close(out.asnumpy(), want, "float64", "hybridized outputs")
+    assert_close(layer1[1][0].asnumpy(), want_state[1][1][0], "float64", "l1.bwd h")
+    assert_close(layer1[1][1].asnumpy(), want_state[1][1][1], "float64", "l1.bwd c")
