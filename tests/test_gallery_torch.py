@@ -137,10 +137,52 @@ def test_float64_modules_are_exact(cell):
     assert all(v.dtype == np.float64 for v in loaded.params.values())
 
 
-def test_proj_size_is_refused_by_name():
+@pytest.mark.parametrize("fields", [dict(), dict(num_layers=2, bidirectional=True),
+                                    dict(num_layers=2, batch_first=True, bias=False)],
+                         ids=["uni", "2layer-bi", "2layer-batch-first-nobias"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_proj_size_is_exact(fields, dtype):
+    """nn.LSTM(proj_size=P): weight_hr_l* is the spec's W_proj; h and the outputs are P wide."""
     load_backend("torch")
-    with pytest.raises(UnrepresentableError, match="proj_size=2"):
-        multirnn.port.load(_stack("lstm", 3, 4, proj_size=2))
+    module = _stack("lstm", 3, 5, proj_size=2, **fields)
+    loaded = assert_stack_exact(module.double() if dtype == "float64" else module, dtype)
+    assert loaded.model.proj_size == 2 and loaded.model.output_size == 2 * len(loaded.model.directions)
+    prefix = "l1.bwd." if fields.get("bidirectional") else ("l1." if fields else "")
+    np.testing.assert_array_equal(loaded.params[prefix + "W_proj"],
+                                  getattr(module, "weight_hr_l1_reverse" if prefix == "l1.bwd." else
+                                          "weight_hr_l1" if fields else "weight_hr_l0").detach().numpy().T)
+
+
+def test_proj_size_travels_both_ways_as_a_state_dict_and_a_layer():
+    load_backend("torch")
+    from multirnn.port import torch as ptorch
+
+    module = _stack("lstm", 3, 5, proj_size=2, num_layers=2, bidirectional=True)
+    sd = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    model = ptorch.infer_torch_spec(sd)
+    assert (model.proj_size, model.num_hiddens, model.num_layers) == (2, 5, 2)
+    params = ptorch.from_torch(model, sd)
+    back = ptorch.to_torch(model, params)
+    assert sorted(back) == sorted(sd) and all(np.array_equal(back[k], sd[k]) for k in sd)
+    assert_stack_exact(ptorch.torch_layer(model, params))
+
+
+def test_a_learned_h0_of_a_projected_lstm_is_p_wide():
+    """The learned-h0 pattern with proj_size: h0 (L·D, 1, P), c0 (L·D, 1, H)."""
+    load_backend("torch")
+    import torch
+
+    torch.manual_seed(2)
+    members = {"rnn": _stack("lstm", 3, 5, proj_size=2, bidirectional=True),
+               "h0": torch.nn.Parameter(torch.randn(2, 1, 2)), "c0": torch.nn.Parameter(torch.randn(2, 1, 5))}
+
+    def forward(self, x):
+        return self.rnn(x, (self.h0.expand(-1, x.shape[1], -1).contiguous(),
+                            self.c0.expand(-1, x.shape[1], -1).contiguous()))
+
+    loaded = multirnn.port.load(_wrapper(forward, **members))
+    assert loaded.model.learn_initial_state and loaded.model.proj_size == 2 and loaded.verification
+    assert loaded.params["bwd.h_0"].shape == (2,) and loaded.params["bwd.c_0"].shape == (5,)
 
 
 def test_float16_is_refused_by_dtype():

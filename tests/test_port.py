@@ -159,10 +159,10 @@ def test_reset_before_gru_refused_by_reset_after_frameworks():
             to_fw(model, params)
 
 
-def test_torch_import_refuses_projection_and_wrong_shapes():
+def test_torch_import_refuses_a_projection_the_spec_lacks_and_wrong_shapes():
     model = multirnn.RecurrentSpec(2, 3, cell="lstm")
     sd = ptorch.to_torch(model, multirnn.init_params(model, 0))
-    with pytest.raises(ValueError, match="proj_size"):
+    with pytest.raises(ValueError, match=r"weight_hr_l\* \(a torch LSTM with proj_size=2\)"):
         ptorch.from_torch(model, {**sd, "weight_hr_l0": np.zeros((2, 3), np.float32)})
     with pytest.raises(ValueError, match=r"weight_hh_l0.*shape \(12, 3\)"):
         ptorch.from_torch(model, {**sd, "weight_hh_l0": np.zeros((12, 4), np.float32)})

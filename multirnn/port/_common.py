@@ -34,10 +34,11 @@ class SpecFieldError(ValueError):
     the caller's arguments are at fault (the CLI's usage error, exit status 2)."""
 
 
-def infer_fused_sizes(w_ih_name: str, w_ih, w_hh_name: str, w_hh) -> dict:
+def infer_fused_sizes(w_ih_name: str, w_ih, w_hh_name: str, w_hh, hidden: int | None = None) -> dict:
     """cell, num_hiddens, num_inputs from a first layer's fused (G·H, in) and (G·H, H) weights, the
-    torch / Gluon / ONNX-style stacking."""
-    hidden = w_hh.shape[1]
+    torch / Gluon / ONNX-style stacking. ``hidden``: H where the source states it (a projected
+    LSTM's recurrent weights are (4·H, P))."""
+    hidden = w_hh.shape[1] if hidden is None else hidden
     gates, rem = divmod(w_hh.shape[0], hidden)
     if rem or gates not in CELL_OF_GATES:
         raise ValueError(f"{w_hh_name} has shape {tuple(w_hh.shape)}: not G·H x H with G in 1, 3, 4")

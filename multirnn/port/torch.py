@@ -1,7 +1,8 @@
 """PyTorch ``nn.RNN``/``nn.GRU``/``nn.LSTM`` state_dicts <-> canonical params.
 
 Keys ``weight_ih_l{k}[_reverse]`` (G·H, in), ``weight_hh_l{k}`` (G·H, H), ``bias_ih``/``bias_hh`` (G·H,);
-gates r, z, n (GRU) and i, f, g, o (LSTM). torch's GRU resets after the recurrent matmul, so only
+gates r, z, n (GRU) and i, f, g, o (LSTM). An LSTM with ``proj_size = P`` adds ``weight_hr_l{k}`` (P, H),
+the transposed ``W_proj``, and its ``weight_hh`` is (4·H, P). torch's GRU resets after the recurrent matmul, so only
 ``reset_after=True`` GRUs convert. An RNN has two biases in torch and one (``b_h``) here: importing sums
 them (one float rounding), exporting writes ``bias_ih = b_h, bias_hh = 0``.
 
@@ -48,6 +49,8 @@ def to_torch(model, params: dict) -> dict[str, np.ndarray]:
         if model.bias:
             state["bias_ih" + sfx] = f.bx.copy()
             state["bias_hh" + sfx] = f.bh.copy()
+        if model.proj_size:
+            state["weight_hr" + sfx] = np.ascontiguousarray(params[prefix + "W_proj"].T)
     return state
 
 
@@ -70,9 +73,10 @@ def from_torch(model, state_dict: dict, prefix: str = "") -> dict[str, np.ndarra
     require_standard_directions(model, "torch")
     require_no_learned_state(model, "torch")
     sd = _strip(state_dict, prefix)
-    if any(k.startswith("weight_hr") for k in sd):
-        raise ValueError("state_dict has weight_hr_l*: an LSTM with proj_size > 0 has no multirnn "
-                         "equivalent (its hidden state is projected)")
+    if "weight_hr_l0" in sd and not model.proj_size:
+        size = np.shape(sd["weight_hr_l0"])[0]
+        raise ValueError(f"state_dict has weight_hr_l* (a torch LSTM with proj_size={size}) but the spec "
+                         f"has proj_size=0: give proj_size={size}")
     expected = set(to_torch_shapes(model))
     missing, extra = sorted(expected - set(sd)), sorted(set(sd) - expected)
     if missing or extra:
@@ -85,6 +89,8 @@ def from_torch(model, state_dict: dict, prefix: str = "") -> dict[str, np.ndarra
         fused = Fused(sd["weight_ih" + sfx].T, sd["weight_hh" + sfx].T,
                       sd.get("bias_ih" + sfx), sd.get("bias_hh" + sfx))
         params.update(unfuse(model, fused, prefix_, "torch"))
+        if model.proj_size:
+            params[prefix_ + "W_proj"] = sd["weight_hr" + sfx].T
     return finish_import(model, params)
 
 
@@ -94,10 +100,12 @@ def to_torch_shapes(model) -> dict[str, tuple]:
     for layer, direction, _, width in model.units():
         sfx = _suffix(layer, direction)
         shapes["weight_ih" + sfx] = (gh, width)
-        shapes["weight_hh" + sfx] = (gh, model.num_hiddens)
+        shapes["weight_hh" + sfx] = (gh, model.h_size)
         if model.bias:
             shapes["bias_ih" + sfx] = (gh,)
             shapes["bias_hh" + sfx] = (gh,)
+        if model.proj_size:
+            shapes["weight_hr" + sfx] = (model.proj_size, model.num_hiddens)
     return shapes
 
 
@@ -109,7 +117,11 @@ def infer_torch_spec(state_dict: dict, prefix: str = "", **known):
     bad = sorted(k for k, m in matches.items() if m is None)
     if bad or "weight_ih_l0" not in sd:
         raise ValueError(f"not a torch RNN/GRU/LSTM state_dict (keys {bad or sorted(sd)[:4]})")
-    inferred = infer_fused_sizes("weight_ih_l0", sd["weight_ih_l0"], "weight_hh_l0", sd["weight_hh_l0"])
+    projection = sd.get("weight_hr_l0")  # (P, H): weight_hh_l0 is (4·H, P)
+    inferred = infer_fused_sizes("weight_ih_l0", sd["weight_ih_l0"], "weight_hh_l0", sd["weight_hh_l0"],
+                                 hidden=None if projection is None else projection.shape[1])
+    if projection is not None:
+        inferred["proj_size"] = projection.shape[0]
     inferred.update({"num_layers": 1 + max(int(m.group(2)) for m in matches.values()),
                      "bidirectional": any(m.group(3) for m in matches.values()),
                      "bias": "bias_ih_l0" in sd})
@@ -130,6 +142,8 @@ def torch_layer(model, params: dict | None = None, *, state_dict: dict | None = 
     dtype = np.dtype(dtype)
     cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[model.cell]
     kwargs = {"nonlinearity": model.nonlinearity} if model.cell == "rnn" else {}
+    if model.proj_size:
+        kwargs["proj_size"] = model.proj_size
     layer = cls(model.num_inputs, model.num_hiddens, num_layers=model.num_layers, bias=model.bias,
                 batch_first=model.batch_first, bidirectional=model.bidirectional,
                 dtype=getattr(torch, dtype.name), **kwargs)
@@ -139,7 +153,8 @@ def torch_layer(model, params: dict | None = None, *, state_dict: dict | None = 
 
 
 def _torch_state(model, state, device=None):
-    """A nested multirnn state as torch's hx: h0 (L·D, B, H), or (h0, c0) for an LSTM."""
+    """A nested multirnn state as torch's hx: h0 (L·D, B, H), or (h0, c0) for an LSTM (h0 P wide
+    with a projection)."""
     import torch
 
     from multirnn.state import flatten_state
@@ -231,13 +246,11 @@ def _stack_spec(rnn, name: str, known: dict):
         # forward picks the kernel from mode; a nonlinearity attribute changed afterwards is ignored
         raise ValueError(f"{where} has nonlinearity={rnn.nonlinearity!r} but mode={rnn.mode!r}, which is "
                          f"what it computes; make them agree")
-    if getattr(rnn, "proj_size", 0):
-        raise UnrepresentableError(
-            f"{where} has proj_size={rnn.proj_size}: its hidden state is projected by weight_hr_l*, which "
-            f"the spec cannot hold; representable: proj_size=0")
     fields = {"cell": cell, "num_inputs": rnn.input_size, "num_hiddens": rnn.hidden_size,
               "num_layers": rnn.num_layers, "bidirectional": bool(rnn.bidirectional), "bias": bool(rnn.bias),
               "batch_first": bool(rnn.batch_first), "dropout": float(rnn.dropout)}
+    if getattr(rnn, "proj_size", 0):  # an LSTM's weight_hr_l*: the spec's W_proj
+        fields["proj_size"] = int(rnn.proj_size)
     if cell == "rnn":
         fields["nonlinearity"] = nonlinearity
     if cell == "gru":
@@ -535,15 +548,14 @@ def _initial_state(model, module, plan: _Plan, dtype: str):
 
     tensors = [_fetch(module, name) for name in plan.state_attrs]
     units = model.num_layers * len(model.directions)
-    for name, tensor in zip(plan.state_attrs, tensors):
+    for name, tensor, width in zip(plan.state_attrs, tensors, model.state_widths):
         if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3 or tensor.shape[0] != units \
-                or tensor.shape[2] != model.num_hiddens or str(tensor.dtype).replace("torch.", "") != dtype \
+                or tensor.shape[2] != width or str(tensor.dtype).replace("torch.", "") != dtype \
                 or (plan.state_broadcast and tensor.shape[1] != 1):
             batch = 1 if plan.state_broadcast else "batch"
             raise UnrepresentableError(
                 f"{type(module).__name__}.{name} (shape {tuple(getattr(tensor, 'shape', ()))}) is passed as "
-                f"the initial state: representable: a {dtype} tensor of shape ({units}, {batch}, "
-                f"{model.num_hiddens})")
+                f"the initial state: representable: a {dtype} tensor of shape ({units}, {batch}, {width})")
     state = _nested_state(model, tuple(tensors) if model.cell == "lstm" else tensors[0])
     return state, int(tensors[0].shape[1])
 
@@ -670,7 +682,7 @@ def read_file(path, prefix: str = "", **known):
 
 # What a state_dict's key names and shapes say; every other spec field comes from flags (or defaults).
 _STATE_DICT_SHOWS = frozenset({"cell", "num_inputs", "num_hiddens", "num_layers", "bidirectional", "bias",
-                               "reset_after"})
+                               "reset_after", "proj_size"})
 
 
 def weights_only_notes(what: str, shown: frozenset, known: dict) -> tuple:

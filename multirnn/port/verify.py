@@ -54,13 +54,15 @@ def flat_arrays(state) -> list:
 
 
 def broadcast_state(model, state, batch: int):
-    """A stored state -- (H,), (1, H) or (batch, H) arrays -- as float64 (batch, H) arrays; None stays None."""
-    from multirnn.state import map_state
+    """A stored state -- (W,), (1, W) or (batch, W) arrays, W each array's width (spec.state_widths) --
+    as float64 (batch, W) arrays; None stays None."""
+    from multirnn.state import flatten_state, nest_state
 
     if state is None:
         return None
-    return map_state(model, state, lambda a: np.broadcast_to(np.asarray(a, np.float64),
-                                                             (batch, model.num_hiddens)).copy())
+    return nest_state(model, [tuple(np.broadcast_to(np.asarray(a, np.float64), (batch, width)).copy()
+                                    for a, width in zip(unit, model.state_widths))
+                              for unit in flatten_state(model, state)])
 
 
 def last_outputs(model, state) -> np.ndarray:
@@ -83,7 +85,7 @@ def probe_inputs(model, steps: int, batch: int, seed: int):
     rng = np.random.default_rng(seed)
     shape = (batch, steps) if model.batch_first else (steps, batch)
     inputs = rng.normal(size=shape + (model.num_inputs,))
-    flat = [tuple(rng.normal(scale=0.5, size=(batch, model.num_hiddens)) for _ in range(model.state_arrays))
+    flat = [tuple(rng.normal(scale=0.5, size=(batch, width)) for width in model.state_widths)
             for _ in model.units()]
     return inputs, nest_state(model, flat)
 
