@@ -113,9 +113,33 @@ def test_any_block_prefix_is_accepted():
     assert_block_exact(block)
 
 
-def test_projection_size_is_refused_by_name():
-    with pytest.raises(UnrepresentableError, match="projection_size=2"):
-        multirnn.port.load(_block("lstm", projection_size=2))
+@pytest.mark.parametrize("fields", [dict(), dict(num_layers=2, bidirectional=True),
+                                    dict(num_layers=2, layout="NTC")],
+                         ids=["uni", "2layer-bi", "2layer-ntc"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_projection_size_is_exact(fields, dtype):
+    """rnn.LSTM(projection_size=P): h2r_weight is the spec's W_proj (transposed); h is P wide."""
+    block = _block("lstm", hidden=5, projection_size=2, dtype=dtype, **fields)
+    loaded = assert_block_exact(block, dtype)
+    assert loaded.model.proj_size == 2 and loaded.model.batch_first == (fields.get("layout") == "NTC")
+    last = "l1.bwd." if fields.get("bidirectional") else ("l1." if fields else "")
+    name = ("r1" if fields.get("bidirectional") else "l1" if fields else "l0") + "_h2r_weight"
+    np.testing.assert_array_equal(loaded.params[last + "W_proj"], block._reg_params[name].data().asnumpy().T)
+
+
+def test_projection_size_travels_both_ways_as_arrays_a_layer_and_a_params_file(tmp_path):
+    from multirnn.port import gluon as pgluon
+
+    block = _block("lstm", hidden=5, projection_size=2, num_layers=2, bidirectional=True)
+    block.save_parameters(str(tmp_path / "lstmp.params"))  # MXNet 1.9's _unfused.<k>.<l|r>_cell. names
+    saved = multirnn.port.load(str(tmp_path / "lstmp.params"))
+    loaded = assert_block_exact(block)
+    assert saved.model == loaded.model and saved.model.proj_size == 2
+    for name, value in loaded.params.items():
+        np.testing.assert_array_equal(saved.params[name], value)
+    arrays = pgluon.to_gluon(loaded.model, loaded.params)
+    assert arrays["r1_h2r_weight"].shape == (2, 5) and arrays["l1_h2h_weight"].shape == (20, 2)
+    assert_block_exact(pgluon.gluon_layer(loaded.model, loaded.params))
 
 
 def test_lstm_state_clipping_is_refused_by_name():

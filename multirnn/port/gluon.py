@@ -5,6 +5,8 @@ a block prefix such as ``rnn0_`` (``collect_params()`` names) is accepted on imp
 ``save_parameters`` writes in MXNet 1.9 (``_unfused.{k}.{i2h|h2h}_{weight|bias}``, bidirectional
 ``_unfused.{k}.{l|r}_cell.…``, under a parent's ``child.`` prefix). Weights
 (G·H, in) / (G·H, H), gates r, z, n (GRU, reset after the h2h matmul like torch) and i, f, c, o (LSTM).
+An LSTM with ``projection_size = P`` adds ``{l|r}{k}_h2r_weight`` (P, H), the transposed ``W_proj``
+(no bias), and its h2h weight is (4·H, P): the spec's ``proj_size``.
 Gluon layers always have both biases: a bias=False model exports zeros and imports only zero biases.
 Like torch, an RNN's two biases are summed into ``b_h`` on import; export writes ``h2h_bias = 0``.
 Note Gluon's ``rnn.RNN`` defaults to activation='relu'; ``gluon_layer`` sets the model's nonlinearity.
@@ -25,9 +27,9 @@ from ._common import (Fused, GATES_PER_CELL, UnrepresentableError, as_numpy, che
                       require_standard_directions, unfuse)
 from .torch import weights_only_notes  # NumPy only (torch itself is imported by torch.py's functions)
 
-_KEY = re.compile(r"^(.*?)([lr])(\d+)_(i2h|h2h)_(weight|bias)$")
+_KEY = re.compile(r"^(.*?)([lr])(\d+)_(i2h|h2h|h2r)_(weight|bias)$")
 # What _RNNLayer.save_parameters writes (MXNet 1.9 keeps the old unfused-cell names in files).
-_SAVED_KEY = re.compile(r"^(.*?)_unfused\.(\d+)\.(?:([lr])_cell\.)?(i2h|h2h)_(weight|bias)$")
+_SAVED_KEY = re.compile(r"^(.*?)_unfused\.(\d+)\.(?:([lr])_cell\.)?(i2h|h2h|h2r)_(weight|bias)$")
 
 
 def _name(layer: int, direction: str, kind: str) -> str:
@@ -39,9 +41,11 @@ def gluon_shapes(model) -> dict[str, tuple]:
     shapes = {}
     for layer, direction, _, width in model.units():
         shapes[_name(layer, direction, "i2h_weight")] = (gh, width)
-        shapes[_name(layer, direction, "h2h_weight")] = (gh, model.num_hiddens)
+        shapes[_name(layer, direction, "h2h_weight")] = (gh, model.h_size)
         shapes[_name(layer, direction, "i2h_bias")] = (gh,)
         shapes[_name(layer, direction, "h2h_bias")] = (gh,)
+        if model.proj_size:
+            shapes[_name(layer, direction, "h2r_weight")] = (model.proj_size, model.num_hiddens)
     return shapes
 
 
@@ -60,6 +64,8 @@ def to_gluon(model, params: dict) -> dict[str, np.ndarray]:
         out[_name(layer, direction, "h2h_weight")] = np.ascontiguousarray(f.wh.T)
         out[_name(layer, direction, "i2h_bias")] = zeros.copy() if f.bx is None else f.bx.copy()
         out[_name(layer, direction, "h2h_bias")] = zeros.copy() if f.bh is None else f.bh.copy()
+        if model.proj_size:
+            out[_name(layer, direction, "h2r_weight")] = np.ascontiguousarray(params[prefix + "W_proj"].T)
     return out
 
 
@@ -107,6 +113,8 @@ def from_gluon(model, arrays: dict) -> dict[str, np.ndarray]:
         fused = Fused(get("i2h_weight").T, get("h2h_weight").T,
                       bx if model.bias else None, bh if model.bias else None)
         params.update(unfuse(model, fused, prefix, "gluon"))
+        if model.proj_size:
+            params[prefix + "W_proj"] = get("h2r_weight").T
     return finish_import(model, params)
 
 
@@ -115,8 +123,11 @@ def infer_gluon_spec(arrays: dict, **known):
     arrays = _strip_prefix(arrays)
     if "l0_h2h_weight" not in arrays or "l0_i2h_weight" not in arrays:
         raise ValueError(f"not a Gluon RNN/GRU/LSTM parameter set (names {sorted(arrays)[:4]})")
-    inferred = infer_fused_sizes("l0_i2h_weight", arrays["l0_i2h_weight"],
-                                 "l0_h2h_weight", arrays["l0_h2h_weight"])
+    projection = arrays.get("l0_h2r_weight")  # (P, H): l0_h2h_weight is (4·H, P)
+    inferred = infer_fused_sizes("l0_i2h_weight", arrays["l0_i2h_weight"], "l0_h2h_weight",
+                                 arrays["l0_h2h_weight"], None if projection is None else projection.shape[1])
+    if projection is not None:
+        inferred["proj_size"] = projection.shape[0]
     inferred.update({"num_layers": 1 + max(int(_KEY.match(k).group(3)) for k in arrays),
                      "bidirectional": any(k.startswith("r") for k in arrays)})
     if inferred["cell"] == "gru":
@@ -140,6 +151,8 @@ def gluon_layer(model, params: dict | None = None, *, arrays: dict | None = None
     rnn = mx.gluon.rnn
     cls = {"rnn": rnn.RNN, "gru": rnn.GRU, "lstm": rnn.LSTM}[model.cell]
     kwargs = {"activation": model.nonlinearity} if model.cell == "rnn" else {}
+    if model.proj_size:
+        kwargs["projection_size"] = model.proj_size
     layer = cls(model.num_hiddens, num_layers=model.num_layers, bidirectional=model.bidirectional,
                 layout="NTC" if model.batch_first else "TNC", input_size=model.num_inputs,
                 dtype=dtype.name, **kwargs)
@@ -204,10 +217,6 @@ def _refuse_unsupported(block, base) -> None:
     if block._forward_hooks or block._forward_pre_hooks:
         raise UnrepresentableError(f"{where} has forward (pre-)hooks: they can change what it computes; "
                                    f"representable: the block without hooks")
-    if block._projection_size:
-        raise UnrepresentableError(
-            f"{where} has projection_size={block._projection_size}: its hidden state is projected by "
-            f"h2r_weight, which the spec cannot hold; representable: projection_size=None")
     clip = (block._lstm_state_clip_min, block._lstm_state_clip_max)
     if any(bound is not None for bound in clip):
         # (lstm_state_clip_nan only acts together with the bounds)
@@ -245,9 +254,10 @@ def _block_spec(block, base, arrays: dict, known: dict):
     cell, nonlinearity = _CELL_OF_MODE[block._mode]
     inferred = infer_gluon_spec(arrays, cell=cell, nonlinearity=nonlinearity)  # sizes, depth, direction
     fields = inferred.__dict__
-    fields = {k: fields[k] for k in ("cell", "num_inputs", "num_hiddens", "num_layers", "bidirectional")}
+    fields = {k: fields[k] for k in ("cell", "num_inputs", "num_hiddens", "num_layers", "bidirectional",
+                                     "proj_size")}
     stated = {"num_hiddens": block._hidden_size, "num_layers": block._num_layers,
-              "bidirectional": block._dir == 2}
+              "bidirectional": block._dir == 2, "proj_size": block._projection_size or 0}
     if block._input_size:
         stated["num_inputs"] = block._input_size
     for name, value in stated.items():
@@ -340,7 +350,8 @@ def read_file(path, **known):
 
 
 # What a .params file's names and shapes say (Gluon layers always hold biases, so not bias).
-_PARAMS_SHOW = frozenset({"cell", "num_inputs", "num_hiddens", "num_layers", "bidirectional", "reset_after"})
+_PARAMS_SHOW = frozenset({"cell", "num_inputs", "num_hiddens", "num_layers", "bidirectional", "reset_after",
+                          "proj_size"})
 
 
 def write_file(path, model, params: dict) -> None:
