@@ -369,6 +369,13 @@ def test_keras_export_of_directions(keras):
         pkeras.keras_layers(aligned, multirnn.init_params(aligned, 0))
 
 
+def test_keras_export_of_a_projection_is_refused(keras):
+    """Keras' LSTM has no projection of its hidden state (torch's proj_size)."""
+    model = multirnn.RecurrentSpec(3, 5, cell="lstm", proj_size=2)
+    with pytest.raises(UnrepresentableError, match="proj_size=2: the Keras LSTM has no projection"):
+        pkeras.keras_layers(model, multirnn.init_params(model, 0))
+
+
 def _two_lstm_weights(keras, tmp_path):
     seq = _sequential(keras, keras.layers.LSTM(4, return_sequences=True),
                       keras.layers.LSTM(4, return_sequences=True))

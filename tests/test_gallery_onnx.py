@@ -444,6 +444,33 @@ def test_to_onnx_refuses_what_its_nodes_cannot_say():
             ponnx.to_onnx(model, multirnn.init_params(model, 0, "float32"))
 
 
+def test_to_onnx_refuses_a_projection_by_name():
+    """ONNX's LSTM node has no projection input; to_onnx does not write a decomposed graph."""
+    model = multirnn.RecurrentSpec(3, 5, cell="lstm", proj_size=2)
+    with pytest.raises(UnrepresentableError, match="proj_size=2: the ONNX LSTM has no projection"):
+        ponnx.to_onnx(model, multirnn.init_params(model, 0, "float32"))
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_torch_export_of_a_projection_is_refused(dynamo):
+    """torch's legacy exporter refuses nn.LSTM(proj_size=...); its dynamo exporter (torch 2.13) writes
+    an LSTM node without the projection whose initial_c is H wide where the node's hidden_size is P
+    (onnxruntime refuses to run it): load refuses that graph rather than read its weights."""
+    load_backend("torch")
+    import torch
+
+    torch.manual_seed(0)
+    layer = torch.nn.LSTM(3, 5, proj_size=2)
+    x = torch.randn(4, 2, 3)
+    if not dynamo:
+        with pytest.raises(Exception, match="LSTMs with projections"):
+            torch_export(layer, (x,), dynamo)
+        return
+    proto = torch_export(layer, (x,), dynamo)
+    with pytest.raises(UnrepresentableError, match=r"initial_c has shape \(1, 2, 5\), not \(1, 2, 2\)"):
+        multirnn.port.load(proto)
+
+
 def test_to_onnx_file_through_load(tmp_path):
     require("onnxruntime")
     model = multirnn.RecurrentSpec(3, 4, cell="gru", reset_after=False, batch_first=True)

@@ -176,3 +176,17 @@ def test_hybridized_gluon_block_runs_a_projection():
     assert_close(out.asnumpy(), want, "float64", "hybridized outputs")
     assert_close(layer1[1][0].asnumpy(), want_state[1][1][0], "float64", "l1.bwd h")
     assert_close(layer1[1][1].asnumpy(), want_state[1][1][1], "float64", "l1.bwd c")
+
+
+def test_frameworks_without_a_projection_refuse_it_by_name():
+    """Keras, Flax (linen and nnx) and ONNX LSTMs have no projection: export and import refuse it."""
+    from multirnn.port import UnrepresentableError, flax, flax_nnx, keras, onnx
+
+    model, params, _, _, _ = projection_case(SHAPES["2bi"], "float32")
+    exports = (keras.to_keras, flax.to_flax, flax_nnx.to_nnx, onnx.to_onnx_weights, onnx.to_onnx)
+    for convert in exports:
+        with pytest.raises(UnrepresentableError, match=r"proj_size=2: the (Keras|Flax|ONNX) LSTM has no projection"):
+            convert(model, params)
+    for read in (keras.from_keras, flax.from_flax, onnx.from_onnx_weights):
+        with pytest.raises(UnrepresentableError, match="proj_size=2"):
+            read(model, [])

@@ -165,6 +165,15 @@ def require_no_learned_state(model: RecurrentSpec, framework: str) -> None:
             f"an Expand of a stored initial_h; or pass the state explicitly)")
 
 
+def require_no_projection(model: RecurrentSpec, framework: str) -> None:
+    """A framework LSTM whose h is its cell output (no projection matrix) cannot hold W_proj."""
+    if model.proj_size:
+        raise UnrepresentableError(
+            f"proj_size={model.proj_size}: the {framework} LSTM has no projection of its hidden state "
+            f"(h_t = (o * tanh(c_t)) W_proj), so W_proj cannot be written there; representable: "
+            f"proj_size=0 (torch nn.LSTM(proj_size=) and Gluon rnn.LSTM(projection_size=) hold it)")
+
+
 # ---- the spec as JSON, for file metadata: multirnn.checkpoint's one serialized form ----
 
 def spec_to_json(model: RecurrentSpec) -> str:

@@ -34,7 +34,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._common import (UnrepresentableError, as_numpy, check_export, expect_shape, finish_import, make_spec,
-                      require_bias_free, require_no_learned_state, require_reset_after)
+                      require_bias_free, require_no_learned_state, require_no_projection,
+                      require_reset_after)
 from multirnn.recurrence import unit_params
 
 LSTM_NAMES = {"i": "i", "f": "f", "o": "o", "c": "g"}  # canonical gate -> Flax letter
@@ -78,6 +79,7 @@ def to_flax(model, params: dict) -> dict:
     require_reset_after(model, "Flax linen")
     require_flax_directions(model)
     require_no_learned_state(model, "Flax")
+    require_no_projection(model, "Flax")
     tree: dict = {}
     for layer, direction, prefix, _ in model.units():
         node = tree
@@ -139,6 +141,7 @@ def _cell_from_flax(model, cell: dict, where: str, width: int) -> dict:
 def from_flax(model, tree: dict) -> dict[str, np.ndarray]:
     """Canonical params from a Flax ``params`` collection (a ``{'params': ...}`` wrapper is accepted)."""
     require_reset_after(model, "Flax linen")
+    require_no_projection(model, "Flax")
     if isinstance(tree, dict) and set(tree) == {"params"}:
         tree = tree["params"]
     check_leaves("Flax params", tree, {path + leaf for path in

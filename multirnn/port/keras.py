@@ -23,7 +23,8 @@ import dataclasses
 import numpy as np
 
 from ._common import (Fused, GATES_PER_CELL, SpecFieldError, UnrepresentableError, check_export, expect_shape,
-                      finish_import, fuse, make_spec, require_no_learned_state, spec_from_known,
+                      finish_import, fuse, make_spec, require_no_learned_state, require_no_projection,
+                      spec_from_known,
                       unfuse)
 
 
@@ -46,6 +47,7 @@ def to_keras(model, params: dict) -> list[np.ndarray]:
     """The flat weight list for ``keras_layers(model)`` (``set_weights`` order)."""
     check_export(model, params)
     require_no_learned_state(model, "Keras")
+    require_no_projection(model, "Keras")
     weights = []
     for _, _, prefix, _ in model.units():
         f = fuse(model, params, prefix, "keras")
@@ -63,6 +65,7 @@ def to_keras(model, params: dict) -> list[np.ndarray]:
 
 def from_keras(model, weights) -> dict[str, np.ndarray]:
     """Canonical params from the flat Keras weight list (arrays or Keras variables)."""
+    require_no_projection(model, "Keras")
     weights = [np.asarray(w) for w in weights]
     shapes = keras_shapes(model)
     if len(weights) != len(shapes):

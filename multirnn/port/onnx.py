@@ -29,7 +29,7 @@ import numpy as np
 from multirnn.spec import HARD_SIGMOID_SLOPES
 
 from ._common import (Fused, GATES_PER_CELL, UnrepresentableError, check_export, expect_shape, finish_import,
-                      fuse, make_spec, spec_from_json, spec_to_json, unfuse)
+                      fuse, make_spec, require_no_projection, spec_from_json, spec_to_json, unfuse)
 
 OP_TYPES = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
 CELLS = {v: k for k, v in OP_TYPES.items()}
@@ -50,6 +50,7 @@ def _layer_units(model, layer):
 def to_onnx_weights(model, params: dict) -> list[dict[str, np.ndarray]]:
     """Per layer ``{"W", "R"[, "B"]}`` arrays of the ONNX node."""
     check_export(model, params)
+    require_no_projection(model, "ONNX")  # its LSTM node has no projection input
     layers = []
     for layer in range(model.num_layers):
         fused = [fuse(model, params, prefix, "onnx") for _, _, prefix, _ in _layer_units(model, layer)]
@@ -62,6 +63,7 @@ def to_onnx_weights(model, params: dict) -> list[dict[str, np.ndarray]]:
 
 def from_onnx_weights(model, layers) -> dict[str, np.ndarray]:
     """Canonical params from per-layer ``{"W", "R"[, "B"]}`` arrays."""
+    require_no_projection(model, "ONNX")
     if len(layers) != model.num_layers:
         raise ValueError(f"expected {model.num_layers} ONNX layers for {model}, got {len(layers)}")
     gh = GATES_PER_CELL[model.cell] * model.num_hiddens
@@ -88,6 +90,7 @@ def to_onnx(model, params: dict, opset: int = OPSET):
     from onnx import TensorProto, helper, numpy_helper
 
     dtype = check_export(model, params)
+    require_no_projection(model, "ONNX")  # its LSTM node has no projection input
     elem = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}[dtype.name]
     nd, hidden, op = len(model.directions), model.num_hiddens, OP_TYPES[model.cell]
     direction = "bidirectional" if model.bidirectional else "reverse" if model.reverse else "forward"
