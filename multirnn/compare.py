@@ -35,6 +35,9 @@ def default_models(num_inputs=8, num_hiddens=16) -> dict[str, RecurrentSpec]:
     # issue 15's options, one cheap row each (the generic recurrence: no fused kernel computes them)
     for name, kwargs in OPTION_ROWS.items():
         models[name] = RecurrentSpec(num_inputs, num_hiddens, **kwargs)
+    if num_hiddens > 1:  # a projected LSTM (0 < proj_size < num_hiddens); torch's fused kernel runs it
+        models["lstm bi proj x2"] = RecurrentSpec(num_inputs, num_hiddens, cell="lstm", bidirectional=True,
+                                                  num_layers=2, proj_size=num_hiddens // 2)
     return models
 
 

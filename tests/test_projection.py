@@ -190,3 +190,38 @@ def test_frameworks_without_a_projection_refuse_it_by_name():
     for read in (keras.from_keras, flax.from_flax, onnx.from_onnx_weights):
         with pytest.raises(UnrepresentableError, match="proj_size=2"):
             read(model, [])
+
+
+def test_compare_runs_the_projection_row(backend, capsys):
+    import json
+
+    from multirnn import cli
+
+    code = cli.main(["compare", "--json", "--backends", backend, "--models", "lstm bi proj x2"])
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert code == 0 and row["pass"] and row["gradients"] <= 1e-5
+    assert row["path"] == ("fused" if backend == "torch" else "generic")
+
+
+@pytest.mark.parametrize("framework, exact", [("torch", True), ("gluon", True), ("keras", False),
+                                              ("flax", False), ("nnx", False), ("onnxruntime", False)])
+def test_compare_native_holds_torch_and_gluon_and_the_rest_refuse(framework, exact, capsys):
+    import json
+
+    from conftest import require_module
+
+    from multirnn import cli
+    from multirnn.port.native import FRAMEWORK_BACKEND
+
+    if FRAMEWORK_BACKEND[framework]:
+        load_backend(FRAMEWORK_BACKEND[framework])
+    else:
+        require_module(framework)
+    code = cli.main(["compare", "--native", "--json", "--dtype", "float64", "--backends", framework,
+                     "--models", "lstm bi proj x2"])
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert code == 0 and row["pass"]
+    if exact:
+        assert row["outputs"] <= 1e-10 and row["states"] <= 1e-10
+    else:
+        assert "proj_size=8: the" in row["refused"] and "LSTM has no projection" in row["refused"]
