@@ -225,3 +225,25 @@ def test_compare_native_holds_torch_and_gluon_and_the_rest_refuse(framework, exa
         assert row["outputs"] <= 1e-10 and row["states"] <= 1e-10
     else:
         assert "proj_size=8: the" in row["refused"] and "LSTM has no projection" in row["refused"]
+
+
+def test_a_projection_travels_in_checkpoints_npz_and_torch_files(tmp_path):
+    """The new field round-trips (checkpoint, npz, torch .pt -> npz), and a spec written before it
+    loads with proj_size=0."""
+    from multirnn import checkpoint
+    from multirnn.checkpoint import spec_from_dict, spec_to_dict
+    from multirnn.port import files, load
+
+    model, params, _, _, _ = projection_case(SHAPES["2bi"], "float32")
+    assert spec_from_dict(spec_to_dict(model)) == model
+    old = {"class": "RecurrentSpec", "fields": {"num_inputs": 3, "num_hiddens": 5, "cell": "lstm"}}
+    assert spec_from_dict(old).proj_size == 0
+    checkpoint.save(tmp_path / "ckpt.npz", model, params)
+    got_model, got_params, _ = checkpoint.load(tmp_path / "ckpt.npz")
+    assert got_model == model and all(np.array_equal(got_params[k], v) for k, v in params.items())
+    files.write("torch", tmp_path / "lstmp.pt", model, params)
+    from_pt = load(str(tmp_path / "lstmp.pt"))
+    assert from_pt.model == model and all(np.array_equal(from_pt.params[k], v) for k, v in params.items())
+    files.save_npz(tmp_path / "lstmp.npz", model, params)
+    from_npz = load(str(tmp_path / "lstmp.npz"))
+    assert from_npz.model == model and np.array_equal(from_npz.params["l1.bwd.W_proj"], params["l1.bwd.W_proj"])
