@@ -73,7 +73,8 @@ def test_plain_numpy_reads_it_without_pickle(tmp_path):
     assert header["spec"] == {"class": "BiRNNScratch", "fields": {
         "num_inputs": 2, "num_hiddens": 3, "num_layers": 1, "nonlinearity": "tanh", "bias": True,
         "sigma": 0.01, "batch_first": False, "dropout": 0.0, "gate_activation": "sigmoid",
-        "reverse": False, "keep_order": True, "merge_mode": "concat", "learn_initial_state": False}}
+        "reverse": False, "keep_order": True, "merge_mode": "concat", "learn_initial_state": False,
+        "proj_size": 0}}
     assert header["metadata"] == {"seed": 0}
 
 
