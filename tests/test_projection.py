@@ -247,3 +247,15 @@ def test_a_projection_travels_in_checkpoints_npz_and_torch_files(tmp_path):
     files.save_npz(tmp_path / "lstmp.npz", model, params)
     from_npz = load(str(tmp_path / "lstmp.npz"))
     assert from_npz.model == model and np.array_equal(from_npz.params["l1.bwd.W_proj"], params["l1.bwd.W_proj"])
+
+
+def test_keras_layer_with_lengths_runs_a_projection():
+    """The Keras layer's own padding (its mask blocks are H wide; h is P wide)."""
+    load_backend("tensorflow")
+    model, params, inputs, _, _ = projection_case(dict(bidirectional=True, batch_first=True), "float32")
+    layer = multirnn.native_layer(model, params, backend="tensorflow")
+    lengths = np.array([5, 3])
+    outputs = layer(inputs, lengths=lengths)
+    want, _ = multirnn.forward(model, {k: v.astype(np.float64) for k, v in params.items()},
+                               inputs.astype(np.float64), lengths=lengths)
+    assert_close(np.asarray(outputs), want, "float32", "outputs")
