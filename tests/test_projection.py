@@ -255,7 +255,10 @@ def test_keras_layer_with_lengths_runs_a_projection():
     model, params, inputs, _, _ = projection_case(dict(bidirectional=True, batch_first=True), "float32")
     layer = multirnn.native_layer(model, params, backend="tensorflow")
     lengths = np.array([5, 3])
-    outputs = layer(inputs, lengths=lengths)
-    want, _ = multirnn.forward(model, {k: v.astype(np.float64) for k, v in params.items()},
-                               inputs.astype(np.float64), lengths=lengths)
+    outputs, state = layer(inputs, lengths=lengths)  # return_state=True by default
+    want, want_state = multirnn.forward(model, {k: v.astype(np.float64) for k, v in params.items()},
+                                        inputs.astype(np.float64), lengths=lengths)
     assert_close(np.asarray(outputs), want, "float32", "outputs")
+    for got, ref in zip(flatten_state(model, state), flatten_state(model, want_state)):
+        for x, y in zip(got, ref):
+            assert_close(np.asarray(x), y, "float32", "state")
