@@ -453,7 +453,7 @@ def test_to_onnx_refuses_a_projection_by_name():
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
 def test_torch_export_of_a_projection_is_refused(dynamo):
-    """torch's legacy exporter refuses nn.LSTM(proj_size=...); its dynamo exporter (torch 2.13) writes
+    """torch's legacy exporter refuses nn.LSTM(proj_size=...); its dynamo exporter (torch 2.13, 2.14.1) writes
     an LSTM node without the projection whose initial_c is H wide where the node's hidden_size is P
     (onnxruntime refuses to run it): load refuses that graph rather than read its weights."""
     load_backend("torch")
