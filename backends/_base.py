@@ -8,7 +8,8 @@ import functools
 
 import numpy as np
 
-from multirnn import packed, recurrence
+from multirnn import packed, recurrence, validate
+from multirnn.dropout import dropout_masks
 from multirnn.state import flatten_state, nest_state
 
 
@@ -136,7 +137,7 @@ class AbstractBackend:
                             self._padding(model, xs, lengths), self.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
-    def run_user(self, model, params, inputs, state=None):
+    def run_user(self, model, params, inputs, state=None, lengths=None, dropout_seed=None):
         xs = self.swap01(inputs) if model.batch_first else inputs
         if state is None and model.learn_initial_state:
             flat = [None for _ in model.units()]  # the recurrence starts from h_0 (c_0)
@@ -145,8 +146,26 @@ class AbstractBackend:
             flat = [(zeros,) * model.state_arrays for _ in model.units()]
         else:
             flat = flatten_state(model, state)
-        ys, finals = self._run(model, params, xs, flat)
+        padding = None if lengths is None else self.padding_of(model, xs, lengths)
+        ys, finals = self._run(model, params, xs, flat, self._dropout(model, xs, dropout_seed), padding)
         return (self.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
+
+    def _dropout(self, model, xs, dropout_seed):
+        """Training-mode dropout masks of a native layer call: drawn in NumPy from ``dropout_seed`` as
+        multirnn.forward(training=True) draws them (the shapes are static, also under a tracer)."""
+        if dropout_seed is None or model.dropout == 0 or model.num_layers == 1:
+            return None
+        steps, batch = xs.shape[0], xs.shape[1]
+        if not isinstance(steps, int) or not isinstance(batch, int):
+            raise ValueError(f"dropout_seed needs the inputs' steps and batch known when the layer is "
+                             f"built or traced, got shape {tuple(xs.shape)}")
+        return [self.asarray(m) for m in dropout_masks(model, steps, batch, dropout_seed, self.dtype_of(xs))]
+
+    def padding_of(self, model, xs, lengths):
+        """recurrence.Padding of framework ``lengths`` (ints (batch,)) for time-major ``xs``: eager
+        backends read them on the host (checked there, and with multirnn.packed's plan)."""
+        lengths = validate.check_lengths(np.asarray(self.to_numpy(lengths)), xs.shape[1], xs.shape[0])
+        return self._padding(model, xs, lengths)
 
     def smoke_test(self) -> None:
         from multirnn.spec import RNNScratch  # local: keeps the import graph one-way at load time
@@ -172,6 +191,7 @@ class AbstractBackend:
         if lengths is None:
             return None
         keep = (np.arange(xs.shape[0])[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1)
+        dtype = self.dtype_of(xs) if not isinstance(xs, np.ndarray) else xs.dtype
         plan = None
         if self.has_fused_kernel and lengths.max() > 0:  # no step to run: the masked scan's outputs
             # still hang on the params (zero gradients), a plan's fresh zeros would not
@@ -180,4 +200,4 @@ class AbstractBackend:
             plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
                                sizes, active, xs.shape[0])
         return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
-                                  self.asarray(keep.astype(xs.dtype)), plan)
+                                  self.asarray(keep.astype(dtype)), plan)

@@ -133,8 +133,14 @@ class BackendProtocol(Protocol):
                   lengths=None) -> dict:
         """NumPy in, d sum(outputs * cotangent) / d params NumPy out."""
 
-    def run_user(self, model, params: dict, inputs: Array, state=None) -> tuple:
-        """The recurrence on framework arrays in the user's layout and nested state (native layers)."""
+    def run_user(self, model, params: dict, inputs: Array, state=None, lengths=None,
+                 dropout_seed=None) -> tuple:
+        """The recurrence on framework arrays in the user's layout and nested state (native layers);
+        ``lengths`` (framework ints) and ``dropout_seed`` as in multirnn.forward(training=True)."""
+
+    def padding_of(self, model, xs: Array, lengths: Array):
+        """recurrence.Padding of framework ``lengths`` for time-major ``xs`` (eager: read on the host;
+        traced backends: built in graph ops)."""
 
     def native_layer(self, model, params=None, seed: int = 0, dtype="float32"):
         """The framework's own trainable layer holding ``params`` (or the seeded init)."""
