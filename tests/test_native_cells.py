@@ -234,6 +234,25 @@ def test_gluon_cell_unroll_and_begin_state():
         assert_close(a.asnumpy(), b, "float32", "state")
 
 
+@pytest.mark.parametrize("variant", ["rnn-tanh", "gru-reset-before", "lstm"])
+def test_gluon_cell_is_hybridized_and_computes_the_same_eagerly(variant):
+    load_backend("mxnet")
+    import mxnet as mx
+
+    model = RecurrentSpec(3, 4, num_layers=2, **CELL_VARIANTS[variant])
+    params, xs = make_case(model, steps=3, batch=2)
+    cell = multirnn.native_cell(model, params, backend="mxnet", dtype="float64")
+    assert cell._active  # one CachedOp per step (Gluon's hybridize)
+    hybrid = _loop_mxnet(model, cell, xs, None)
+    cell.hybridize(False)
+    eager = _loop_mxnet(model, cell, xs, None)
+    want_ys, want_final = _stepped(model, params, xs, None)
+    for got in (hybrid, eager):
+        assert_close(got[0], want_ys, "float64", "outputs")
+        for a, b in zip(got[1], want_final):
+            assert_close(a, b, "float64", "state")
+
+
 def test_native_cell_refuses_what_it_cannot_be():
     with pytest.raises(ValueError, match="bidirectional"):
         multirnn.native_cell(RecurrentSpec(2, 3, bidirectional=True))
