@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py --quick       # one size, tanh RNN only, 3 repeats (~1 min)
     .venv/bin/python benchmarks/run.py --threads 1   # full table (~12 min on 2 cores); steadiest ratios
                                                      # on a shared CPU (see --threads)
+    .venv/bin/python benchmarks/run.py --suite step --threads 1   # one time step: benchmarks/step.py
 
 A benchmark, not a test: nothing here asserts a time.
 
@@ -33,6 +34,7 @@ SIZES = {  # name: (steps T, batch B, inputs D, hiddens H)
 }
 CELLS = ("rnn", "gru", "lstm")
 PATHS = ("multirnn", "generic", "api", "native", "eager")
+SUITES = ("layer", "step")  # layer: this file's table; step: benchmarks/step.py
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
@@ -66,16 +68,22 @@ def time_interleaved(calls: dict, warmup: int, repeats: int) -> dict:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def usable_backends(names):
+    """The named backends that load here, in order; each one that does not is skipped with its reason."""
+    for name in names:
+        try:
+            backends.get(name)
+        except backends.BackendUnavailable as exc:
+            print(f"skipping {name}: {exc}", file=sys.stderr)
+            continue
+        yield name
+
+
 def measure(args) -> list[dict]:
     import cases
 
     rows = []
-    for backend in args.backends:
-        try:
-            backends.get(backend)
-        except backends.BackendUnavailable as exc:
-            print(f"skipping {backend}: {exc}", file=sys.stderr)
-            continue
+    for backend in usable_backends(args.backends):
         for size in args.sizes:
             steps, batch, inputs, hiddens = SIZES[size]
             for cell in args.cells:
@@ -188,6 +196,8 @@ def plot(rows, path: Path, versions: dict) -> None:
 
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--suite", choices=SUITES, default="layer",
+                        help="layer: this table (default); step: one time step, benchmarks/step.py --help")
     parser.add_argument("--quick", action="store_true",
                         help="fast check: size 'issue', tanh RNN one direction, 3 repeats")
     parser.add_argument("--backends", default=",".join(backends.FRAMEWORKS))
@@ -228,7 +238,19 @@ def limit_threads(n: int) -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla).strip()
 
 
+def pick_suite(argv):
+    """``--suite NAME`` and the arguments left for that suite's own parser."""
+    picker = argparse.ArgumentParser(add_help=False)
+    picker.add_argument("--suite", choices=SUITES, default="layer")
+    chosen, rest = picker.parse_known_args(argv)
+    return chosen.suite, rest
+
+
 def main(argv=None) -> int:
+    suite, argv = pick_suite(argv)
+    if suite == "step":  # one time step: benchmarks/step.py, with its own options
+        import step
+        return step.main(argv)
     args = parse(argv)
     if args.markdown:  # re-render a saved run, measure nothing
         rows = json.loads(Path(args.markdown).read_text())["rows"]

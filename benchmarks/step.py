@@ -1,8 +1,10 @@
 """Speed of one time step: microseconds per step of each backend's multirnn native cell against the
 framework's own cell, both called in the same Python loop, and of multirnn.step (NumPy in and out).
 
-    .venv/bin/python benchmarks/step.py --quick       # gru only, 3 repeats (~1 min)
-    .venv/bin/python benchmarks/step.py --threads 1   # rnn/gru/lstm x batch 1, 64 (steadiest ratios)
+    .venv/bin/python benchmarks/run.py --suite step --quick       # gru only, 3 repeats (~1 min)
+    .venv/bin/python benchmarks/run.py --suite step --threads 1   # rnn/gru/lstm x batch 1, 64 (steadiest ratios)
+
+(``benchmarks/step.py`` takes the same options.)
 
 A benchmark, not a test. Inference steps (no autodiff recording), hidden 256, inputs 256. Paths, per
 (backend, cell, batch), timed interleaved in one process like benchmarks/run.py (median kept):
@@ -120,15 +122,10 @@ BUILDERS = {"torch": _calls_torch, "tensorflow": _calls_tensorflow, "jax": _call
 
 
 def measure(args) -> list[dict]:
-    from run import time_interleaved
+    from run import time_interleaved, usable_backends
 
     rows = []
-    for backend in args.backends:
-        try:
-            backends.get(backend)
-        except backends.BackendUnavailable as exc:
-            print(f"skipping {backend}: {exc}", file=sys.stderr)
-            continue
+    for backend in usable_backends(args.backends):
         for cell in args.cells:
             model = _model(cell)
             params = multirnn.init_params(model, 0, "float32")
