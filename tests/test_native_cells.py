@@ -101,7 +101,7 @@ def _loop_mxnet(model, cell, xs, state, grad=False):
         total = mx.nd.sum(mx.nd.stack(*ys))
     if grad:
         total.backward()
-        return {name: param.grad().asnumpy() for name, param in cell.canonical.items()}
+        return cell.canonical_grads()
     return np.stack([y.asnumpy() for y in ys]), [s.asnumpy() for s in states]
 
 
@@ -235,7 +235,7 @@ def test_gluon_cell_unroll_and_begin_state():
 
 
 @pytest.mark.parametrize("variant", ["rnn-tanh", "gru-reset-before", "lstm"])
-def test_gluon_cell_is_hybridized_and_computes_the_same_eagerly(variant):
+def test_gluon_cell_is_hybridized_holds_weights_transposed_and_computes_the_same_eagerly(variant):
     load_backend("mxnet")
     import mxnet as mx
 
@@ -243,6 +243,12 @@ def test_gluon_cell_is_hybridized_and_computes_the_same_eagerly(variant):
     params, xs = make_case(model, steps=3, batch=2)
     cell = multirnn.native_cell(model, params, backend="mxnet", dtype="float64")
     assert cell._active  # one CachedOp per step (Gluon's hybridize)
+    held = cell.canonical_params()  # the weights are held transposed, (out, in)
+    assert sorted(held) == sorted(params)
+    for name, value in held.items():
+        np.testing.assert_array_equal(value, params[name])
+    weight = next(name for name, value in params.items() if value.ndim == 2)
+    assert cell.weights[weight].shape == params[weight].T.shape
     hybrid = _loop_mxnet(model, cell, xs, None)
     cell.hybridize(False)
     eager = _loop_mxnet(model, cell, xs, None)
