@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from multirnn import recurrence, stepping
+from multirnn import packed, recurrence, stepping
 from multirnn.state import flatten_state, nest_state
 
 
@@ -49,6 +49,10 @@ class AbstractBackend:
     concat = _lacks("concat")
     split = _lacks("split")
     scan = _lacks("scan")
+    where = _lacks("where")
+    zeros = _lacks("zeros")
+    take = _lacks("take")
+    split_sizes = _lacks("split_sizes")
     reverse_padded = _lacks("reverse_padded")
     swap01 = _lacks("swap01")
     zeros_state = _lacks("zeros_state")
@@ -58,7 +62,7 @@ class AbstractBackend:
     sum_all = _lacks("sum_all")
     asarray = _lacks("asarray")
     to_numpy = _lacks("to_numpy")
-    fused_layer = _lacks("fused_layer")
+    fused_kernel = _lacks("fused_kernel")
     value_and_grad = _lacks("value_and_grad")
     native_layer = _lacks("native_layer")
 
@@ -90,6 +94,9 @@ class AbstractBackend:
 
     def compile(self, fn):
         return fn  # eager frameworks: nothing to trace
+
+    def fused_layer(self, model, units, xs, states):
+        return self.fused_kernel(model, units)(xs, states)
 
     # ---- written once ----
 
@@ -167,10 +174,17 @@ class AbstractBackend:
                 None if masks is None else [self.asarray(m) for m in masks])
 
     def _padding(self, model, xs, lengths):
-        """numpy lengths (or None) -> recurrence.Padding of framework arrays (or None)."""
+        """numpy lengths (or None) -> recurrence.Padding of framework arrays (or None); with the
+        multirnn.packed plan where this backend has a fused kernel (its eager kernels take it)."""
         if lengths is None:
             return None
-        valid = np.arange(xs.shape[0])[:, None] < lengths[None, :]  # (T, B)
-        blocks = np.concatenate([valid[:, :, None], ~valid[:, :, None]], axis=2)  # [m, 1 - m]
-        mask = np.repeat(blocks, model.num_hiddens, axis=2).astype(xs.dtype)
-        return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(mask))
+        keep = (np.arange(xs.shape[0])[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1)
+        plan = None
+        if self.has_fused_kernel and lengths.max() > 0:  # no step to run: the masked scan's outputs
+            # still hang on the params (zero gradients), a plan's fresh zeros would not
+            order, inverse, ordered, sizes, active = packed.make_plan(lengths, xs.shape[0])
+            index = lambda a: self.asindex(np.asarray(a, np.int64))  # noqa: E731
+            plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
+                               sizes, active, xs.shape[0])
+        return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
+                                  self.asarray(keep.astype(xs.dtype)), plan)

@@ -71,6 +71,17 @@ class Backend(AbstractBackend):
     def split(self, x, n):
         return jnp.split(x, n, axis=-1)
 
+    where = staticmethod(jnp.where)
+
+    def zeros(self, shape, like):
+        return jnp.zeros(shape, like.dtype)
+
+    def take(self, x, indices, axis):
+        return jnp.take(x, indices, axis=axis)
+
+    def split_sizes(self, x, sizes, axis):
+        return jnp.split(x, np.cumsum(sizes)[:-1], axis=axis)
+
     def reverse_padded(self, x, lengths):
         t = jnp.arange(x.shape[0])[:, None]
         index = jnp.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length

@@ -109,9 +109,8 @@ def _require_jax_x64() -> None:
 def _padding(model, xs, lengths):
     """recurrence.Padding of Keras-backend tensors (as backends/_base.py builds it from NumPy)."""
     steps = ops.shape(xs)[0]
-    valid = ops.cast(ops.expand_dims(ops.arange(steps), 1) < ops.expand_dims(lengths, 0), xs.dtype)
-    blocks = ops.repeat(ops.expand_dims(valid, 2), model.num_hiddens, axis=2)  # (T, B, H)
-    return recurrence.Padding(lengths, ops.concatenate([blocks, 1 - blocks], axis=2))
+    keep = ops.expand_dims(ops.expand_dims(ops.arange(steps), 1) < ops.expand_dims(lengths, 0), 2)
+    return recurrence.Padding(lengths, keep, ops.cast(keep, xs.dtype))  # (T, B, 1); no packing plan
 
 
 def suffix_lengths(mask, batch_first: bool):

@@ -41,8 +41,22 @@ class BackendProtocol(Protocol):
     def split(self, x: Array, n: int) -> Sequence[Array]:
         """``n`` equal parts along the last axis."""
 
-    def scan(self, step: Callable, carry: tuple, xs: Array, reverse: bool = False) -> tuple[tuple, Array]:
-        """carry, y = step(carry, xs[t]) for t in order (last to first if reverse): (carry, stacked ys[t])."""
+    def scan(self, step: Callable, carry: tuple, xs, reverse: bool = False) -> tuple[tuple, Array]:
+        """carry, y = step(carry, xs[t]) for t in order (last to first if reverse): (carry, stacked ys[t]).
+        ``xs`` is an array or a tuple of arrays of one length; then step gets the tuple of their x[t]."""
+
+    def where(self, keep: Array, new: Array, old: Array) -> Array:
+        """``new`` where ``keep`` (bool (batch, 1), broadcast over the last axis), else ``old``: a select,
+        exact, whose gradient goes to the chosen side only."""
+
+    def zeros(self, shape: tuple, like: Array) -> Array:
+        """Zeros of ``shape`` in like's dtype (and device)."""
+
+    def take(self, x: Array, indices: Array, axis: int) -> Array:
+        """x's slices at integer ``indices`` (from asindex) along ``axis``: a gather, differentiable."""
+
+    def split_sizes(self, x: Array, sizes: Sequence[int], axis: int) -> Sequence[Array]:
+        """Consecutive parts of x along ``axis`` with the given sizes (summing to x.shape[axis]), in one op."""
 
     def reverse_padded(self, x: Array, lengths: Array) -> Array:
         """y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]."""
@@ -85,6 +99,11 @@ class BackendProtocol(Protocol):
         """A context in which the framework computes in ``dtype`` (JAX's x64; a no-op elsewhere)."""
 
     # ---- fused kernel (where has_fused_kernel) ----
+    def fused_kernel(self, model, units: list) -> Callable:
+        """The framework's fused kernel for one layer's units (one direction, or both), its weights
+        prepared once: ``run(xs, states) -> (ys, final state per unit)``; called once per segment of a
+        padded batch (multirnn.packed), so nothing per call is repeated."""
+
     def fused_layer(self, model, units: list, xs: Array, states: list) -> tuple[Array, list]:
         """One whole layer (both directions) in the framework's fused kernel: (ys, final state per unit)."""
 
