@@ -1,6 +1,6 @@
 """The base every backend extends (einops' AbstractBackend): each member of backends.protocol either has a
-default here or raises a sentence naming what the backend lacks; forward, gradients and run_user are
-written once, on the backend's ``value_and_grad`` and ``compile`` hooks."""
+default here or raises a sentence naming what the backend lacks; forward, gradients, step and run_user
+are written once, on the backend's ``value_and_grad`` and ``compile`` hooks."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from multirnn import packed, recurrence, validate
+from multirnn import packed, recurrence, stepping, validate
 from multirnn.dropout import dropout_masks
 from multirnn.state import flatten_state, nest_state
 
@@ -136,6 +136,13 @@ class AbstractBackend:
             _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
                             self._padding(model, xs, lengths), self.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
+
+    def step(self, model, params, x_t, flat_state, masks=None):
+        with self.precision(x_t.dtype):
+            run = self._once("step", model,
+                             lambda: self.compile(functools.partial(stepping.step_network, self, model)))
+            y, finals = run(*self._to_framework(params, x_t, flat_state, masks))
+            return self.to_numpy(y), tree_map(self.to_numpy, finals)
 
     def run_user(self, model, params, inputs, state=None, lengths=None, dropout_seed=None):
         xs = self.swap01(inputs) if model.batch_first else inputs

@@ -87,6 +87,12 @@ class Backend(NumpyOps):
         ys, finals, _ = reference.forward(model, params, xs, flat_state, masks)
         return ys, finals
 
+    def step(self, model, params, x_t, flat_state, masks=None):
+        # the reference itself, one step long: the same arithmetic as forward
+        ys, finals = self.forward(model, params, x_t[None], flat_state,
+                                  None if masks is None else [m[None] for m in masks])
+        return ys[0], finals
+
     def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
         if lengths is not None:
             return reference.gradients_padded(model, params, xs, flat_state, lengths, cotangent, masks)

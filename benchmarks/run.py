@@ -5,6 +5,7 @@
                                                      # on a shared CPU (see --threads)
     .venv/bin/python benchmarks/run.py --suite padded --threads 1   # padded / full-length batches
     .venv/bin/python benchmarks/run.py --suite lm --threads 1       # LM training step / a plain torch loop
+    .venv/bin/python benchmarks/run.py --suite step --threads 1     # one time step: cells / framework cells
 
 A benchmark, not a test: nothing here asserts a time.
 
@@ -68,7 +69,8 @@ def time_interleaved(calls: dict, warmup: int, repeats: int) -> dict:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-SUITES = {"layers": None, "padded": "padded", "lm": "lm_step"}  # suite -> its module beside this file
+# suite -> its module beside this file
+SUITES = {"layers": None, "padded": "padded", "lm": "lm_step", "step": "step"}
 
 
 def available(names):
@@ -211,7 +213,8 @@ def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--suite", default="layers", choices=list(SUITES),
                         help="layers: each layer against the fused layer (the table below); padded: padded "
-                             "vs full-length batches; lm: the LM training step vs a plain torch loop")
+                             "vs full-length batches; lm: the LM training step vs a plain torch loop; step: "
+                             "one time step of the native cells vs the frameworks' own cells")
     parser.add_argument("--quick", action="store_true",
                         help="fast check: size 'issue', tanh RNN one direction, 3 repeats")
     parser.add_argument("--backends", default=",".join(backends.FRAMEWORKS))
