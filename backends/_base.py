@@ -1,6 +1,6 @@
 """The base every backend extends (einops' AbstractBackend): each member of backends.protocol either has a
-default here or raises a sentence naming what the backend lacks; forward, gradients and run_user are
-written once, on the backend's ``value_and_grad`` and ``compile`` hooks."""
+default here or raises a sentence naming what the backend lacks; forward, gradients, step and run_user
+are written once, on the backend's ``value_and_grad`` and ``compile`` hooks."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,8 @@ import functools
 
 import numpy as np
 
-from multirnn import recurrence
+from multirnn import packed, recurrence, stepping, validate
+from multirnn.dropout import dropout_masks
 from multirnn.state import flatten_state, nest_state
 
 
@@ -49,6 +50,10 @@ class AbstractBackend:
     concat = _lacks("concat")
     split = _lacks("split")
     scan = _lacks("scan")
+    where = _lacks("where")
+    zeros = _lacks("zeros")
+    take = _lacks("take")
+    split_sizes = _lacks("split_sizes")
     reverse_padded = _lacks("reverse_padded")
     swap01 = _lacks("swap01")
     zeros_state = _lacks("zeros_state")
@@ -58,7 +63,7 @@ class AbstractBackend:
     sum_all = _lacks("sum_all")
     asarray = _lacks("asarray")
     to_numpy = _lacks("to_numpy")
-    fused_layer = _lacks("fused_layer")
+    fused_kernel = _lacks("fused_kernel")
     value_and_grad = _lacks("value_and_grad")
     native_layer = _lacks("native_layer")
 
@@ -90,6 +95,9 @@ class AbstractBackend:
 
     def compile(self, fn):
         return fn  # eager frameworks: nothing to trace
+
+    def fused_layer(self, model, units, xs, states):
+        return self.fused_kernel(model, units)(xs, states)
 
     # ---- written once ----
 
@@ -129,7 +137,14 @@ class AbstractBackend:
                             self._padding(model, xs, lengths), self.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
-    def run_user(self, model, params, inputs, state=None):
+    def step(self, model, params, x_t, flat_state, masks=None):
+        with self.precision(x_t.dtype):
+            run = self._once("step", model,
+                             lambda: self.compile(functools.partial(stepping.step_network, self, model)))
+            y, finals = run(*self._to_framework(params, x_t, flat_state, masks))
+            return self.to_numpy(y), tree_map(self.to_numpy, finals)
+
+    def run_user(self, model, params, inputs, state=None, lengths=None, dropout_seed=None):
         xs = self.swap01(inputs) if model.batch_first else inputs
         if state is None and model.learn_initial_state:
             flat = [None for _ in model.units()]  # the recurrence starts from h_0 (c_0)
@@ -138,8 +153,26 @@ class AbstractBackend:
             flat = [zeros for _ in model.units()]
         else:
             flat = flatten_state(model, state)
-        ys, finals = self._run(model, params, xs, flat)
+        padding = None if lengths is None else self.padding_of(model, xs, lengths)
+        ys, finals = self._run(model, params, xs, flat, self._dropout(model, xs, dropout_seed), padding)
         return (self.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
+
+    def _dropout(self, model, xs, dropout_seed):
+        """Training-mode dropout masks of a native layer call: drawn in NumPy from ``dropout_seed`` as
+        multirnn.forward(training=True) draws them (the shapes are static, also under a tracer)."""
+        if dropout_seed is None or model.dropout == 0 or model.num_layers == 1:
+            return None
+        steps, batch = xs.shape[0], xs.shape[1]
+        if not isinstance(steps, int) or not isinstance(batch, int):
+            raise ValueError(f"dropout_seed needs the inputs' steps and batch known when the layer is "
+                             f"built or traced, got shape {tuple(xs.shape)}")
+        return [self.asarray(m) for m in dropout_masks(model, steps, batch, dropout_seed, self.dtype_of(xs))]
+
+    def padding_of(self, model, xs, lengths):
+        """recurrence.Padding of framework ``lengths`` (ints (batch,)) for time-major ``xs``: eager
+        backends read them on the host (checked there, and with multirnn.packed's plan)."""
+        lengths = validate.check_lengths(np.asarray(self.to_numpy(lengths)), xs.shape[1], xs.shape[0])
+        return self._padding(model, xs, lengths)
 
     def smoke_test(self) -> None:
         from multirnn.spec import RNNScratch  # local: keeps the import graph one-way at load time
@@ -160,10 +193,18 @@ class AbstractBackend:
                 None if masks is None else [self.asarray(m) for m in masks])
 
     def _padding(self, model, xs, lengths):
-        """numpy lengths (or None) -> recurrence.Padding of framework arrays (or None)."""
+        """numpy lengths (or None) -> recurrence.Padding of framework arrays (or None); with the
+        multirnn.packed plan where this backend has a fused kernel (its eager kernels take it)."""
         if lengths is None:
             return None
-        valid = np.arange(xs.shape[0])[:, None] < lengths[None, :]  # (T, B)
-        blocks = np.concatenate([valid[:, :, None], ~valid[:, :, None]], axis=2)  # [m, 1 - m]
-        mask = np.repeat(blocks, model.num_hiddens, axis=2).astype(xs.dtype)
-        return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(mask))
+        keep = (np.arange(xs.shape[0])[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1)
+        dtype = self.dtype_of(xs) if not isinstance(xs, np.ndarray) else xs.dtype
+        plan = None
+        if self.has_fused_kernel and lengths.max() > 0:  # no step to run: the masked scan's outputs
+            # still hang on the params (zero gradients), a plan's fresh zeros would not
+            order, inverse, ordered, sizes, active = packed.make_plan(lengths, xs.shape[0])
+            index = lambda a: self.asindex(np.asarray(a, np.int64))  # noqa: E731
+            plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
+                               sizes, active, xs.shape[0])
+        return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
+                                  self.asarray(keep.astype(dtype)), plan)

@@ -15,11 +15,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from multirnn import recurrence
 from multirnn.backends import get
 from multirnn.checkpoint import spec_from_dict, spec_to_dict
 from multirnn.params import init_params
-from multirnn.state import flatten_state, nest_state
 
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")  # the Keras backends with a multirnn backend
 
@@ -65,7 +63,9 @@ class RecurrentLayer(keras.layers.Layer):
         return {**super().get_config(), "model": spec_to_dict(self.model), "seed": self.seed,
                 "return_state": self.return_state}
 
-    def call(self, inputs, state=None, lengths=None, mask=None):
+    def call(self, inputs, state=None, lengths=None, mask=None, dropout_seed=None):
+        """``lengths`` (ints (batch,)) and ``dropout_seed`` (training-mode dropout between layers with
+        the masks of multirnn.forward(training=True, dropout_seed=...)) as in multirnn.forward."""
         impl = get(keras_backend())
         model = self.model
         params = {name: weight.value for name, weight in self.canonical.items()}
@@ -73,23 +73,10 @@ class RecurrentLayer(keras.layers.Layer):
             state = keras.tree.map_structure(self._tensor, state)
         if lengths is None and mask is not None:
             lengths = suffix_lengths(mask, model.batch_first)
-        if lengths is None:
-            ys, state = impl.run_user(model, params, inputs, state)
-        else:
-            ys, state = self._run_padded(impl, params, inputs, state, self._tensor(lengths, "int32"))
+        if lengths is not None:
+            lengths = self._tensor(lengths, "int32")
+        ys, state = impl.run_user(model, params, inputs, state, lengths, dropout_seed)
         return (ys, state) if self.return_state else ys
-
-    def _run_padded(self, impl, params, inputs, state, lengths):
-        """run_user with the spec's lengths (run_user has no padding argument)."""
-        model = self.model
-        xs = impl.swap01(inputs) if model.batch_first else inputs  # the recurrence is time-major
-        if state is None:
-            zeros = tuple(impl.zeros_state(xs, width) for width in model.state_widths)
-            flat = [zeros for _ in model.units()]
-        else:
-            flat = flatten_state(model, state)
-        ys, finals = impl.run_recurrence(model, params, xs, flat, None, _padding(model, xs, lengths))
-        return (impl.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
 
     def compute_mask(self, inputs, mask=None):
         return mask  # outputs are padded where the inputs were (and zero there)
@@ -104,14 +91,6 @@ def _require_jax_x64() -> None:
     if not jax.config.read("jax_enable_x64"):  # Keras would silently cut the weights to float32
         raise ValueError("float64 on Keras's jax backend needs JAX's x64 mode: set JAX_ENABLE_X64=1 "
                          "(or jax.config.update('jax_enable_x64', True)) before building the layer")
-
-
-def _padding(model, xs, lengths):
-    """recurrence.Padding of Keras-backend tensors (as backends/_base.py builds it from NumPy)."""
-    steps = ops.shape(xs)[0]
-    valid = ops.cast(ops.expand_dims(ops.arange(steps), 1) < ops.expand_dims(lengths, 0), xs.dtype)
-    blocks = ops.repeat(ops.expand_dims(valid, 2), model.num_hiddens, axis=2)  # (T, B, H)
-    return recurrence.Padding(lengths, ops.concatenate([blocks, 1 - blocks], axis=2))
 
 
 def suffix_lengths(mask, batch_first: bool):

@@ -18,7 +18,7 @@ from multirnn import recurrence  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import AbstractBackend, tree_leaves, tree_map  # noqa: E402
-from .mxnet_graph import GraphCache, fused_kernel_accepts, fused_layer  # noqa: E402
+from .mxnet_graph import GraphCache, fused_kernel, fused_kernel_accepts  # noqa: E402
 
 
 class Backend(AbstractBackend):
@@ -53,12 +53,12 @@ class Backend(AbstractBackend):
         # dropout and padded batches take the eager NDArray path (correct, not yet graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)
 
-    def fused_layer(self, model, units, xs, states):
-        kernel = [recurrence.kernel_weights(self, model, p) + (p.get("W_proj"),) for p in units]
-        return fused_layer(mx.nd, model, kernel, xs, states)
+    def fused_kernel(self, model, units):
+        return fused_kernel(mx.nd, model, [recurrence.kernel_weights(self, model, p) for p in units])
 
     def asarray(self, a):
-        return mx.nd.array(a, dtype=a.dtype)  # mx.nd.array would default to float32
+        # mx.nd.array would default to float32; this NDArray has no bool: a 0/1 float mask (for where)
+        return mx.nd.array(a, dtype=np.float32 if a.dtype == bool else a.dtype)
 
     def to_numpy(self, x):
         return x.asnumpy()
@@ -79,6 +79,20 @@ class Backend(AbstractBackend):
     def split(self, x, n):  # slice_axis: split's backward is several times slower in this build
         width = x.shape[-1] // n
         return [mx.nd.slice_axis(x, axis=-1, begin=k * width, end=(k + 1) * width) for k in range(n)]
+
+    @staticmethod
+    def where(keep, new, old):
+        return mx.nd.where(keep.reshape((-1,)), new, old)  # a (batch,) condition selects whole rows
+
+    def zeros(self, shape, like):
+        return mx.nd.zeros(shape, dtype=like.dtype, ctx=like.context)
+
+    def take(self, x, indices, axis):
+        return mx.nd.take(x, indices, axis=axis)
+
+    def split_sizes(self, x, sizes, axis):
+        ends = np.cumsum(sizes)
+        return [mx.nd.slice_axis(x, axis=axis, begin=int(end - size), end=int(end)) for size, end in zip(sizes, ends)]
 
     def reverse_padded(self, x, lengths):
         return mx.nd.SequenceReverse(x, sequence_length=lengths.astype(x.dtype), use_sequence_length=True)
@@ -107,8 +121,9 @@ class Backend(AbstractBackend):
     def scan(self, step, carry, xs, reverse=False):
         ys = []
         # One split op, not xs[t]: under autograd each slice's gradient is a full-size zero tensor.
-        steps = mx.nd.split(xs, num_outputs=xs.shape[0], axis=0, squeeze_axis=True) \
-            if xs.shape[0] > 1 else [xs[0]]
+        unstack = lambda a: mx.nd.split(a, num_outputs=a.shape[0], axis=0, squeeze_axis=True) \
+            if a.shape[0] > 1 else [a[0]]  # noqa: E731
+        steps = list(zip(*map(unstack, xs))) if isinstance(xs, tuple) else unstack(xs)
         for x in (reversed(steps) if reverse else steps):
             carry, y = step(carry, x)
             ys.append(y)

@@ -18,8 +18,8 @@ from ._base import AbstractBackend
 
 def fused_kernel_accepts(model, dtype) -> bool:
     """MXNet 1.9.1's rnn_relu kernel loses float64 precision (errors ~1e-7, as in float32), and on CPU
-    its projected LSTM runs forward only ("No training support for LSTM with projection on CPU"):
-    the unrolled graph runs those instead."""
+    its projected LSTM (projection_size) runs forward only ("No training support for LSTM with
+    projection on CPU currently"): the unrolled graph runs those instead."""
     relu64 = model.cell == "rnn" and model.nonlinearity == "relu" and np.dtype(dtype) == np.float64
     return not (relu64 or model.proj_size)
 
@@ -54,29 +54,32 @@ class _Sym:
         return _Sym(other - self.sym)
 
 
-def fused_layer(F, model, kernel_units: list, xs, states: list):
-    """One layer, both directions, in MXNet's fused RNN operator; ``F`` is mx.sym or mx.nd and
-    ``kernel_units`` each unit's recurrence.kernel_weights and then its W_proj (None unless projected).
-    Returns (ys, final state per unit).
+def fused_kernel(F, model, kernel_units: list):
+    """One layer, one direction or both, in MXNet's fused RNN operator; ``F`` is mx.sym or mx.nd and
+    ``kernel_units`` each unit's recurrence.kernel_weights. Returns ``run(xs, states) -> (ys, final
+    state per unit)``.
 
-    The operator takes one flat vector: every unit's W_ih (G·H, in), W_hh (G·H, h_size) and a
-    projected lstm's h2r (P, H), then every unit's b_ih and b_hh (always both: a missing one is zero). Packing it is a few ops per call, and
+    The operator takes one flat vector: every unit's W_ih (G·H, in) and W_hh (G·H, H), then every
+    unit's b_ih and b_hh (always both: a missing one is zero). It is packed once here (a few ops), and
     autograd carries the gradients back to the canonical arrays."""
     flat = lambda w: F.reshape(F.transpose(w), shape=(-1,))  # noqa: E731  (in, G·H) -> rows of (G·H, in)
     weights, biases = [], []
-    for w_ih, w_hh, b_ih, b_hh, w_proj in kernel_units:
-        weights += [flat(w_ih), flat(w_hh)] + ([] if w_proj is None else [flat(w_proj)])  # h2r (P, H)
+    for w_ih, w_hh, b_ih, b_hh in kernel_units:
+        weights += [flat(w_ih), flat(w_hh)]
         zeros = F.zeros_like(F.sum(w_hh, axis=0))  # (G·H,) in the right dtype, symbol or not
         biases += [zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh]
-    width, units = model.state_arrays, len(states)
-    initial = [F.stack(*(s[i] for s in states), axis=0) for i in range(width)]  # (units, B, h/c width)
+    width, units = model.state_arrays, len(kernel_units)
+    packed = F.concat(*weights, *biases, dim=0)
     mode = f"rnn_{model.nonlinearity}" if model.cell == "rnn" else model.cell
-    out = F.RNN(xs, F.concat(*weights, *biases, dim=0), *initial, state_size=model.num_hiddens,
-                projection_size=model.proj_size or None, num_layers=1, bidirectional=units == 2,
-                mode=mode, state_outputs=True)
-    ends = [F.split(out[1 + i], num_outputs=2, axis=0, squeeze_axis=True) if units == 2
-            else [F.squeeze(out[1 + i], axis=0)] for i in range(width)]
-    return out[0], [tuple(ends[i][u] for i in range(width)) for u in range(units)]
+
+    def run(xs, states):
+        initial = [F.stack(*(s[i] for s in states), axis=0) for i in range(width)]  # (units, B, H)
+        out = F.RNN(xs, packed, *initial, state_size=model.num_hiddens, num_layers=1,
+                    bidirectional=units == 2, mode=mode, state_outputs=True)
+        ends = [F.split(out[1 + i], num_outputs=2, axis=0, squeeze_axis=True) if units == 2
+                else [F.squeeze(out[1 + i], axis=0)] for i in range(width)]
+        return out[0], [tuple(ends[i][u] for i in range(width)) for u in range(units)]
+    return run
 
 
 class SymbolOps(AbstractBackend):
@@ -95,11 +98,15 @@ class SymbolOps(AbstractBackend):
     def dtype_of(self, x):
         return np.dtype(self.dtype)  # a Symbol has no dtype until bound
 
-    def fused_layer(self, model, units, xs, states):
+    def fused_kernel(self, model, units):
         raw = lambda a: None if a is None else a.sym  # noqa: E731
-        kernel = [tuple(map(raw, recurrence.kernel_weights(self, model, p) + (p.get("W_proj"),))) for p in units]
-        ys, finals = fused_layer(mx.sym, model, kernel, xs.sym, [tuple(map(raw, s)) for s in states])
-        return _Sym(ys), [tuple(map(_Sym, s)) for s in finals]
+        run = fused_kernel(mx.sym, model, [tuple(map(raw, recurrence.kernel_weights(self, model, p)))
+                                           for p in units])
+
+        def run_symbols(xs, states):
+            ys, finals = run(xs.sym, [tuple(map(raw, s)) for s in states])
+            return _Sym(ys), [tuple(map(_Sym, s)) for s in finals]
+        return run_symbols
 
     @staticmethod
     def matmul(a, b):

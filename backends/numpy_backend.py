@@ -31,6 +31,17 @@ class NumpyOps(AbstractBackend):
     def split(self, x, n):
         return np.split(x, n, axis=-1)
 
+    where = staticmethod(np.where)
+
+    def zeros(self, shape, like):
+        return np.zeros(shape, like.dtype)
+
+    def take(self, x, indices, axis):
+        return np.take(x, indices, axis=axis)
+
+    def split_sizes(self, x, sizes, axis):
+        return np.split(x, np.cumsum(sizes)[:-1], axis=axis)
+
     def reverse_padded(self, x, lengths):
         t = np.arange(x.shape[0])[:, None]
         index = np.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length
@@ -56,8 +67,8 @@ class NumpyOps(AbstractBackend):
         return x.sum()
 
     def scan(self, step, carry, xs, reverse=False):
-        ys = []
-        for x in (xs[::-1] if reverse else xs):
+        ys, steps = [], list(zip(*xs)) if isinstance(xs, tuple) else xs
+        for x in (steps[::-1] if reverse else steps):
             carry, y = step(carry, x)
             ys.append(y)
         return carry, np.stack(ys[::-1] if reverse else ys)
@@ -75,6 +86,12 @@ class Backend(NumpyOps):
             return reference.forward_padded(model, params, xs, flat_state, lengths, masks)
         ys, finals, _ = reference.forward(model, params, xs, flat_state, masks)
         return ys, finals
+
+    def step(self, model, params, x_t, flat_state, masks=None):
+        # the reference itself, one step long: the same arithmetic as forward
+        ys, finals = self.forward(model, params, x_t[None], flat_state,
+                                  None if masks is None else [m[None] for m in masks])
+        return ys[0], finals
 
     def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
         if lengths is not None:

@@ -1,8 +1,8 @@
 """Everything a backend provides, declared in one place (tests/test_backend_protocol.py checks it).
 
 A backend is array operations on its framework plus two hooks, ``value_and_grad`` (its autodiff) and
-``compile`` (its tracer); ``forward``/``gradients``/``run_user`` are written once on top of them in
-backends/_base.py, which also raises a sentence naming any member a backend lacks. Arrays are the
+``compile`` (its tracer); ``forward``/``gradients``/``step``/``run_user`` are written once on top of
+them in backends/_base.py, which also raises a sentence naming any member a backend lacks. Arrays are the
 framework's own; ``+``, ``-``, ``*`` come from its operator overloads. Imports no framework.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ class BackendProtocol(Protocol):
     use_fused_kernels: bool  # switch: False runs every layer through the generic scan
     has_fused_kernel: bool  # whether fused_layer exists (torch, MXNet)
     hoist_input_projection: bool  # X·W for the whole sequence before the loop (False: per step)
-    is_reference: bool  # forward/gradients are the NumPy oracle, not the recurrence (numpy only)
+    is_reference: bool  # forward/gradients/step are the NumPy oracle, not the recurrence (numpy only)
 
     # ---- array operations the recurrence and the LM head need ----
     def matmul(self, a: Array, b: Array) -> Array:
@@ -41,8 +41,22 @@ class BackendProtocol(Protocol):
     def split(self, x: Array, n: int) -> Sequence[Array]:
         """``n`` equal parts along the last axis."""
 
-    def scan(self, step: Callable, carry: tuple, xs: Array, reverse: bool = False) -> tuple[tuple, Array]:
-        """carry, y = step(carry, xs[t]) for t in order (last to first if reverse): (carry, stacked ys[t])."""
+    def scan(self, step: Callable, carry: tuple, xs, reverse: bool = False) -> tuple[tuple, Array]:
+        """carry, y = step(carry, xs[t]) for t in order (last to first if reverse): (carry, stacked ys[t]).
+        ``xs`` is an array or a tuple of arrays of one length; then step gets the tuple of their x[t]."""
+
+    def where(self, keep: Array, new: Array, old: Array) -> Array:
+        """``new`` where ``keep`` (bool (batch, 1), broadcast over the last axis), else ``old``: a select,
+        exact, whose gradient goes to the chosen side only."""
+
+    def zeros(self, shape: tuple, like: Array) -> Array:
+        """Zeros of ``shape`` in like's dtype (and device)."""
+
+    def take(self, x: Array, indices: Array, axis: int) -> Array:
+        """x's slices at integer ``indices`` (from asindex) along ``axis``: a gather, differentiable."""
+
+    def split_sizes(self, x: Array, sizes: Sequence[int], axis: int) -> Sequence[Array]:
+        """Consecutive parts of x along ``axis`` with the given sizes (summing to x.shape[axis]), in one op."""
 
     def reverse_padded(self, x: Array, lengths: Array) -> Array:
         """y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]."""
@@ -85,6 +99,11 @@ class BackendProtocol(Protocol):
         """A context in which the framework computes in ``dtype`` (JAX's x64; a no-op elsewhere)."""
 
     # ---- fused kernel (where has_fused_kernel) ----
+    def fused_kernel(self, model, units: list) -> Callable:
+        """The framework's fused kernel for one layer's units (one direction, or both), its weights
+        prepared once: ``run(xs, states) -> (ys, final state per unit)``; called once per segment of a
+        padded batch (multirnn.packed), so nothing per call is repeated."""
+
     def fused_layer(self, model, units: list, xs: Array, states: list) -> tuple[Array, list]:
         """One whole layer (both directions) in the framework's fused kernel: (ys, final state per unit)."""
 
@@ -114,8 +133,19 @@ class BackendProtocol(Protocol):
                   lengths=None) -> dict:
         """NumPy in, d sum(outputs * cotangent) / d params NumPy out."""
 
-    def run_user(self, model, params: dict, inputs: Array, state=None) -> tuple:
-        """The recurrence on framework arrays in the user's layout and nested state (native layers)."""
+    def step(self, model, params: dict, x_t, flat_state: list, masks=None) -> tuple:
+        """One time step of every layer of a unidirectional model, compiled once per spec: NumPy
+        x_t (batch, in), flat state and ``masks`` (one (batch, units) array per layer after the
+        first, or None) in; (top layer's h_t, flat new state) NumPy out."""
+
+    def run_user(self, model, params: dict, inputs: Array, state=None, lengths=None,
+                 dropout_seed=None) -> tuple:
+        """The recurrence on framework arrays in the user's layout and nested state (native layers);
+        ``lengths`` (framework ints) and ``dropout_seed`` as in multirnn.forward(training=True)."""
+
+    def padding_of(self, model, xs: Array, lengths: Array):
+        """recurrence.Padding of framework ``lengths`` for time-major ``xs`` (eager: read on the host;
+        traced backends: built in graph ops)."""
 
     def native_layer(self, model, params=None, seed: int = 0, dtype="float32"):
         """The framework's own trainable layer holding ``params`` (or the seeded init)."""

@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CPU-feature ba
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from multirnn import recurrence, validate  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import AbstractBackend  # noqa: E402
@@ -54,6 +55,25 @@ class Backend(AbstractBackend):
     def split(self, x, n):
         return tf.split(x, n, axis=-1)
 
+    where = staticmethod(tf.where)
+
+    def zeros(self, shape, like):
+        return tf.zeros(shape, like.dtype)
+
+    def take(self, x, indices, axis):
+        return tf.gather(x, indices, axis=axis)
+
+    def split_sizes(self, x, sizes, axis):
+        return tf.split(x, list(sizes), axis=axis)
+
+    def padding_of(self, model, xs, lengths):
+        """In graph ops, so a tf.function takes symbolic lengths (checked when they are eager)."""
+        lengths = tf.cast(lengths, tf.int64)
+        if tf.executing_eagerly():
+            validate.check_lengths(lengths.numpy(), xs.shape[1], xs.shape[0])
+        keep = (tf.range(tf.shape(xs, out_type=tf.int64)[0])[:, None] < lengths[None, :])[:, :, None]
+        return recurrence.Padding(lengths, keep, tf.cast(keep, xs.dtype))
+
     def reverse_padded(self, x, lengths):
         return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
 
@@ -76,15 +96,17 @@ class Backend(AbstractBackend):
         return tf.reduce_sum(x)
 
     def scan(self, step, carry, xs, reverse=False):
-        steps = tf.shape(xs)[0]
+        arrays = xs if isinstance(xs, tuple) else (xs,)
+        steps = tf.shape(arrays[0])[0]
         # Read steps from a TensorArray, not xs[t]: the gradient of a slice inside the loop would be a
         # full-size (T, B, width) tensor per step (quadratic in T); a TensorArray read's is one write.
-        inputs = tf.TensorArray(xs.dtype, size=steps, element_shape=xs.shape[1:]).unstack(xs)
-        outputs = tf.TensorArray(xs.dtype, size=steps, element_shape=carry[0].shape)
+        inputs = [tf.TensorArray(a.dtype, size=steps, element_shape=a.shape[1:]).unstack(a) for a in arrays]
+        outputs = tf.TensorArray(carry[0].dtype, size=steps, element_shape=carry[0].shape)
 
         def body(i, carry, outputs):
             t = steps - 1 - i if reverse else i
-            carry, y = step(carry, inputs.read(t))
+            x = tuple(a.read(t) for a in inputs)
+            carry, y = step(carry, x if isinstance(xs, tuple) else x[0])
             return i + 1, carry, outputs.write(t, y)
 
         _, carry, outputs = tf.while_loop(lambda i, *_: i < steps, body, (0, carry, outputs))

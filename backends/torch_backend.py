@@ -38,10 +38,10 @@ class Backend(AbstractBackend):
     relu = staticmethod(torch.relu)
     sigmoid = staticmethod(torch.sigmoid)
 
-    def fused_layer(self, model, units, xs, states):
-        """One layer, both directions, in the kernel nn.RNN/GRU/LSTM call: per unit W_ih (G·H, in),
-        W_hh (G·H, h_size), then b_ih, b_hh if the model has biases, then a projected lstm's W_hr
-        (P, H) (the kernel tells a projection from h's width)."""
+    def fused_kernel(self, model, units):
+        """The kernel nn.RNN/GRU/LSTM call, on per unit W_ih (G·H, in), W_hh (G·H, h_size), then b_ih,
+        b_hh if the model has biases, then a projected lstm's W_hr (P, H) (the kernel tells a projection
+        from h's width) (transposed once here, not once per call)."""
         weights = []
         for p in units:
             w_ih, w_hh, b_ih, b_hh = recurrence.kernel_weights(self, model, p)
@@ -50,12 +50,14 @@ class Backend(AbstractBackend):
                 weights += [b_ih, torch.zeros_like(b_ih) if b_hh is None else b_hh]
             if model.proj_size:
                 weights.append(p["W_proj"].T.contiguous())
-        initial = [torch.stack([s[i] for s in states]) for i in range(model.state_arrays)]  # (units, B, H)
-        kernel = {"lstm": torch.lstm, "gru": torch.gru, "rnn": _RNN_KERNELS[model.nonlinearity]}
-        ys, *ends = _opaque_to_compile(kernel[model.cell], xs,
-                                       tuple(initial) if model.cell == "lstm" else initial[0], weights,
-                                       model.bias, 1, 0.0, False, len(units) == 2, False)
-        return ys, list(zip(*(a.unbind(0) for a in ends)))
+        kernel = {"lstm": torch.lstm, "gru": torch.gru, "rnn": _RNN_KERNELS[model.nonlinearity]}[model.cell]
+
+        def run(xs, states):
+            initial = [torch.stack([s[i] for s in states]) for i in range(model.state_arrays)]  # (units, B, H)
+            ys, *ends = _opaque_to_compile(kernel, xs, tuple(initial) if model.cell == "lstm" else initial[0],
+                                           weights, model.bias, 1, 0.0, False, len(units) == 2, False)
+            return ys, list(zip(*(a.unbind(0) for a in ends)))
+        return run
 
     def asarray(self, a):
         return torch.from_numpy(np.ascontiguousarray(a))
@@ -80,6 +82,17 @@ class Backend(AbstractBackend):
 
     def split(self, x, n):
         return torch.chunk(x, n, dim=-1)
+
+    where = staticmethod(torch.where)
+
+    def zeros(self, shape, like):
+        return like.new_zeros(shape)
+
+    def take(self, x, indices, axis):
+        return torch.index_select(x, axis, indices)
+
+    def split_sizes(self, x, sizes, axis):
+        return torch.split(x, list(sizes), dim=axis)
 
     def reverse_padded(self, x, lengths):
         t = torch.arange(x.shape[0])[:, None]
@@ -108,7 +121,8 @@ class Backend(AbstractBackend):
         return torch.sum(x)
 
     def scan(self, step, carry, xs, reverse=False):
-        steps, ys = xs.unbind(0), []
+        steps = list(zip(*(a.unbind(0) for a in xs))) if isinstance(xs, tuple) else xs.unbind(0)
+        ys = []
         for x in (reversed(steps) if reverse else steps):
             carry, y = step(carry, x)
             ys.append(y)
@@ -151,8 +165,10 @@ class RecurrentModule(CanonicalParameters):
     ``load_torch_state_dict`` reads one back (through multirnn.port.torch).
     """
 
-    def forward(self, inputs, state=None):
-        return get("torch").run_user(self.model, self.canonical_params(), inputs, state)
+    def forward(self, inputs, state=None, lengths=None, dropout_seed=None):
+        """``lengths`` (ints (batch,)) and ``dropout_seed`` (training-mode dropout between layers, the
+        masks of multirnn.forward(training=True, dropout_seed=...)) as in multirnn.forward."""
+        return get("torch").run_user(self.model, self.canonical_params(), inputs, state, lengths, dropout_seed)
 
     def numpy_params(self) -> dict:
         """The canonical params as NumPy arrays (what multirnn.forward and the converters take)."""

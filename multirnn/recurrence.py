@@ -7,16 +7,17 @@ only does the recurrent matmul and the gate arithmetic. Whether a layer runs in 
 kernel instead is decided in one place, ``fused_path``.
 
 Variable-length batches (``Padding``, like torch packed sequences / ONNX sequence_lens): sequence b is
-valid for its first ``lengths[b]`` steps. A 0/1 step mask m (and 1-m) travels with the projected
-inputs through ``scan`` (so ``scan`` keeps its one-array contract); a padded step keeps the state
-(``h = m·h_new + (1-m)·h_old``, exact for m in {0, 1}), outputs are zeroed after the scan in one
-multiply, and the backward direction reverses each sequence within its own length
-(``reverse_padded``). With no padding, none of this runs.
+valid for its first ``lengths[b]`` steps. Where the backend packs them (multirnn.packed: the eager
+fused kernels), the batch is sorted by length and only valid steps are computed. Elsewhere a boolean
+step mask travels with the inputs through ``scan`` and a padded step keeps the carry (``where``, a
+select: exact), outputs are zeroed after the scan in one multiply, and the backward direction reverses
+each sequence within its own length (``reverse_padded``). With no padding, none of this runs.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
+from . import packed
 from .spec import CELL_GATES, GATES_PER_CELL, HARD_SIGMOID_SLOPES, RecurrentSpec
 
 if TYPE_CHECKING:  # the declared protocol; importing it at run time is not needed
@@ -28,15 +29,15 @@ Array = Any
 class Padding(NamedTuple):
     """Per-sequence lengths of a padded time-major batch, as framework arrays.
 
-    lengths: int (batch,); mask: (num_steps, batch, 2·num_hiddens) in the compute dtype, the blocks
-    [m, 1 - m] with m = 1 where t < lengths[b] and 0 elsewhere. H-wide blocks, so they concatenate
-    with the projected gates and split off again with the equal-parts ``split``; 1 - m is computed
-    once here, not once per step. (A projected lstm's h is narrower than H: it is masked by one
-    column of these blocks, broadcast, see ``mask_columns``.)
+    lengths: int (batch,); keep: bool (num_steps, batch, 1), True where t < lengths[b]; valid: keep in
+    the compute dtype (1/0), to zero the outputs at padded steps; plan: a multirnn.packed.Plan where the
+    backend runs padded batches through its fused kernel, else None.
     """
 
     lengths: Array
-    mask: Array
+    keep: Array
+    valid: Array
+    plan: Any = None
 
 
 def unit_params(params: dict, prefix: str) -> dict:
@@ -133,24 +134,23 @@ def make_step(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
     return gru_before_step
 
 
-def mask_columns(ops: Ops, model: RecurrentSpec, mask: Array) -> Array:
-    """The H-wide blocks of a mask as they multiply the state: themselves, or for a projected lstm
-    (h is P wide) their first columns, which broadcast over any width (every column is equal)."""
-    return ops.split(mask, model.num_hiddens)[0] if model.proj_size else mask
-
-
-def masked_step(ops: Ops, model: RecurrentSpec, step: Callable) -> Callable:
-    """Wrap a step whose input carries [m, 1 - m] as two extra H-wide blocks after the gates: a padded
-    step (m = 0) keeps the carry. Its output is zeroed after the scan, not here."""
-    num_gates = GATES_PER_CELL[model.cell]
-
-    def step_with_mask(carry, xpm):
-        *gates, keep_new, keep_old = ops.split(xpm, num_gates + 2)
-        keep_new, keep_old = mask_columns(ops, model, keep_new), mask_columns(ops, model, keep_old)
-        new_carry, h = step(carry, gates[0] if num_gates == 1 else ops.concat(gates, axis=-1))
-        kept = tuple(keep_new * new + keep_old * old for new, old in zip(new_carry, carry))
+def masked_step(ops: Ops, step: Callable) -> Callable:
+    """Wrap a step to take (x_t, keep_t): a padded step (keep False) keeps the carry. Its output is
+    zeroed after the scan, not here."""
+    def step_with_mask(carry, x_and_keep):
+        x, keep = x_and_keep
+        new_carry, _ = step(carry, x)
+        kept = tuple(ops.where(keep, new, old) for new, old in zip(new_carry, carry))
         return kept, kept[0]
     return step_with_mask
+
+
+def projecting_step(ops: Ops, step: Callable, weight, bias) -> Callable:
+    """A step that projects its raw input itself (backends whose ``hoist_input_projection`` is False)."""
+    def step_with_projection(carry, x):
+        xp = ops.matmul(x, weight)
+        return step(carry, xp if bias is None else xp + bias)
+    return step_with_projection
 
 
 def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple,
@@ -160,27 +160,17 @@ def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tup
     caller passes each sequence already reversed within its length instead of ``reverse``."""
     weight, bias = input_projection(ops, model, p)
     step = make_step(ops, model, p)
-    if padding is not None:  # always hoisted: the mask rides along with the projected inputs
-        projected = ops.matmul(xs, weight)
-        if bias is not None:
-            projected = projected + bias
-        # two more H-wide blocks, so scan still sees a single array
-        projected = ops.concat([projected, padding.mask], axis=-1)
-        final, ys = ops.scan(masked_step(ops, model, step), tuple(state), projected)
-        valid = mask_columns(ops, model, ops.split(padding.mask, 2)[0])
-        return ys * valid, final  # zero outputs at padded steps
     if ops.hoist_input_projection:
-        projected = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
+        xs = ops.matmul(xs, weight)  # (T, B, G·H) in one matmul, outside the loop
         if bias is not None:
-            projected = projected + bias
-        final, ys = ops.scan(step, tuple(state), projected, reverse=reverse)
+            xs = xs + bias
+    else:
+        step = projecting_step(ops, step, weight, bias)
+    if padding is None:
+        final, ys = ops.scan(step, tuple(state), xs, reverse=reverse)
         return ys, final
-
-    def projecting_step(carry, x):
-        xp = ops.matmul(x, weight)
-        return step(carry, xp if bias is None else xp + bias)
-    final, ys = ops.scan(projecting_step, tuple(state), xs, reverse=reverse)
-    return ys, final
+    final, ys = ops.scan(masked_step(ops, step), tuple(state), (xs, padding.keep))
+    return ys * padding.valid, final  # zero outputs at padded steps
 
 
 def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: list, masks=None,
@@ -190,10 +180,17 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
     Returns (outputs (T, B, output_size), flat final state). ``masks[k - 1]`` (optional, drawn by
     multirnn.dropout) scales the input of layer k: dropout between layers. ``padding`` (optional)
     gives per-sequence lengths: see the module docstring. A layer runs in ``ops.fused_layer`` where
-    ``fused_path`` says so, else unit by unit through ``scan``.
+    ``fused_path`` says so (a padded batch: in multirnn.packed's segments), else unit by unit through
+    ``scan``.
     """
-    use_kernel = fused_path(ops, model, ops.dtype_of(xs), padded=padding is not None)
+    use_kernel = fused_path(ops, model, ops.dtype_of(xs))
     flat_state = initial_state(ops, model, params, xs, flat_state)
+    if padding is not None and padding.plan is not None:
+        if not use_kernel:  # the generic path masks its steps instead
+            padding = padding._replace(plan=None)
+        else:  # sorted longest first: the sequences still running are a prefix of the batch
+            xs, flat_state, masks = packed.sort_batch(ops, padding.plan, xs, flat_state, masks)
+            padding = padding._replace(lengths=padding.plan.sorted_lengths)
     units, finals, layer_in = list(model.units()), [], xs
     per_layer = len(model.directions)
     for layer in range(model.num_layers):
@@ -201,28 +198,37 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             layer_in = layer_in * masks[layer - 1]
         mine = range(layer * per_layer, (layer + 1) * per_layer)
         params_of = [unit_params(params, units[i][2]) for i in mine]
-        if use_kernel:
+        if use_kernel and padding is None:
             layer_in, layer_finals = ops.fused_layer(model, params_of, layer_in,
                                                      [flat_state[i] for i in mine])
             finals += layer_finals
             continue
         outputs = []
         for i, unit in zip(mine, params_of):
-            reverse = units[i][1] == "bwd" or model.reverse
-            realign = units[i][1] == "bwd" or model.keep_order  # outputs back in input order
-            if padding is None:
-                ys, final = run_direction(ops, model, unit, layer_in, flat_state[i], reverse=reverse)
-                if not realign:  # computed last step first, handed on in that order
-                    ys = ops.flip_time(ys)
-            else:  # each sequence reversed within its own length, not the whole padded block
-                seq = ops.reverse_padded(layer_in, padding.lengths) if reverse else layer_in
-                ys, final = run_direction(ops, model, unit, seq, flat_state[i], padding=padding)
-                if reverse and realign:
-                    ys = ops.reverse_padded(ys, padding.lengths)
+            ys, final = run_unit(ops, model, unit, units[i][1], layer_in, flat_state[i], padding)
             outputs.append(ys)
             finals.append(final)
         layer_in = merge_directions(ops, model, outputs)
+    if padding is not None and padding.plan is not None:
+        return packed.unsort_batch(ops, padding.plan, layer_in, finals)
     return layer_in, finals
+
+
+def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: Array, state: tuple,
+             padding: Padding | None):
+    """One (layer, direction) unit: (outputs in the order the next layer reads them, final state)."""
+    reverse = direction == "bwd" or model.reverse
+    realign = direction == "bwd" or model.keep_order  # outputs back in input order
+    if padding is None:
+        ys, final = run_direction(ops, model, p, layer_in, state, reverse=reverse)
+        return (ys if realign else ops.flip_time(ys)), final  # else: last step first, handed on so
+    # each sequence reversed within its own length, not the whole padded block
+    seq = ops.reverse_padded(layer_in, padding.lengths) if reverse else layer_in
+    if padding.plan is not None:
+        ys, final = packed.run_unit(ops, ops.fused_kernel(model, [p]), padding.plan, seq, state)
+    else:
+        ys, final = run_direction(ops, model, p, seq, state, padding=padding)
+    return (ops.reverse_padded(ys, padding.lengths) if reverse and realign else ys), final
 
 
 def initial_state(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: list) -> list:
@@ -254,13 +260,13 @@ def merge_directions(ops: Ops, model: RecurrentSpec, outputs: list) -> Array:
 KERNEL_GATES = {"rnn": "h", "gru": "rzh", "lstm": "ifco"}
 
 
-def fused_path(ops: Ops, model: RecurrentSpec, dtype, padded: bool = False) -> bool:
-    """The one decision whether ``run`` runs whole layers of ``model`` in ``ops.fused_layer`` (what
-    `multirnn compare` reports as the "fused" path): the backend has a fused kernel and it is switched
-    on, the batch is not padded (the kernels take no per-sequence lengths here), the kernel computes
-    the spec exactly (all but d2l's reset-before GRU and the options of ``kernel_computes``), and the
-    backend's own exceptions allow it."""
-    return (ops.has_fused_kernel and ops.use_fused_kernels and not padded
+def fused_path(ops: Ops, model: RecurrentSpec, dtype) -> bool:
+    """The one decision whether ``run`` runs whole layers of ``model`` in the backend's fused kernel
+    (what `multirnn compare` reports as the "fused" path; padded batches too, in multirnn.packed's
+    segments): the backend has a fused kernel and it is switched on, the kernel computes the spec
+    exactly (all but d2l's reset-before GRU and the options of ``kernel_computes``), and the backend's
+    own exceptions allow it."""
+    return (ops.has_fused_kernel and ops.use_fused_kernels
             and kernel_computes(model) and ops.fused_kernel_accepts(model, dtype))
 
 

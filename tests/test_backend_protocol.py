@@ -48,7 +48,7 @@ def test_conforms(backend):
     assert isinstance(backend, BackendProtocol)
     optional = set()
     if not backend.has_fused_kernel:
-        optional.add("fused_layer")
+        optional.add("fused_kernel")
     if backend.is_reference:  # the hand-written BPTT is its autodiff; it has no native layer
         optional |= {"value_and_grad", "native_layer"}
     lacking = [n for n in dir(BackendProtocol) if getattr(getattr(type(backend), n, None), "lacking", False)]
@@ -86,6 +86,22 @@ def test_matmul_concat_split(backend):
     near(backend, backend.concat([x, x], axis=0), np.concatenate([A, A], 0))
 
 
+def test_select_gather_and_split(backend):
+    x = backend.asarray(A)
+    keep = np.array([[True], [False]])  # (batch, 1): row 0 new, row 1 old
+    near(backend, backend.where(backend.asarray(keep), x[0], x[1]), np.where(keep, A[0], A[1]))
+    near(backend, backend.zeros((2, 3, 1), x), np.zeros((2, 3, 1)))
+    assert backend.dtype_of(backend.zeros((1,), x)) == np.float32
+    order = backend.asindex(np.array([1, 0]))
+    near(backend, backend.take(x, order, 1), A[:, ::-1])
+    near(backend, backend.take(x[0], order, 0), A[0, ::-1])
+    for sizes, axis in [((1, 2), 0), ((3,), 0), ((1, 1), 1)]:
+        parts = backend.split_sizes(x, sizes, axis)
+        assert len(parts) == len(sizes)
+        for got, want in zip(parts, np.split(A, np.cumsum(sizes)[:-1], axis=axis)):
+            near(backend, got, want)
+
+
 def test_indexing(backend):
     tokens = np.array([[0, 2], [1, 1]])
     table = RNG.normal(size=(3, 4)).astype("float32")
@@ -97,6 +113,22 @@ def test_indexing(backend):
     want[:3, 0] = A[2::-1, 0]  # sequence 0: all 3 steps reversed; sequence 1: its one step stays
     near(backend, flipped, want)
     near(backend, backend.flip_time(backend.asarray(A)), A[::-1])
+
+
+def test_scan_over_a_tuple(backend):
+    def step(carry, x_and_scale):
+        x, scale = x_and_scale
+        h = backend.tanh(x * scale + carry[0])
+        return (h,), h
+
+    scales = RNG.normal(size=(3, 2, 1)).astype("float32")
+    carry, ys = backend.scan(step, (backend.asarray(np.zeros((2, 4), "float32")),),
+                             (backend.asarray(A), backend.asarray(scales)))
+    h, want = np.zeros((2, 4)), np.zeros_like(A)
+    for t in range(3):
+        h = want[t] = np.tanh(A[t] * scales[t] + h)
+    near(backend, ys, want)
+    near(backend, carry[0], h)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -176,10 +208,25 @@ def test_fused_path_rules():
     ops, f32 = Fused(), np.dtype("float32")
     lstm = multirnn.RecurrentSpec(3, 4, cell="lstm")
     assert recurrence.fused_path(ops, lstm, f32)
-    assert not recurrence.fused_path(ops, lstm, f32, padded=True)
     assert not recurrence.fused_path(ops, lstm, np.dtype("float64"))  # the backend's own exception
     assert not recurrence.fused_path(ops, multirnn.RecurrentSpec(3, 4, cell="gru"), f32)  # reset-before
     assert recurrence.fused_path(ops, multirnn.RecurrentSpec(3, 4, cell="gru", reset_after=True), f32)
     with ops.fused_kernels(False):
         assert not recurrence.fused_path(ops, lstm, f32)
     assert not recurrence.fused_path(AbstractBackend(), lstm, f32)  # no fused kernel at all
+
+
+def test_step_is_forward_one_step_long(backend):
+    """backend.step (what multirnn.step calls): NumPy in and out, dropout masks on layer 1's input."""
+    model = multirnn.RecurrentSpec(4, 3, cell="gru", num_layers=2, dropout=0.5)
+    params = multirnn.init_params(model, 0, "float32")
+    state = [(RNG.normal(size=(2, 3)).astype("float32"),) for _ in range(2)]
+    mask = np.array([[2.0, 0.0, 2.0], [0.0, 2.0, 2.0]], "float32")
+    y, finals = backend.step(model, params, A[0], state, [mask])
+    want_ys, want_finals = backends.get("numpy").forward(model, params, A[:1], state, [mask[None]])
+    assert isinstance(y, np.ndarray)
+    np.testing.assert_allclose(y, want_ys[0], **TOL)
+    for got, want in zip(finals, want_finals):
+        np.testing.assert_allclose(got[0], want[0], **TOL)
+    unmasked, _ = backend.step(model, params, A[0], state)
+    assert np.abs(unmasked - y).max() > 1e-3  # the mask was applied

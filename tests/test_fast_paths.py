@@ -68,7 +68,8 @@ def test_fused_kernel_runs_exactly_where_it_computes_the_spec(name, monkeypatch)
     cases = [  # model, dtype, lengths, fused switch, units packed
         (lstm, "float32", None, True, 4),
         (lstm, "float32", None, False, 0),
-        (lstm, "float32", np.array([7, 3]), True, 0),  # padded batches take the generic path
+        (lstm, "float32", np.array([7, 3]), True, 4),  # padded: multirnn.packed's segments, unit by unit
+        (lstm, "float32", np.array([7, 3]), False, 0),
         (multirnn.RecurrentSpec(3, 4, cell="gru", reset_after=True), "float64", None, True, 1),
         (multirnn.RecurrentSpec(3, 4, cell="gru"), "float64", None, True, 0),  # no such kernel
         (relu, "float32", None, True, 1),
@@ -83,7 +84,7 @@ def test_fused_kernel_runs_exactly_where_it_computes_the_spec(name, monkeypatch)
             params, inputs = make_case(model, steps=7, batch=2, dtype=dtype)
             out, _ = multirnn.forward(model, params, inputs, backend=name, lengths=lengths)
             # the one decision recurrence.run takes, and what `multirnn compare` reports
-            assert recurrence.fused_path(backend, model, np.dtype(dtype), lengths is not None) == bool(want)
+            assert recurrence.fused_path(backend, model, np.dtype(dtype)) == bool(want)
             if lengths is None:
                 assert compare.path(backend, model, dtype) == ("fused" if want else "generic")
         assert len(packed) == want, (model, dtype, lengths, fused)

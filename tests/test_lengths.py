@@ -8,6 +8,7 @@ import pytest
 from conftest import CELL_VARIANTS, assert_close, make_case, random_state, to_float64
 
 import multirnn
+from multirnn import packed
 from multirnn.backends.numpy_backend import NumpyOps
 from multirnn.state import flatten_state
 
@@ -50,6 +51,24 @@ def test_lengths_match_reference(backend, cell):
     fed padded outputs; unidirectional stacks are covered by tests/test_fuzz_parity.py."""
     model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **CELL_VARIANTS[cell])
     check_lengths_against_reference(model, backend, "float64")
+
+
+@pytest.mark.parametrize("lengths", [np.array([3, 1, 3, 0, 2]), np.array([1, 1, 1, 1, 1]),
+                                     np.array([2, 5, 5, 1, 4])], ids=["ties-short", "all-one", "ties-full"])
+def test_lengths_with_ties_and_short_batches(backend, lengths):
+    """Ties, zero lengths and a longest sequence shorter than the padding: the segments of
+    multirnn.packed on the fused-kernel backends (the masked scan elsewhere)."""
+    model = multirnn.RecurrentSpec(3, 4, cell="lstm", num_layers=2, bidirectional=True)
+    check_lengths_against_reference(model, backend, "float64", lengths=lengths)
+
+
+def test_packed_plan():
+    order, inverse, ordered, sizes, active = packed.make_plan([3, 1, 3, 0, 2], steps=5)
+    assert order == [0, 2, 4, 1, 3] and ordered == [3, 3, 2, 1, 0]  # longest first, ties in batch order
+    assert [order[i] for i in inverse] == [0, 1, 2, 3, 4]
+    assert sizes == (1, 1, 1) and active == (4, 3, 2)  # steps [0,1) [1,2) [2,3): 4, 3, 2 running
+    assert packed.make_plan([0, 0], steps=2)[3:] == ((), ())
+    assert packed.make_plan([4, 4], steps=4)[3:] == ((4,), (2,))
 
 
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
