@@ -102,8 +102,10 @@ def test_projection_matches_reference(backend_path, shape, dtype):
 
 
 @pytest.mark.parametrize("shape", ["1uni", "2bi", "bi-learned-state"])
-def test_projection_with_lengths_matches_reference(backend, shape):
-    """Padded batches: the P-wide h and the H-wide c both keep their values past a sequence's end."""
+def test_projection_with_lengths_matches_reference(backend_path, shape):
+    """Padded batches (torch's kernel in packed segments, the masked scan elsewhere): the P-wide h and
+    the H-wide c both keep their values past a sequence's end."""
+    backend = backend_path
     model, params, inputs, state, cotangent = projection_case(SHAPES[shape], "float64")
     lengths = np.array([5, 2])
     want, want_state = multirnn.forward(model, params, inputs, state, lengths=lengths)
