@@ -172,7 +172,7 @@ class AbstractBackend:
         framework arrays (or None); lengths with the multirnn.packed plan where this backend has a
         fused kernel (its eager kernels take it). A mask's Padding has no lengths: see Padding."""
         if step_mask is not None:
-            factor = masking.output_factor(model, step_mask)[:, :, None]
+            factor = masking.output_factor(model, step_mask.astype(np.int64))[:, :, None]
             return recurrence.Padding(None, self.asarray(step_mask[:, :, None]),
                                       self.asarray(factor.astype(xs.dtype)))
         if lengths is None:

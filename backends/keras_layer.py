@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from multirnn import recurrence
+from multirnn import masking, recurrence
 from multirnn.backends import get
 from multirnn.checkpoint import spec_from_dict, spec_to_dict
 from multirnn.params import init_params
@@ -36,8 +36,9 @@ def keras_backend() -> str:
 class RecurrentLayer(keras.layers.Layer):
     """``layer(inputs, state=None, lengths=None) -> (outputs, state)``, or just ``outputs`` with
     ``return_state=False`` (what ``Sequential`` + ``fit`` want). The canonical params are trainable
-    weights named with '.' written as '__'. A Keras mask (``Masking``, ``Embedding(mask_zero=True)``)
-    that is suffix padding becomes the spec's ``lengths``; any other mask is refused by name."""
+    weights named with '.' written as '__'. A Keras mask (``Masking``, ``Embedding(mask_zero=True)``),
+    in the inputs' layout, runs with Keras' own semantics (multirnn.masking, as ``multirnn.forward``'s
+    ``mask``); ``lengths`` (torch/ONNX padding) takes precedence over it."""
 
     def __init__(self, model, params=None, seed=0, return_state=True, dtype=None, **kwargs):
         backend = keras_backend()  # refuses a Keras backend with no multirnn backend (numpy) up front
@@ -71,16 +72,17 @@ class RecurrentLayer(keras.layers.Layer):
         params = {name: weight.value for name, weight in self.canonical.items()}
         if state is not None:
             state = keras.tree.map_structure(self._tensor, state)
-        if lengths is None and mask is not None:
-            lengths = suffix_lengths(mask, model.batch_first)
-        if lengths is None:
-            ys, state = impl.run_user(model, params, inputs, state)
+        if lengths is not None:
+            ys, state = self._run_padded(impl, params, inputs, state,
+                                         _padding(model, inputs, self._tensor(lengths, "int32")))
+        elif mask is not None:
+            ys, state = self._run_padded(impl, params, inputs, state, _mask_padding(model, inputs, mask))
         else:
-            ys, state = self._run_padded(impl, params, inputs, state, self._tensor(lengths, "int32"))
+            ys, state = impl.run_user(model, params, inputs, state)
         return (ys, state) if self.return_state else ys
 
-    def _run_padded(self, impl, params, inputs, state, lengths):
-        """run_user with the spec's lengths (run_user has no padding argument)."""
+    def _run_padded(self, impl, params, inputs, state, padding):
+        """run_user with a recurrence.Padding (run_user has no padding argument)."""
         model = self.model
         xs = impl.swap01(inputs) if model.batch_first else inputs  # the recurrence is time-major
         if state is None:
@@ -88,11 +90,11 @@ class RecurrentLayer(keras.layers.Layer):
             flat = [(zeros,) * model.state_arrays for _ in model.units()]
         else:
             flat = flatten_state(model, state)
-        ys, finals = impl.run_recurrence(model, params, xs, flat, None, _padding(model, xs, lengths))
+        ys, finals = impl.run_recurrence(model, params, xs, flat, None, padding)
         return (impl.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
 
     def compute_mask(self, inputs, mask=None):
-        return mask  # outputs are padded where the inputs were (and zero there)
+        return mask  # outputs are masked where the inputs were
 
     def _tensor(self, value, dtype=None):
         return ops.convert_to_tensor(value, dtype=dtype or self.compute_dtype)
@@ -106,46 +108,24 @@ def _require_jax_x64() -> None:
                          "(or jax.config.update('jax_enable_x64', True)) before building the layer")
 
 
-def _padding(model, xs, lengths):
+def _time_major(model, tensor):
+    return ops.swapaxes(tensor, 0, 1) if model.batch_first else tensor
+
+
+def _padding(model, inputs, lengths):
     """recurrence.Padding of Keras-backend tensors (as backends/_base.py builds it from NumPy)."""
-    steps = ops.shape(xs)[0]
+    steps = ops.shape(_time_major(model, inputs))[0]
     keep = ops.expand_dims(ops.expand_dims(ops.arange(steps), 1) < ops.expand_dims(lengths, 0), 2)
-    return recurrence.Padding(lengths, keep, ops.cast(keep, xs.dtype))  # (T, B, 1); no packing plan
+    return recurrence.Padding(lengths, keep, ops.cast(keep, inputs.dtype))  # (T, B, 1); no packing plan
 
 
-def suffix_lengths(mask, batch_first: bool):
-    """Per-sequence lengths of a Keras mask that keeps a prefix of every sequence; ValueError otherwise
-    (eagerly; inside a compiled step TensorFlow asserts and JAX raises through a debug callback)."""
-    keep = ops.cast(mask, "int32")
-    keep = keep if batch_first else ops.transpose(keep)  # (batch, steps)
-    lengths = ops.sum(keep, axis=1)
-    prefix = ops.cast(ops.expand_dims(ops.arange(ops.shape(keep)[1]), 0) < ops.expand_dims(lengths, 1),
-                      "int32")
-    _require(ops.all(ops.equal(keep, prefix)),
-             "the Keras mask is not suffix padding (each sequence's kept steps first, padding after): "
-             "only that mask maps to multirnn's lengths; arbitrary masks are not supported yet")
-    return lengths
-
-
-def _require(ok, message: str) -> None:
-    try:
-        concrete = bool(ok)
-    except TypeError:  # traced (tf.function graph, jax jit): check when the step runs
-        _require_traced(ok, message)
-        return
-    if not concrete:
-        raise ValueError(message)
-
-
-def _require_traced(ok, message: str) -> None:
-    if keras_backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.debugging.Assert(ok, [message])
-    elif keras_backend() == "jax":
-        import jax
-
-        def check(value):
-            if not value:
-                raise ValueError(message)
-        jax.debug.callback(check, ok)
+def _mask_padding(model, inputs, mask):
+    """The Padding of a Keras mask (in the inputs' layout), as backends/_base.py builds it for
+    multirnn.forward's ``mask``."""
+    if model.reverse and not model.keep_order and model.num_layers > 1:
+        raise ValueError("a Keras mask is not supported with reverse=True, keep_order=False and "
+                         "num_layers > 1 (each layer reads the previous one's outputs last step first)")
+    keep = ops.cast(_time_major(model, mask), "int32")
+    factor = masking.output_factor(model, keep, xp=ops)
+    return recurrence.Padding(None, ops.expand_dims(ops.cast(keep, "bool"), 2),
+                              ops.expand_dims(ops.cast(factor, inputs.dtype), 2))

@@ -20,12 +20,13 @@ def is_suffix(keep: np.ndarray) -> bool:
     return bool(np.array_equal(keep, np.arange(keep.shape[0])[:, None] < lengths[None, :]))
 
 
-def output_factor(model, keep: np.ndarray) -> np.ndarray:
-    """(T, B) bool: where the recurrence's output (the carried state, at a masked step) is the
-    unit's output, the rest being zeros. Bidirectional: the unmasked steps. Unidirectional: the steps
-    at or after the first unmasked step in the order the unit runs (from the end when ``reverse``)."""
+def output_factor(model, keep, xp=np):
+    """(T, B, ...) 0/1 ints: where the recurrence's output (the carried state, at a masked step) is
+    the unit's output, the rest being zeros. Bidirectional: the unmasked steps. Unidirectional: the
+    steps at or after the first unmasked step in the order the unit runs (from the end when
+    ``reverse``). ``keep``: 0/1 ints; ``xp``: numpy, or keras.ops for the Keras layer's tensors."""
     if model.bidirectional:
         return keep
     if model.reverse:
-        return np.logical_or.accumulate(keep[::-1], axis=0)[::-1]
-    return np.logical_or.accumulate(keep, axis=0)
+        return xp.flip(xp.minimum(xp.cumsum(xp.flip(keep, 0), axis=0), 1), 0)
+    return xp.minimum(xp.cumsum(keep, axis=0), 1)
