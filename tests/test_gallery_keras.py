@@ -220,15 +220,21 @@ REFUSED = {
         "not the mirror"),
     "merge_mode None": (lambda k: built(k.layers.Bidirectional(k.layers.LSTM(4, return_sequences=True),
                                                                merge_mode=None)), "merge_mode=None"),
-    "masking": (lambda k: _sequential(k, k.layers.Masking(), k.layers.LSTM(4, return_sequences=True)),
-                "Masking"),
+    "masking zero_output_for_mask": (lambda k: _sequential(k, k.layers.Masking(), k.layers.LSTM(
+        4, return_sequences=True, zero_output_for_mask=True)), "zero_output_for_mask=True"),
+    "masking go_backwards x2": (lambda k: _sequential(
+        k, k.layers.Masking(), k.layers.GRU(4, return_sequences=True, go_backwards=True),
+        k.layers.GRU(4, return_sequences=True, go_backwards=True)), "Masking.*before 2 go_backwards"),
+    "masking after a recurrent layer": (lambda k: _sequential(
+        k, k.layers.LSTM(4, return_sequences=True), k.layers.Masking(), k.layers.LSTM(4)),
+        "Masking.*after a recurrent layer"),
     "dense between": (lambda k: _sequential(k, k.layers.LSTM(4, return_sequences=True), k.layers.Dense(4),
                                             k.layers.LSTM(4)), "'dense.*' \\(Dense\\) between recurrent"),
     "dense before": (lambda k: _sequential(k, k.layers.Dense(4), k.layers.LSTM(4)), "Dense.*before"),
     "dense head": (_head, "Dense.*after the recurrent stack"),
     "embedding mask_zero": (lambda k: randomized(k.Sequential([
         k.Input((None,), dtype="int32"), k.layers.Embedding(10, NUM_INPUTS, mask_zero=True),
-        k.layers.LSTM(4)])), "Embedding.*mask_zero"),
+        k.layers.LSTM(4)])), r"Embedding.*mask_zero.*mask=tokens != 0"),
     "recurrent_activation relu": (lambda k: built(k.layers.LSTM(4, recurrent_activation="relu")),
                                   "recurrent_activation='relu'"),
     "lstm selu": (lambda k: built(k.layers.LSTM(4, activation="selu")), "activation='selu'"),
@@ -251,6 +257,44 @@ REFUSED = {
                                                     k.layers.Bidirectional(k.layers.LSTM(4))),
                               "Bidirectional"),
 }
+
+
+# Keras Masking before the stack: exact with multirnn.forward's mask= (Keras' semantics); load proves
+# each on probes with masked first/last steps, holes and a fully masked sequence (verify.probe_mask).
+MASKED = {
+    "masking lstm": lambda k: _sequential(k, k.layers.Masking(0.0), k.layers.LSTM(4, return_sequences=True)),
+    "masking bidirectional gru": lambda k: _sequential(
+        k, k.layers.Masking(0.0), k.layers.Bidirectional(k.layers.GRU(4, return_sequences=True))),
+    "masking go_backwards": lambda k: _sequential(
+        k, k.layers.Masking(-1.0), k.layers.LSTM(4, return_sequences=True, go_backwards=True)),
+    "masking lstm return_sequences=False": lambda k: _sequential(k, k.layers.Masking(0.0), k.layers.LSTM(4)),
+    "masking bidirectional return_sequences=False": lambda k: _sequential(
+        k, k.layers.Masking(0.0), k.layers.Bidirectional(k.layers.LSTM(4), merge_mode="sum")),
+    "masking stack with dropout": lambda k: _sequential(
+        k, k.layers.Masking(0.0), k.layers.SimpleRNN(4, return_sequences=True), k.layers.Dropout(0.3),
+        k.layers.SimpleRNN(4, return_sequences=True)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MASKED))
+def test_masked_exact(keras, case):
+    """Proven by load; then Keras on a mask with holes and multirnn.forward(mask=loaded.mask_for(x))."""
+    obj = MASKED[case](keras)
+    loaded = load(obj)
+    assert loaded.verification is not None and loaded.mask_value is not None
+    with pytest.raises(ValueError, match="mask=loaded.mask_for"):
+        model, params = loaded  # (model, params) alone would count the masked steps
+    x = np.random.default_rng(7).normal(size=(3, 6, NUM_INPUTS)).astype("float32")
+    keep = np.array([[True, False, True, True, False, True], [False, True, True, False, True, False],
+                     [True] * 6])
+    x[~keep] = loaded.mask_value
+    np.testing.assert_array_equal(loaded.mask_for(x), keep)
+    model = loaded.model
+    out, state = multirnn.forward(model, {k: v.astype(np.float64) for k, v in loaded.params.items()},
+                                  x.astype(np.float64), mask=keep)
+    if loaded.run.outputs == "last":
+        out = last_outputs(model, state, keep)
+    assert_close(keras_output(obj, x), out, "float32", f"keras vs multirnn.forward(mask=) for {case}")
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
