@@ -458,3 +458,15 @@ def test_legacy_weights_only_h5_layer_count(keras, tmp_path):
     loaded, live = load(tmp_path / "legacy.h5", num_layers=2, **spec), load(seq)
     for name in live.params:
         np.testing.assert_array_equal(loaded.params[name], live.params[name])
+
+
+@pytest.mark.parametrize("destination", ["m.npz", "m.onnx", "m.pt"])
+def test_convert_refuses_to_drop_a_mask(keras, tmp_path, capsys, destination):
+    """No written format keeps Masking's rule (ONNX's sequence_lens is torch-style suffix padding:
+    zeros after each sequence, not Keras' repeated output), so `multirnn convert` refuses rather than
+    write weights that would count the masked steps."""
+    _sequential(keras, keras.layers.Masking(0.0), keras.layers.LSTM(4, return_sequences=True)).save(
+        tmp_path / "m.keras")
+    assert main(["convert", str(tmp_path / "m.keras"), "-o", str(tmp_path / destination)]) == 1
+    assert "holds a mask" in capsys.readouterr().err
+    assert not (tmp_path / destination).exists()

@@ -412,6 +412,10 @@ def _check_masked(layers, recurrents, inferred, dtype, mask_value, notes) -> Non
     if _dtype_name(masking, describe(masking)) != dtype:
         _refuse(describe(masking), "dtype", _dtype_name(masking, describe(masking)),
                 f"it must be the layers' dtype {dtype} (a cast would round the inputs)")
+    if keras.backend.backend() == "jax":  # its rnn repeats the state, not zeros, before the first step
+        raise UnrepresentableError(f"{describe(masking)} on Keras' jax backend is not representable: "
+                                   f"there a masked step before the first unmasked one outputs the initial "
+                                   f"state (zeros on the tensorflow and torch backends, and in multirnn)")
     if inferred.get("reverse") and inferred["num_layers"] > 1:
         raise UnrepresentableError(f"{describe(masking)} before {inferred['num_layers']} go_backwards "
                                    f"layers is not representable (each layer reads the previous one's "
