@@ -126,11 +126,13 @@ class BackendProtocol(Protocol):
                        padding=None) -> tuple[Array, list]:
         """multirnn.recurrence.run on framework arrays (MXNet runs its hybridized graph here)."""
 
-    def forward(self, model, params: dict, xs, flat_state: list, masks=None, lengths=None) -> tuple:
-        """NumPy time-major in, (outputs, flat final state) NumPy out."""
+    def forward(self, model, params: dict, xs, flat_state: list, masks=None, lengths=None,
+                step_mask=None) -> tuple:
+        """NumPy time-major in, (outputs, flat final state) NumPy out. ``masks``: dropout; ``lengths``:
+        padding; ``step_mask``: a (T, B) bool Keras mask (multirnn.masking)."""
 
     def gradients(self, model, params: dict, xs, flat_state: list, cotangent, masks=None,
-                  lengths=None) -> dict:
+                  lengths=None, step_mask=None) -> dict:
         """NumPy in, d sum(outputs * cotangent) / d params NumPy out."""
 
     def run_user(self, model, params: dict, inputs: Array, state=None) -> tuple:

@@ -470,3 +470,15 @@ def test_convert_refuses_to_drop_a_mask(keras, tmp_path, capsys, destination):
     assert main(["convert", str(tmp_path / "m.keras"), "-o", str(tmp_path / destination)]) == 1
     assert "holds a mask" in capsys.readouterr().err
     assert not (tmp_path / destination).exists()
+
+
+def test_verify_tells_a_masked_model_from_an_unmasked_one(keras, tmp_path, capsys):
+    """Same weights, but one counts every step: on the probes (no step equal to the mask value) the
+    outputs agree, so `multirnn verify` compares the masks themselves."""
+    masked = _sequential(keras, keras.layers.Masking(0.0), keras.layers.LSTM(4, return_sequences=True))
+    plain = _sequential(keras, keras.layers.LSTM(4, return_sequences=True))
+    plain.set_weights(masked.get_weights())
+    masked.save(tmp_path / "masked.keras")
+    plain.save(tmp_path / "plain.keras")
+    assert main(["verify", str(tmp_path / "masked.keras"), str(tmp_path / "plain.keras")]) == 1
+    assert "the masks differ: mask_value 0.0 and None" in capsys.readouterr().out
