@@ -1,6 +1,6 @@
 """The base every backend extends (einops' AbstractBackend): each member of backends.protocol either has a
-default here or raises a sentence naming what the backend lacks; forward, gradients and run_user are
-written once, on the backend's ``value_and_grad`` and ``compile`` hooks."""
+default here or raises a sentence naming what the backend lacks; forward, gradients, step and run_user
+are written once, on the backend's ``value_and_grad`` and ``compile`` hooks."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,8 @@ import functools
 
 import numpy as np
 
-from multirnn import masking, packed, recurrence
+from multirnn import masking, packed, recurrence, stepping, validate
+from multirnn.dropout import dropout_masks
 from multirnn.state import flatten_state, nest_state
 
 
@@ -137,7 +138,14 @@ class AbstractBackend:
                             self._padding(model, xs, lengths, step_mask), self.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
-    def run_user(self, model, params, inputs, state=None):
+    def step(self, model, params, x_t, flat_state, masks=None):
+        with self.precision(x_t.dtype):
+            run = self._once("step", model,
+                             lambda: self.compile(functools.partial(stepping.step_network, self, model)))
+            y, finals = run(*self._to_framework(params, x_t, flat_state, masks))
+            return self.to_numpy(y), tree_map(self.to_numpy, finals)
+
+    def run_user(self, model, params, inputs, state=None, lengths=None, dropout_seed=None, padding=None):
         xs = self.swap01(inputs) if model.batch_first else inputs
         if state is None and model.learn_initial_state:
             flat = [None for _ in model.units()]  # the recurrence starts from h_0 (c_0)
@@ -146,8 +154,27 @@ class AbstractBackend:
             flat = [(zeros,) * model.state_arrays for _ in model.units()]
         else:
             flat = flatten_state(model, state)
-        ys, finals = self._run(model, params, xs, flat)
+        if lengths is not None:
+            padding = self.padding_of(model, xs, lengths)
+        ys, finals = self._run(model, params, xs, flat, self._dropout(model, xs, dropout_seed), padding)
         return (self.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
+
+    def _dropout(self, model, xs, dropout_seed):
+        """Training-mode dropout masks of a native layer call: drawn in NumPy from ``dropout_seed`` as
+        multirnn.forward(training=True) draws them (the shapes are static, also under a tracer)."""
+        if dropout_seed is None or model.dropout == 0 or model.num_layers == 1:
+            return None
+        steps, batch = xs.shape[0], xs.shape[1]
+        if not isinstance(steps, int) or not isinstance(batch, int):
+            raise ValueError(f"dropout_seed needs the inputs' steps and batch known when the layer is "
+                             f"built or traced, got shape {tuple(xs.shape)}")
+        return [self.asarray(m) for m in dropout_masks(model, steps, batch, dropout_seed, self.dtype_of(xs))]
+
+    def padding_of(self, model, xs, lengths):
+        """recurrence.Padding of framework ``lengths`` (ints (batch,)) for time-major ``xs``: eager
+        backends read them on the host (checked there, and with multirnn.packed's plan)."""
+        lengths = validate.check_lengths(np.asarray(self.to_numpy(lengths)), xs.shape[1], xs.shape[0])
+        return self._padding(model, xs, lengths)
 
     def smoke_test(self) -> None:
         from multirnn.spec import RNNScratch  # local: keeps the import graph one-way at load time
@@ -171,10 +198,11 @@ class AbstractBackend:
         """numpy lengths or a time-major (T, B) step mask (or neither) -> recurrence.Padding of
         framework arrays (or None); lengths with the multirnn.packed plan where this backend has a
         fused kernel (its eager kernels take it). A mask's Padding has no lengths: see Padding."""
+        dtype = self.dtype_of(xs) if not isinstance(xs, np.ndarray) else xs.dtype
         if step_mask is not None:
             factor = masking.output_factor(model, step_mask.astype(np.int64))[:, :, None]
             return recurrence.Padding(None, self.asarray(step_mask[:, :, None]),
-                                      self.asarray(factor.astype(xs.dtype)))
+                                      self.asarray(factor.astype(dtype)))
         if lengths is None:
             return None
         keep = (np.arange(xs.shape[0])[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1)
@@ -186,4 +214,4 @@ class AbstractBackend:
             plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
                                sizes, active, xs.shape[0])
         return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
-                                  self.asarray(keep.astype(xs.dtype)), plan)
+                                  self.asarray(keep.astype(dtype)), plan)

@@ -29,6 +29,7 @@ class RecurrentCell(CanonicalParameters):
         key = model.cell if model.cell != "rnn" else f"rnn-{model.nonlinearity}"
         self._kernel = _CELL_KERNELS[key]
         self._prepared = (None, None)  # (parameter versions, prepared weights) for no_grad use
+        self._parameters_in_order = list(self.weights.values())  # read per call: ParameterDict is slow
 
     def initial_state(self, batch: int):
         """Zeros in the nested convention (what ``cell(x_t)`` starts from)."""
@@ -52,7 +53,7 @@ class RecurrentCell(CanonicalParameters):
         reused under no_grad until a parameter changes (an optimizer step bumps its version)."""
         if torch.is_grad_enabled():
             return self._prepare()
-        versions = tuple((id(p), p._version) for p in self.weights.values())
+        versions = [p._version for p in self._parameters_in_order]
         if self._prepared[0] != versions:
             self._prepared = (versions, self._prepare())
         return self._prepared[1]

@@ -21,7 +21,9 @@ class RecurrentModule(nn.Module):
     dtype: str = "float32"
 
     @nn.compact
-    def __call__(self, inputs, state=None):
+    def __call__(self, inputs, state=None, lengths=None, dropout_seed=None):
+        """``lengths`` (ints (batch,), may be traced) and ``dropout_seed`` (a Python int: training-mode
+        dropout with multirnn.forward's masks) as in multirnn.forward."""
         seeded = None
         params = {}
         for name in self.model.param_shapes():
@@ -31,4 +33,4 @@ class RecurrentModule(nn.Module):
                     seeded = init_params(self.model, self.seed, self.dtype)
                 return jnp.asarray(seeded[name])
             params[name] = self.param(name, initializer)
-        return get("jax").run_user(self.model, params, inputs, state)
+        return get("jax").run_user(self.model, params, inputs, state, lengths, dropout_seed)

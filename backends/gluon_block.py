@@ -36,6 +36,18 @@ class RecurrentBlock(mx.gluon.HybridBlock):
         for name, value in params.items():
             self.canonical[name].set_data(mx.nd.array(value, dtype=value.dtype))
 
+    def __call__(self, inputs, state=None, lengths=None, dropout_seed=None):
+        """``lengths`` (ints (batch,)) and ``dropout_seed`` (training-mode dropout with the masks of
+        multirnn.forward(training=True, dropout_seed=...)) run the unhybridized block: a hybridized
+        graph is built for full-length batches without dropout. (Gluon's __call__ takes no keywords.)"""
+        if lengths is None and dropout_seed is None:
+            return super().__call__(inputs) if state is None else super().__call__(inputs, state)
+        if self._active:
+            raise ValueError("lengths and dropout_seed need the unhybridized block: hybridize() "
+                             "builds one graph for full-length batches without dropout")
+        params = {name: param.data() for name, param in self.canonical.items()}
+        return get("mxnet").run_user(self.model, params, inputs, state, lengths, dropout_seed)
+
     def forward(self, inputs, state=None):
         flat_state = [] if state is None else [a for unit in flatten_state(self.model, state) for a in unit]
         # the unrolled graph fixes the length, the state arity and whether layers run the fused kernel

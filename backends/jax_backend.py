@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from multirnn import recurrence, validate
 from multirnn.params import init_params
 
 from ._base import AbstractBackend
@@ -81,6 +82,13 @@ class Backend(AbstractBackend):
 
     def split_sizes(self, x, sizes, axis):
         return jnp.split(x, np.cumsum(sizes)[:-1], axis=axis)
+
+    def padding_of(self, model, xs, lengths):
+        """In graph ops, so a jitted Flax module takes traced lengths (checked when they are concrete)."""
+        if not isinstance(lengths, jax.core.Tracer):
+            validate.check_lengths(np.asarray(lengths), xs.shape[1], xs.shape[0])
+        keep = (jnp.arange(xs.shape[0])[:, None] < jnp.asarray(lengths)[None, :])[:, :, None]
+        return recurrence.Padding(jnp.asarray(lengths), keep, keep.astype(xs.dtype))
 
     def reverse_padded(self, x, lengths):
         t = jnp.arange(x.shape[0])[:, None]

@@ -19,7 +19,6 @@ from multirnn import masking, recurrence
 from multirnn.backends import get
 from multirnn.checkpoint import spec_from_dict, spec_to_dict
 from multirnn.params import init_params
-from multirnn.state import flatten_state, nest_state
 
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")  # the Keras backends with a multirnn backend
 
@@ -66,32 +65,19 @@ class RecurrentLayer(keras.layers.Layer):
         return {**super().get_config(), "model": spec_to_dict(self.model), "seed": self.seed,
                 "return_state": self.return_state}
 
-    def call(self, inputs, state=None, lengths=None, mask=None):
+    def call(self, inputs, state=None, lengths=None, mask=None, dropout_seed=None):
+        """``lengths`` (ints (batch,)) and ``dropout_seed`` (training-mode dropout between layers with
+        the masks of multirnn.forward(training=True, dropout_seed=...)) as in multirnn.forward."""
         impl = get(keras_backend())
         model = self.model
         params = {name: weight.value for name, weight in self.canonical.items()}
         if state is not None:
             state = keras.tree.map_structure(self._tensor, state)
         if lengths is not None:
-            ys, state = self._run_padded(impl, params, inputs, state,
-                                         _padding(model, inputs, self._tensor(lengths, "int32")))
-        elif mask is not None:
-            ys, state = self._run_padded(impl, params, inputs, state, _mask_padding(model, inputs, mask))
-        else:
-            ys, state = impl.run_user(model, params, inputs, state)
+            lengths = self._tensor(lengths, "int32")
+        padding = None if lengths is not None or mask is None else _mask_padding(model, inputs, mask)
+        ys, state = impl.run_user(model, params, inputs, state, lengths, dropout_seed, padding)
         return (ys, state) if self.return_state else ys
-
-    def _run_padded(self, impl, params, inputs, state, padding):
-        """run_user with a recurrence.Padding (run_user has no padding argument)."""
-        model = self.model
-        xs = impl.swap01(inputs) if model.batch_first else inputs  # the recurrence is time-major
-        if state is None:
-            zeros = impl.zeros_state(xs, model.num_hiddens)
-            flat = [(zeros,) * model.state_arrays for _ in model.units()]
-        else:
-            flat = flatten_state(model, state)
-        ys, finals = impl.run_recurrence(model, params, xs, flat, None, padding)
-        return (impl.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
 
     def compute_mask(self, inputs, mask=None):
         return mask  # outputs are masked where the inputs were
@@ -108,24 +94,13 @@ def _require_jax_x64() -> None:
                          "(or jax.config.update('jax_enable_x64', True)) before building the layer")
 
 
-def _time_major(model, tensor):
-    return ops.swapaxes(tensor, 0, 1) if model.batch_first else tensor
-
-
-def _padding(model, inputs, lengths):
-    """recurrence.Padding of Keras-backend tensors (as backends/_base.py builds it from NumPy)."""
-    steps = ops.shape(_time_major(model, inputs))[0]
-    keep = ops.expand_dims(ops.expand_dims(ops.arange(steps), 1) < ops.expand_dims(lengths, 0), 2)
-    return recurrence.Padding(lengths, keep, ops.cast(keep, inputs.dtype))  # (T, B, 1); no packing plan
-
-
 def _mask_padding(model, inputs, mask):
-    """The Padding of a Keras mask (in the inputs' layout), as backends/_base.py builds it for
-    multirnn.forward's ``mask``."""
+    """recurrence.Padding of a Keras mask (in the inputs' layout), in keras.ops (so also symbolic),
+    as backends/_base.py builds it for multirnn.forward's ``mask``."""
     if model.reverse and not model.keep_order and model.num_layers > 1:
         raise ValueError("a Keras mask is not supported with reverse=True, keep_order=False and "
                          "num_layers > 1 (each layer reads the previous one's outputs last step first)")
-    keep = ops.cast(_time_major(model, mask), "int32")
+    keep = ops.cast(ops.swapaxes(mask, 0, 1) if model.batch_first else mask, "int32")  # (T, B)
     factor = masking.output_factor(model, keep, xp=ops)
     return recurrence.Padding(None, ops.expand_dims(ops.cast(keep, "bool"), 2),
                               ops.expand_dims(ops.cast(factor, inputs.dtype), 2))

@@ -91,9 +91,8 @@ class Backend(AbstractBackend):
         return mx.nd.take(x, indices, axis=axis)
 
     def split_sizes(self, x, sizes, axis):
-        if len(sizes) == 1:
-            return [x]
-        return mx.nd.split_v2(x, tuple(int(i) for i in np.cumsum(sizes)[:-1]), axis=axis)
+        ends = np.cumsum(sizes)
+        return [mx.nd.slice_axis(x, axis=axis, begin=int(end - size), end=int(end)) for size, end in zip(sizes, ends)]
 
     def reverse_padded(self, x, lengths):
         return mx.nd.SequenceReverse(x, sequence_length=lengths.astype(x.dtype), use_sequence_length=True)

@@ -19,6 +19,7 @@ class RecurrentNNX(nnx.Module):
         self.model = model
         self.params = nnx.Dict({name: nnx.Param(jnp.asarray(params[name])) for name in model.param_shapes()})
 
-    def __call__(self, inputs, state=None):
+    def __call__(self, inputs, state=None, lengths=None, dropout_seed=None):
+        """``lengths`` and ``dropout_seed`` as in the linen module."""
         params = {name: param[...] for name, param in self.params.items()}
-        return get("jax").run_user(self.model, params, inputs, state)
+        return get("jax").run_user(self.model, params, inputs, state, lengths, dropout_seed)

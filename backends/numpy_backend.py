@@ -89,6 +89,12 @@ class Backend(NumpyOps):
         ys, finals, _ = reference.forward(model, params, xs, flat_state, masks)
         return ys, finals
 
+    def step(self, model, params, x_t, flat_state, masks=None):
+        # the reference itself, one step long: the same arithmetic as forward
+        ys, finals = self.forward(model, params, x_t[None], flat_state,
+                                  None if masks is None else [m[None] for m in masks])
+        return ys[0], finals
+
     def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None,
                   step_mask=None):
         if step_mask is not None:

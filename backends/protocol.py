@@ -1,8 +1,8 @@
 """Everything a backend provides, declared in one place (tests/test_backend_protocol.py checks it).
 
 A backend is array operations on its framework plus two hooks, ``value_and_grad`` (its autodiff) and
-``compile`` (its tracer); ``forward``/``gradients``/``run_user`` are written once on top of them in
-backends/_base.py, which also raises a sentence naming any member a backend lacks. Arrays are the
+``compile`` (its tracer); ``forward``/``gradients``/``step``/``run_user`` are written once on top of
+them in backends/_base.py, which also raises a sentence naming any member a backend lacks. Arrays are the
 framework's own; ``+``, ``-``, ``*`` come from its operator overloads. Imports no framework.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ class BackendProtocol(Protocol):
     use_fused_kernels: bool  # switch: False runs every layer through the generic scan
     has_fused_kernel: bool  # whether fused_layer exists (torch, MXNet)
     hoist_input_projection: bool  # X·W for the whole sequence before the loop (False: per step)
-    is_reference: bool  # forward/gradients are the NumPy oracle, not the recurrence (numpy only)
+    is_reference: bool  # forward/gradients/step are the NumPy oracle, not the recurrence (numpy only)
 
     # ---- array operations the recurrence and the LM head need ----
     def matmul(self, a: Array, b: Array) -> Array:
@@ -135,8 +135,20 @@ class BackendProtocol(Protocol):
                   lengths=None, step_mask=None) -> dict:
         """NumPy in, d sum(outputs * cotangent) / d params NumPy out."""
 
-    def run_user(self, model, params: dict, inputs: Array, state=None) -> tuple:
-        """The recurrence on framework arrays in the user's layout and nested state (native layers)."""
+    def step(self, model, params: dict, x_t, flat_state: list, masks=None) -> tuple:
+        """One time step of every layer of a unidirectional model, compiled once per spec: NumPy
+        x_t (batch, in), flat state and ``masks`` (one (batch, units) array per layer after the
+        first, or None) in; (top layer's h_t, flat new state) NumPy out."""
+
+    def run_user(self, model, params: dict, inputs: Array, state=None, lengths=None,
+                 dropout_seed=None, padding=None) -> tuple:
+        """The recurrence on framework arrays in the user's layout and nested state (native layers);
+        ``lengths`` (framework ints) and ``dropout_seed`` as in multirnn.forward(training=True);
+        ``padding``: a recurrence.Padding the caller built instead (the Keras layer's mask)."""
+
+    def padding_of(self, model, xs: Array, lengths: Array):
+        """recurrence.Padding of framework ``lengths`` for time-major ``xs`` (eager: read on the host;
+        traced backends: built in graph ops)."""
 
     def native_layer(self, model, params=None, seed: int = 0, dtype="float32"):
         """The framework's own trainable layer holding ``params`` (or the seeded init)."""

@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CPU-feature ba
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from multirnn import recurrence, validate  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import AbstractBackend  # noqa: E402
@@ -64,6 +65,14 @@ class Backend(AbstractBackend):
 
     def split_sizes(self, x, sizes, axis):
         return tf.split(x, list(sizes), axis=axis)
+
+    def padding_of(self, model, xs, lengths):
+        """In graph ops, so a tf.function takes symbolic lengths (checked when they are eager)."""
+        lengths = tf.cast(lengths, tf.int64)
+        if tf.executing_eagerly():
+            validate.check_lengths(lengths.numpy(), xs.shape[1], xs.shape[0])
+        keep = (tf.range(tf.shape(xs, out_type=tf.int64)[0])[:, None] < lengths[None, :])[:, :, None]
+        return recurrence.Padding(lengths, keep, tf.cast(keep, xs.dtype))
 
     def reverse_padded(self, x, lengths):
         return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)

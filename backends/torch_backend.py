@@ -162,8 +162,10 @@ class RecurrentModule(CanonicalParameters):
     ``load_torch_state_dict`` reads one back (through multirnn.port.torch).
     """
 
-    def forward(self, inputs, state=None):
-        return get("torch").run_user(self.model, self.canonical_params(), inputs, state)
+    def forward(self, inputs, state=None, lengths=None, dropout_seed=None):
+        """``lengths`` (ints (batch,)) and ``dropout_seed`` (training-mode dropout between layers, the
+        masks of multirnn.forward(training=True, dropout_seed=...)) as in multirnn.forward."""
+        return get("torch").run_user(self.model, self.canonical_params(), inputs, state, lengths, dropout_seed)
 
     def numpy_params(self) -> dict:
         """The canonical params as NumPy arrays (what multirnn.forward and the converters take)."""

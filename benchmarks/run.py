@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/run.py --quick       # one size, tanh RNN only, 3 repeats (~1 min)
     .venv/bin/python benchmarks/run.py --threads 1   # full table (~12 min on 2 cores); steadiest ratios
                                                      # on a shared CPU (see --threads)
+    .venv/bin/python benchmarks/run.py --suite padded --threads 1   # padded / full-length batches
+    .venv/bin/python benchmarks/run.py --suite lm --threads 1       # LM training step / a plain torch loop
+    .venv/bin/python benchmarks/run.py --suite step --threads 1     # one time step: cells / framework cells
 
 A benchmark, not a test: nothing here asserts a time.
 
@@ -66,16 +69,36 @@ def time_interleaved(calls: dict, warmup: int, repeats: int) -> dict:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def measure(args) -> list[dict]:
-    import cases
+# suite -> its module beside this file
+SUITES = {"layers": None, "padded": "padded", "lm": "lm_step", "step": "step"}
 
-    rows = []
-    for backend in args.backends:
+
+def available(names):
+    """The backends of ``names`` that load here, in order; the others are reported and skipped."""
+    for backend in names:
         try:
             backends.get(backend)
         except backends.BackendUnavailable as exc:
             print(f"skipping {backend}: {exc}", file=sys.stderr)
             continue
+        yield backend
+
+
+def measure_suite(module, args) -> list[dict]:
+    """A suite module's rows: ``calls(backend)`` timed interleaved, one ``row`` per backend."""
+    rows = []
+    for backend in available(args.backends):
+        seconds = time_interleaved(module.calls(backend), args.warmup, args.repeats)
+        rows.append(module.row(backend, seconds))
+        print(module.format_row(rows[-1]), flush=True)
+    return rows
+
+
+def measure(args) -> list[dict]:
+    import cases
+
+    rows = []
+    for backend in available(args.backends):
         for size in args.sizes:
             steps, batch, inputs, hiddens = SIZES[size]
             for cell in args.cells:
@@ -188,6 +211,10 @@ def plot(rows, path: Path, versions: dict) -> None:
 
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--suite", default="layers", choices=list(SUITES),
+                        help="layers: each layer against the fused layer (the table below); padded: padded "
+                             "vs full-length batches; lm: the LM training step vs a plain torch loop; step: "
+                             "one time step of the native cells vs the frameworks' own cells")
     parser.add_argument("--quick", action="store_true",
                         help="fast check: size 'issue', tanh RNN one direction, 3 repeats")
     parser.add_argument("--backends", default=",".join(backends.FRAMEWORKS))
@@ -228,6 +255,12 @@ def limit_threads(n: int) -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla).strip()
 
 
+def run_meta(args) -> dict:
+    versions = {name: backends.get(name).version for name in args.backends if name in backends._loaded}
+    return {"cpu_count": os.cpu_count(), "python": platform.python_version(), "versions": versions,
+            "threads": args.threads or "default", "repeats": args.repeats, "warmup": args.warmup}
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     if args.markdown:  # re-render a saved run, measure nothing
@@ -239,15 +272,21 @@ def main(argv=None) -> int:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}; threads {args.threads or 'default'}; median of {args.repeats} "
           f"after {args.warmup} warm-up calls")
-    print(header())
-    rows = measure(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    versions = {name: backends.get(name).version for name in args.backends if name in backends._loaded}
-    meta = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "versions": versions,
-            "threads": args.threads or "default", "repeats": args.repeats, "warmup": args.warmup,
-            "sizes": {s: SIZES[s] for s in args.sizes},
-            "flops": flops.__doc__.split("\n\n")[0].strip()}
+    if args.suite != "layers":
+        import importlib
+
+        module = importlib.import_module(SUITES[args.suite])
+        rows = measure_suite(module, args)
+        (out / f"{args.suite}.json").write_text(json.dumps({"meta": run_meta(args), "rows": rows}, indent=2))
+        print("\n" + module.markdown(rows) + f"\n\nwrote {out / (args.suite + '.json')}")
+        return 0
+    print(header())
+    rows = measure(args)
+    meta = dict(run_meta(args), sizes={s: SIZES[s] for s in args.sizes},
+                flops=flops.__doc__.split("\n\n")[0].strip())
+    versions = meta["versions"]
     (out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     try:
         plot(rows, out / "bench.png", versions)

@@ -1,32 +1,27 @@
-"""Speed of one time step: microseconds per step of each backend's multirnn native cell against the
-framework's own cell, both called in the same Python loop, and of multirnn.step (NumPy in and out).
+"""Speed of one time step, ``benchmarks/run.py --suite step``: microseconds per step of each backend's
+multirnn native cell against the framework's own cell, both called in the same Python loop, and of
+multirnn.step (NumPy in and out).
 
-    .venv/bin/python benchmarks/step.py --quick       # gru only, 3 repeats (~1 min)
-    .venv/bin/python benchmarks/step.py --threads 1   # rnn/gru/lstm x batch 1, 64 (steadiest ratios)
+    .venv/bin/python benchmarks/run.py --suite step --threads 1             # every backend
+    .venv/bin/python benchmarks/run.py --suite step --backends mxnet --repeats 5
 
-A benchmark, not a test. Inference steps (no autodiff recording), hidden 256, inputs 256. Paths, per
-(backend, cell, batch), timed interleaved in one process like benchmarks/run.py (median kept):
+A benchmark, not a test. Inference steps (no autodiff recording), hidden 256, inputs 256, float32,
+each cell (rnn, gru, lstm) at batch 1 and 64. Per backend, every path of every (cell, batch) is
+timed in the same interleaved rounds (run.time_interleaved, medians):
 
 - ``cell``: multirnn.native_cell(model, backend=...) called ``state = cell(x_t, state)``;
 - ``own``: the framework's own cell (nn.GRUCell, keras.layers.GRUCell, flax.linen.GRUCell,
   gluon.rnn.GRUCell), called the same way. JAX: both ``apply`` functions under ``jax.jit``; Keras and
-  Gluon: both eager (not tf.function / hybridize);
+  Gluon: the framework's cells eager (not tf.function / hybridize), as a hand loop calls them;
 - ``step``: multirnn.step(model, params, x_t, state, backend=...): NumPy to NumPy each step, with the
   argument validation of the public API (its honest overhead);
-- numpy: multirnn.step on the reference (the only path there).
+- ``reference``: multirnn.step on the NumPy reference, for scale.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-import multirnn  # noqa: E402
-from multirnn import backends  # noqa: E402
+import multirnn
 
 STEPS_PER_CALL = 20  # one timed call = this many steps in a loop, so the timer's cost is small
 CELLS = ("rnn", "gru", "lstm")
@@ -47,8 +42,8 @@ def _loop(advance, x, state):
     return run
 
 
-def _numpy_step(model, params, x):
-    return _loop(lambda x_t, s: multirnn.step(model, params, x_t, s)[1], x, None)
+def _step(model, params, x, backend):
+    return _loop(lambda x_t, s: multirnn.step(model, params, x_t, s, backend=backend)[1], x, None)
 
 
 def _calls_torch(model, params, x):
@@ -117,78 +112,56 @@ def _calls_mxnet(model, params, x):
 
 
 BUILDERS = {"torch": _calls_torch, "tensorflow": _calls_tensorflow, "jax": _calls_jax, "mxnet": _calls_mxnet}
+PATHS = ("cell", "own", "step", "reference")
 
 
-def measure(args) -> list[dict]:
-    from run import time_interleaved
-
-    rows = []
-    for backend in args.backends:
-        try:
-            backends.get(backend)
-        except backends.BackendUnavailable as exc:
-            print(f"skipping {backend}: {exc}", file=sys.stderr)
-            continue
-        for cell in args.cells:
-            model = _model(cell)
-            params = multirnn.init_params(model, 0, "float32")
-            for batch in args.batches:
-                x = np.random.default_rng(0).normal(size=(batch, INPUTS)).astype(np.float32)
-                if backend == "numpy":
-                    calls = {"step": _numpy_step(model, params, x)}
-                else:
-                    calls = BUILDERS[backend](model, params, x)
-                    calls["step"] = _loop(lambda x_t, s, b=backend: multirnn.step(model, params, x_t, s,
-                                                                                  backend=b)[1], x, None)
-                seconds = time_interleaved(calls, args.warmup, args.repeats)
-                row = {"backend": backend, "cell": cell, "B": batch, "H": HIDDEN}
-                row.update({f"{path}_us": sec / STEPS_PER_CALL * 1e6 for path, sec in seconds.items()})
-                if "own_us" in row:
-                    row["cell_ratio"] = row["cell_us"] / row["own_us"]
-                    row["step_ratio"] = row["step_us"] / row["own_us"]
-                rows.append(row)
-                print(format_row(row), flush=True)
-    return rows
+def calls(backend: str) -> dict:
+    """Every path of every (cell, batch), keyed ``"{cell} {batch} {path}"``."""
+    out = {}
+    for cell in CELLS:
+        model = _model(cell)
+        params = multirnn.init_params(model, 0, "float32")
+        for batch in BATCHES:
+            x = np.random.default_rng(0).normal(size=(batch, INPUTS)).astype(np.float32)
+            paths = BUILDERS[backend](model, params, x)
+            paths["step"] = _step(model, params, x, backend)
+            paths["reference"] = _step(model, params, x, "numpy")
+            out.update({f"{cell} {batch} {path}": run for path, run in paths.items()})
+    return out
 
 
-COLUMNS = [("backend", 10, "s"), ("cell", 4, "s"), ("B", 3, "d"), ("cell_us", 9, ".0f"), ("own_us", 9, ".0f"),
-           ("step_us", 9, ".0f"), ("cell_ratio", 10, ".2f"), ("step_ratio", 10, ".2f")]
+def row(backend: str, seconds: dict) -> dict:
+    """One backend: µs per step of each path, and cell / own, step / own per (cell, batch)."""
+    out = {"backend": backend, "H": HIDDEN, "D": INPUTS, "steps_per_call": STEPS_PER_CALL}
+    for key, sec in seconds.items():
+        out[key.replace(" ", "_") + "_us"] = sec / STEPS_PER_CALL * 1e6
+    for cell in CELLS:
+        for batch in BATCHES:
+            own = out[f"{cell}_{batch}_own_us"]
+            out[f"{cell}_{batch}_cell_ratio"] = out[f"{cell}_{batch}_cell_us"] / own
+            out[f"{cell}_{batch}_step_ratio"] = out[f"{cell}_{batch}_step_us"] / own
+    return out
 
 
-def format_row(row) -> str:
-    return " ".join(f"{row[k]:{'<' if f == 's' else '>'}{w}{f}}" if k in row else " " * w for k, w, f in COLUMNS)
+def _lines(r: dict):
+    for cell in CELLS:
+        for batch in BATCHES:
+            key = f"{cell}_{batch}"
+            yield (cell, batch, *(r[f"{key}_{path}_us"] for path in PATHS), r[f"{key}_cell_ratio"],
+                   r[f"{key}_step_ratio"])
 
 
-def parse(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="gru only, 3 repeats")
-    parser.add_argument("--backends", default="numpy," + ",".join(backends.FRAMEWORKS))
-    parser.add_argument("--cells", default=",".join(CELLS))
-    parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0, help="as benchmarks/run.py --threads")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.cells, args.repeats = "gru", 3
-    args.backends = [b for b in args.backends.split(",") if b]
-    args.cells = args.cells.split(",")
-    args.batches = [int(b) for b in args.batches.split(",")]
-    return args
+def format_row(r: dict) -> str:
+    return "\n".join(f"{r['backend']:<10} {cell:<4} B={batch:<2}  cell {c:7.0f} us  own {o:7.0f} us  "
+                     f"step {s:7.0f} us  reference {n:6.0f} us  cell / own {cr:.2f}  step / own {sr:.2f}"
+                     for cell, batch, c, o, s, n, cr, sr in _lines(r))
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
-    if args.threads:
-        from run import limit_threads
-
-        limit_threads(args.threads)
-    print(f"us per step (hidden {HIDDEN}, inputs {INPUTS}, float32, inference); median of {args.repeats} "
-          f"calls of {STEPS_PER_CALL} steps after {args.warmup} warm-up calls")
-    print(" ".join(f"{k:{'<' if f == 's' else '>'}{w}}" for k, w, f in COLUMNS))
-    measure(args)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def markdown(rows) -> str:
+    lines = ["| backend | cell | batch | cell µs | own µs | step µs | reference µs | cell / own | step / own |",
+             "|" + "---|" * 9]
+    for r in rows:
+        for cell, batch, c, o, s, n, cr, sr in _lines(r):
+            lines.append(f"| {r['backend']} | {cell} | {batch} | {c:.0f} | {o:.0f} | {s:.0f} | {n:.0f} "
+                         f"| {cr:.2f} | {sr:.2f} |")
+    return "\n".join(lines)

@@ -11,13 +11,13 @@ __version__ = "0.1.0"
 
 __all__ = ["RNNScratch", "BiRNNScratch", "GRUScratch", "LSTMScratch", "RecurrentSpec", "init_params",
            "forward", "gradients", "native_layer", "backends", "checkpoint", "clip_by_global_norm",
-           "global_norm", "step", "native_cell"]
+           "global_norm", "step", "native_cell", "dropout_masks"]
 
 # Public name -> module that defines it, imported on first access (PEP 562).
 _LAZY = {"forward": "multirnn.api", "gradients": "multirnn.api", "native_layer": "multirnn.api",
          "init_params": "multirnn.params", "clip_by_global_norm": "multirnn.clipping",
          "global_norm": "multirnn.clipping", "step": "multirnn.cells",
-         "native_cell": "multirnn.cells"}
+         "native_cell": "multirnn.cells", "dropout_masks": "multirnn.dropout"}
 _SUBMODULES = ("backends", "checkpoint")  # imported on first mention; neither imports a framework
 
 

@@ -2,7 +2,6 @@
 framework's own cell object: torch ``nn.Module``, Keras cell, Flax linen cell, Gluon cell)."""
 from __future__ import annotations
 
-import functools
 import importlib
 
 import numpy as np
@@ -10,28 +9,39 @@ import numpy as np
 from . import validate
 from .spec import RecurrentSpec
 from .state import nest_state
-from .stepping import refuse_unsteppable, step_network
+from .stepping import refuse_unsteppable
 
 
-def _check_training(model: RecurrentSpec, training) -> None:
+def _check_masks(model: RecurrentSpec, training, dropout_masks, batch: int, dtype) -> list | None:
+    """The per-step dropout masks as a list for the backend (None: nothing is dropped)."""
     if not isinstance(training, bool):
         raise TypeError(f"training must be a bool, got {type(training).__name__}")
-    if training and model.dropout > 0 and model.num_layers > 1:
+    drops = training and model.dropout > 0 and model.num_layers > 1
+    if not drops:
+        if dropout_masks is not None:  # given but unused would silently compute eval mode
+            raise ValueError("dropout_masks applies only with training=True and a model that drops "
+                             f"between layers (dropout > 0, num_layers > 1); got training={training}, "
+                             f"dropout={model.dropout}, num_layers={model.num_layers}")
+        return None
+    if dropout_masks is None:
         # forward draws one mask per (step, batch, unit) for the whole sequence from one seed, so a
-        # step alone cannot know which of those masks is its own: refuse rather than differ
-        raise ValueError(f"step does not apply training-mode dropout (model.dropout={model.dropout}): "
-                         "forward draws its masks for the whole sequence at once, which one step cannot "
-                         "reproduce; use training=False, or multirnn.forward for training with dropout")
-
-
-def _compiled_step(impl, model: RecurrentSpec):
-    """The backend's one step of ``model``, compiled once per spec (tf.function, jax.jit; eager
-    backends run it as it is)."""
-    return impl._once("step", model, lambda: impl.compile(functools.partial(step_network, impl, model)))
+        # step alone cannot know which of those is its own: the caller hands it this step's
+        raise ValueError(f"training=True with dropout between layers (model.dropout={model.dropout}) "
+                         "needs dropout_masks=: this step's masks, [m[t] for m in masks] of masks = "
+                         "multirnn.dropout_masks(model, num_steps, batch, seed, dtype), the masks "
+                         "forward(..., training=True, dropout_seed=seed) draws")
+    count = model.num_layers - 1
+    if not isinstance(dropout_masks, (list, tuple)) or len(dropout_masks) != count:
+        raise TypeError(f"dropout_masks must be a list of {count} arrays (one per layer after the first), "
+                        f"got {type(dropout_masks).__name__}"
+                        + (f" of {len(dropout_masks)}" if isinstance(dropout_masks, (list, tuple)) else ""))
+    return [np.ascontiguousarray(validate.check_array(f"dropout_masks[{k}]", m, (batch, model.output_size),
+                                                      dtype))
+            for k, m in enumerate(dropout_masks)]
 
 
 def step(model: RecurrentSpec, params: dict, x_t: np.ndarray, state=None, backend: str = "numpy", *,
-         training: bool = False):
+         training: bool = False, dropout_masks=None):
     """One time step of a unidirectional ``model``: every layer advances by one step, as a hand loop
     of stacked cells does. Returns ``(output_t, state)``.
 
@@ -40,25 +50,22 @@ def step(model: RecurrentSpec, params: dict, x_t: np.ndarray, state=None, backen
     layer's new hidden state. Stepping T times gives ``forward``'s outputs and final state (exactly
     on ``numpy``, the float64 reference; within the parity tolerances on a framework backend).
 
-    A bidirectional model is refused (its backward half needs the future), and so is
-    ``training=True`` with dropout between layers (forward's masks are drawn per sequence).
+    ``training=True`` with dropout between layers takes this step's masks, ``dropout_masks``: one
+    (batch, num_hiddens) array per layer after the first. ``[m[t] for m in masks]`` at step t, with
+    ``masks = multirnn.dropout_masks(model, T, batch, seed, dtype)``, gives
+    ``forward(..., training=True, dropout_seed=seed)``. A bidirectional model is refused (its
+    backward half needs the future).
     """
     from multirnn import backends
 
     validate.check_model(model)
     refuse_unsteppable(model)
-    _check_training(model, training)
     dtype = validate.check_params(model, params)
     x_t = validate.check_array("x_t", x_t, (None, model.num_inputs), dtype)
+    masks = _check_masks(model, training, dropout_masks, x_t.shape[0], dtype)
     flat = validate.check_state(model, state, x_t.shape[0], dtype)
-    impl = backends.get(backend)
-    if impl.is_reference:  # the reference itself, one step long: the same arithmetic as forward
-        ys, finals = impl.forward(model, params, x_t[None], flat)
-        return ys[0], nest_state(model, finals)
-    with impl.precision(dtype):
-        run = _compiled_step(impl, model)
-        y, finals = run(*impl._to_framework(params, np.ascontiguousarray(x_t), flat)[:3])
-        return impl.to_numpy(y), nest_state(model, [tuple(impl.to_numpy(a) for a in u) for u in finals])
+    y, finals = backends.get(backend).step(model, params, np.ascontiguousarray(x_t), flat, masks)
+    return y, nest_state(model, finals)
 
 
 # backend name -> module (in backends/) whose ``native_cell(model, params)`` builds the cell

@@ -41,10 +41,13 @@ def prepare(ops, model: RecurrentSpec, params: dict) -> list[PreparedLayer]:
     return layers
 
 
-def advance(ops, layers: list[PreparedLayer], x_t, flat_state: list) -> tuple[Any, list]:
-    """Every layer one step: x_t (batch, in) -> (top layer's h_t, new flat state)."""
+def advance(ops, layers: list[PreparedLayer], x_t, flat_state: list, masks=None) -> tuple[Any, list]:
+    """Every layer one step: x_t (batch, in) -> (top layer's h_t, new flat state). ``masks[k - 1]``
+    (optional, (batch, units)) scales layer k's input, as recurrence.run scales it at every step."""
     layer_in, finals = x_t, []
-    for layer, carry in zip(layers, flat_state):
+    for k, (layer, carry) in enumerate(zip(layers, flat_state)):
+        if k > 0 and masks is not None:
+            layer_in = layer_in * masks[k - 1]
         projected = ops.matmul(layer_in, layer.weight)
         if layer.bias is not None:
             projected = projected + layer.bias
@@ -53,6 +56,7 @@ def advance(ops, layers: list[PreparedLayer], x_t, flat_state: list) -> tuple[An
     return layer_in, finals
 
 
-def step_network(ops, model: RecurrentSpec, params: dict, x_t, flat_state: list) -> tuple[Any, list]:
+def step_network(ops, model: RecurrentSpec, params: dict, x_t, flat_state: list,
+                 masks=None) -> tuple[Any, list]:
     """``prepare`` then ``advance``: the function a backend compiles once per spec."""
-    return advance(ops, prepare(ops, model, params), x_t, flat_state)
+    return advance(ops, prepare(ops, model, params), x_t, flat_state, masks)

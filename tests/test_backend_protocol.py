@@ -214,3 +214,19 @@ def test_fused_path_rules():
     with ops.fused_kernels(False):
         assert not recurrence.fused_path(ops, lstm, f32)
     assert not recurrence.fused_path(AbstractBackend(), lstm, f32)  # no fused kernel at all
+
+
+def test_step_is_forward_one_step_long(backend):
+    """backend.step (what multirnn.step calls): NumPy in and out, dropout masks on layer 1's input."""
+    model = multirnn.RecurrentSpec(4, 3, cell="gru", num_layers=2, dropout=0.5)
+    params = multirnn.init_params(model, 0, "float32")
+    state = [(RNG.normal(size=(2, 3)).astype("float32"),) for _ in range(2)]
+    mask = np.array([[2.0, 0.0, 2.0], [0.0, 2.0, 2.0]], "float32")
+    y, finals = backend.step(model, params, A[0], state, [mask])
+    want_ys, want_finals = backends.get("numpy").forward(model, params, A[:1], state, [mask[None]])
+    assert isinstance(y, np.ndarray)
+    np.testing.assert_allclose(y, want_ys[0], **TOL)
+    for got, want in zip(finals, want_finals):
+        np.testing.assert_allclose(got[0], want[0], **TOL)
+    unmasked, _ = backend.step(model, params, A[0], state)
+    assert np.abs(unmasked - y).max() > 1e-3  # the mask was applied

@@ -101,7 +101,7 @@ def _loop_mxnet(model, cell, xs, state, grad=False):
         total = mx.nd.sum(mx.nd.stack(*ys))
     if grad:
         total.backward()
-        return {name: param.grad().asnumpy() for name, param in cell.canonical.items()}
+        return cell.canonical_grads()
     return np.stack([y.asnumpy() for y in ys]), [s.asnumpy() for s in states]
 
 
@@ -232,6 +232,31 @@ def test_gluon_cell_unroll_and_begin_state():
     assert_close(ys.asnumpy(), want_ys, "float32", "outputs")
     for a, b in zip(states, _flat(model, want_state)):
         assert_close(a.asnumpy(), b, "float32", "state")
+
+
+@pytest.mark.parametrize("variant", ["rnn-tanh", "gru-reset-before", "lstm"])
+def test_gluon_cell_is_hybridized_holds_weights_transposed_and_computes_the_same_eagerly(variant):
+    load_backend("mxnet")
+    import mxnet as mx
+
+    model = RecurrentSpec(3, 4, num_layers=2, **CELL_VARIANTS[variant])
+    params, xs = make_case(model, steps=3, batch=2)
+    cell = multirnn.native_cell(model, params, backend="mxnet", dtype="float64")
+    assert cell._active  # one CachedOp per step (Gluon's hybridize)
+    held = cell.canonical_params()  # the weights are held transposed, (out, in)
+    assert sorted(held) == sorted(params)
+    for name, value in held.items():
+        np.testing.assert_array_equal(value, params[name])
+    weight = next(name for name, value in params.items() if value.ndim == 2)
+    assert cell.weights[weight].shape == params[weight].T.shape
+    hybrid = _loop_mxnet(model, cell, xs, None)
+    cell.hybridize(False)
+    eager = _loop_mxnet(model, cell, xs, None)
+    want_ys, want_final = _stepped(model, params, xs, None)
+    for got in (hybrid, eager):
+        assert_close(got[0], want_ys, "float64", "outputs")
+        for a, b in zip(got[1], want_final):
+            assert_close(a, b, "float64", "state")
 
 
 def test_native_cell_refuses_what_it_cannot_be():

@@ -11,11 +11,14 @@ from multirnn.spec import RecurrentSpec
 from multirnn.state import flatten_state
 
 
-def _step_all(model, params, inputs, state, backend):
+def _step_all(model, params, inputs, state, backend, masks=None):
+    """T calls of step; ``masks`` (forward's, one (T, B, units) array per layer after the first) in
+    training mode, sliced at each step."""
     xs = inputs.swapaxes(0, 1) if model.batch_first else inputs
     outputs = []
-    for x_t in xs:
-        y, state = multirnn.step(model, params, np.ascontiguousarray(x_t), state, backend=backend)
+    for t, x_t in enumerate(xs):
+        training = {} if masks is None else {"training": True, "dropout_masks": [m[t] for m in masks]}
+        y, state = multirnn.step(model, params, np.ascontiguousarray(x_t), state, backend=backend, **training)
         outputs.append(y)
     ys = np.stack(outputs)
     return (ys.swapaxes(0, 1) if model.batch_first else ys), state
@@ -83,12 +86,39 @@ def test_reverse_is_refused():
         multirnn.native_cell(model, params)
 
 
-def test_training_dropout_is_refused_and_training_without_dropout_is_eval():
+@pytest.mark.parametrize("variant", ["rnn-tanh", "gru-reset-after", "lstm"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_stepping_with_forwards_dropout_masks_equals_forward_in_training(backend_or_numpy, variant, dtype):
+    model = RecurrentSpec(3, 4, num_layers=3, dropout=0.5, **CELL_VARIANTS[variant])
+    params, inputs = make_case(model, steps=6, batch=2, dtype=dtype)
+    state = random_state(model, 2, seed=3, dtype=dtype)
+    want_ys, want_state = multirnn.forward(model, params, inputs, state, training=True, dropout_seed=7)
+    eval_ys, _ = multirnn.forward(model, params, inputs, state)
+    assert np.abs(want_ys - eval_ys).max() > 1e-2  # the masks change the outputs: the test can fail
+    masks = multirnn.dropout_masks(model, 6, 2, seed=7, dtype=dtype)
+    ys, final = _step_all(model, params, inputs, state, backend_or_numpy, masks)
+    assert_close(ys, want_ys, dtype, "outputs")
+    for k, (a, b) in enumerate(zip(_state_arrays(model, final), _state_arrays(model, want_state))):
+        assert_close(a, b, dtype, f"state array {k}")
+
+
+def test_training_dropout_needs_this_steps_masks_and_training_without_dropout_is_eval():
     model = RecurrentSpec(2, 3, num_layers=2, dropout=0.5)
     params, _ = make_case(model)
-    with pytest.raises(ValueError, match="training-mode dropout"):
+    with pytest.raises(ValueError, match="training=True with dropout between layers.*needs dropout_masks="):
         multirnn.step(model, params, np.ones((1, 2)), training=True)
+    with pytest.raises(ValueError, match="dropout_masks applies only with training=True"):
+        multirnn.step(model, params, np.ones((1, 2)), dropout_masks=[np.ones((1, 3))])
+    with pytest.raises(TypeError, match="dropout_masks must be a list of 1 arrays.*got list of 2"):
+        multirnn.step(model, params, np.ones((1, 2)), training=True, dropout_masks=[np.ones((1, 3))] * 2)
+    with pytest.raises(ValueError, match=r"dropout_masks\[0\] must have shape \(1, 3\), got \(6, 1, 3\)"):
+        multirnn.step(model, params, np.ones((1, 2)), training=True, dropout_masks=[np.ones((6, 1, 3))])
+    with pytest.raises(TypeError, match=r"dropout_masks\[0\] must have dtype float64"):
+        multirnn.step(model, params, np.ones((1, 2)), training=True,
+                      dropout_masks=[np.ones((1, 3), np.float32)])
     eval_y, _ = multirnn.step(model, params, np.ones((1, 2)))
+    kept, _ = multirnn.step(model, params, np.ones((1, 2)), training=True, dropout_masks=[np.ones((1, 3))])
+    np.testing.assert_array_equal(eval_y, kept)  # masks of ones drop nothing
     plain = RecurrentSpec(2, 3, num_layers=2)
     train_y, _ = multirnn.step(plain, params, np.ones((1, 2)), training=True)
     np.testing.assert_array_equal(eval_y, train_y)

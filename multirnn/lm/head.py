@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 
-from .. import recurrence
 
 
 def rnn_params(lm, params: dict) -> dict:
@@ -28,8 +27,9 @@ def embed(ops, lm, params: dict, tokens):
 
 def logits(ops, lm, params: dict, tokens, flat_state):
     """(logits (num_steps, batch, vocab_size), flat final state)."""
-    ys, finals = recurrence.run(ops, lm.rnn, rnn_params(lm, params), embed(ops, lm, params, tokens),
-                                flat_state)
+    # run_recurrence, not recurrence.run: MXNet runs its cached graph there
+    ys, finals = ops.run_recurrence(lm.rnn, rnn_params(lm, params), embed(ops, lm, params, tokens),
+                                    flat_state)
     return ops.matmul(ys, params["W_hq"]) + params["b_q"], finals
 
 

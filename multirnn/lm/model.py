@@ -226,6 +226,29 @@ def perplexity(lm: LanguageModel, params: dict, corpus: np.ndarray, backend: str
     return float(np.exp(total / xs.size))
 
 
+def _token_stepper(impl, lm: LanguageModel, params: dict):
+    """``advance(tokens)``: feeds time-major tokens (num_steps, 1) on from the state so far (zeros at
+    first) and returns the last step's logits as float64 NumPy. On a framework the params are converted
+    once and the state stays in the backend's arrays between calls, through the compiled
+    ``head.compiled_logits`` that ``logits`` runs: the same numbers, without the round trips."""
+    flat = validate.check_state(lm.rnn, None, 1, np.dtype(params["W_hq"].dtype))
+    if impl.is_reference:
+        state = [flat]
+
+        def advance_reference(tokens):
+            out, state[0] = lm_reference.logits(lm, params, tokens, state[0])[:2]
+            return out[-1, 0].astype(np.float64)
+        return advance_reference
+    run = head.compiled_logits(impl, lm)
+    p, s = _to_backend(impl, params, flat)
+    state = [s]
+
+    def advance(tokens):
+        out, state[0] = run(p, impl.asindex(tokens), state[0])
+        return impl.to_numpy(out)[-1, 0].astype(np.float64)
+    return advance
+
+
 def generate(lm: LanguageModel, params: dict, vocab, prefix: str, num_preds: int = 50,
              backend: str = "numpy", kind: str = "char", temperature: float = 0.0, seed: int = 0) -> str:
     """``prefix`` followed by ``num_preds`` predicted tokens (d2l's predict).
@@ -235,10 +258,12 @@ def generate(lm: LanguageModel, params: dict, vocab, prefix: str, num_preds: int
     token (greedy); temperature > 0 samples from softmax(logits / temperature) with a generator seeded by
     ``seed``, so one seed gives one text on every backend (up to ties in floating point).
     """
+    from multirnn import backends
+
     from .text import tokenize
 
     check_lm(lm)
-    check_lm_params(lm, params)
+    dtype = check_lm_params(lm, params)
     if len(vocab) != lm.vocab_size:
         raise ValueError(f"vocab has {len(vocab)} tokens but the model's vocab_size is {lm.vocab_size}")
     if isinstance(num_preds, bool) or not isinstance(num_preds, int) or num_preds < 0:
@@ -249,16 +274,19 @@ def generate(lm: LanguageModel, params: dict, vocab, prefix: str, num_preds: int
     if not tokens:
         raise ValueError(f"prefix must hold at least one {kind} token, got {prefix!r}")
     rng = np.random.default_rng(seed)
-    out, state = logits(lm, params, vocab.encode(tokens)[None, :], None, backend)
-    generated = []
-    for _ in range(num_preds):
-        last = out[0, -1].astype(np.float64)
-        if temperature == 0:
-            token = int(np.argmax(last))
-        else:
-            probs = np.exp(_log_softmax(last / temperature))
-            token = int(rng.choice(lm.vocab_size, p=probs / probs.sum()))
-        generated.append(token)
-        out, state = logits(lm, params, np.array([[token]]), state, backend)
+    impl = backends.get(backend)
+    with impl.precision(dtype):
+        advance = _token_stepper(impl, lm, params)
+        last = advance(np.asarray(vocab.encode(tokens), np.int64)[:, None])
+        generated = []
+        for _ in range(num_preds):
+            if generated:
+                last = advance(np.array([[generated[-1]]], np.int64))
+            if temperature == 0:
+                token = int(np.argmax(last))
+            else:
+                probs = np.exp(_log_softmax(last / temperature))
+                token = int(rng.choice(lm.vocab_size, p=probs / probs.sum()))
+            generated.append(token)
     joiner = "" if kind == "char" else " "
     return joiner.join(tokens + vocab.decode(generated))
