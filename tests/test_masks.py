@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CELL_VARIANTS, assert_close, make_case, random_state, to_float64
+from conftest import CELL_VARIANTS, check_padded_against_reference, flat_arrays, make_case, random_state
 
 import multirnn
-from multirnn.state import flatten_state
 
 # (batch, steps): gaps, leading and trailing masked steps, one fully masked sequence, one full one.
 MASK = np.array([[True, False, True, True, False],
@@ -20,30 +19,8 @@ DIRECTIONS = {"forward": {}, "bidirectional": {"bidirectional": True},
               "reverse": {"reverse": True}, "go-backwards": {"reverse": True, "keep_order": False}}
 
 
-def flat_arrays(model, state):
-    return [a for unit in flatten_state(model, state) for a in unit]
-
-
 def check_mask_against_reference(model, backend, dtype, mask=MASK, given_state=True):
-    batch, steps = mask.shape
-    params, inputs = make_case(model, seed=1, steps=steps, batch=batch, dtype=dtype)
-    state = random_state(model, batch, seed=2, dtype=dtype) if given_state else None
-    shape = (batch, steps) if model.batch_first else (steps, batch)
-    cotangent = np.random.default_rng(3).normal(size=shape + (model.output_size,)).astype(dtype)
-
-    ref_out, ref_state = multirnn.forward(model, to_float64(params), to_float64(inputs),
-                                          to_float64(state), mask=mask)
-    out, new_state = multirnn.forward(model, params, inputs, state, backend=backend, mask=mask)
-    assert_close(out, ref_out, dtype, "outputs")
-    for k, (got, want) in enumerate(zip(flat_arrays(model, new_state), flat_arrays(model, ref_state))):
-        assert_close(got, want, dtype, f"state array {k}")
-    ref_grads = multirnn.gradients(model, to_float64(params), to_float64(inputs), to_float64(state),
-                                   cotangent=to_float64(cotangent), mask=mask)
-    grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent,
-                               mask=mask)
-    for name in params:
-        assert np.any(ref_grads[name] != 0), f"reference gradient of {name} is all zero: weak test"
-        assert_close(grads[name], ref_grads[name], dtype, f"d/d{name}")
+    check_padded_against_reference(model, backend, dtype, *mask.shape, given_state, mask=mask)
 
 
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
