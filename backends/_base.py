@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from multirnn import packed, recurrence, stepping, validate
+from multirnn import masking, packed, recurrence, stepping, validate
 from multirnn.dropout import dropout_masks
 from multirnn.state import flatten_state, nest_state
 
@@ -120,21 +120,22 @@ class AbstractBackend:
     def _outputs(self, model, params, xs, flat_state, masks, padding):
         return self._run(model, params, xs, flat_state, masks, padding)[0], None
 
-    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
+    def forward(self, model, params, xs, flat_state, masks=None, lengths=None, step_mask=None):
         with self.precision(xs.dtype):
             run = self._once("forward", model,
                              lambda: self.compile(functools.partial(self._run, model)))
             ys, finals = run(*self._to_framework(params, xs, flat_state, masks),
-                             self._padding(model, xs, lengths))
+                             self._padding(model, xs, lengths, step_mask))
             return self.to_numpy(ys), tree_map(self.to_numpy, finals)
 
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None,
+                  step_mask=None):
         with self.precision(xs.dtype):
             # seeded: the vector-Jacobian product with the cotangent, as the frameworks' backward(seed)
             grad = self._once("gradients", model, lambda: self.compile(
                 self.value_and_grad(functools.partial(self._outputs, model), seeded=True)))
             _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
-                            self._padding(model, xs, lengths), self.asarray(cotangent))
+                            self._padding(model, xs, lengths, step_mask), self.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def step(self, model, params, x_t, flat_state, masks=None):
@@ -144,7 +145,7 @@ class AbstractBackend:
             y, finals = run(*self._to_framework(params, x_t, flat_state, masks))
             return self.to_numpy(y), tree_map(self.to_numpy, finals)
 
-    def run_user(self, model, params, inputs, state=None, lengths=None, dropout_seed=None):
+    def run_user(self, model, params, inputs, state=None, lengths=None, dropout_seed=None, padding=None):
         xs = self.swap01(inputs) if model.batch_first else inputs
         if state is None and model.learn_initial_state:
             flat = [None for _ in model.units()]  # the recurrence starts from h_0 (c_0)
@@ -153,7 +154,8 @@ class AbstractBackend:
             flat = [zeros for _ in model.units()]
         else:
             flat = flatten_state(model, state)
-        padding = None if lengths is None else self.padding_of(model, xs, lengths)
+        if lengths is not None:
+            padding = self.padding_of(model, xs, lengths)
         ys, finals = self._run(model, params, xs, flat, self._dropout(model, xs, dropout_seed), padding)
         return (self.swap01(ys) if model.batch_first else ys), nest_state(model, finals)
 
@@ -192,13 +194,18 @@ class AbstractBackend:
                 [None if unit is None else tuple(self.asarray(a) for a in unit) for unit in flat_state],
                 None if masks is None else [self.asarray(m) for m in masks])
 
-    def _padding(self, model, xs, lengths):
-        """numpy lengths (or None) -> recurrence.Padding of framework arrays (or None); with the
-        multirnn.packed plan where this backend has a fused kernel (its eager kernels take it)."""
+    def _padding(self, model, xs, lengths, step_mask=None):
+        """numpy lengths or a time-major (T, B) step mask (or neither) -> recurrence.Padding of
+        framework arrays (or None); lengths with the multirnn.packed plan where this backend has a
+        fused kernel (its eager kernels take it). A mask's Padding has no lengths: see Padding."""
+        dtype = self.dtype_of(xs) if not isinstance(xs, np.ndarray) else xs.dtype
+        if step_mask is not None:
+            factor = masking.output_factor(model, step_mask.astype(np.int64))[:, :, None]
+            return recurrence.Padding(None, self.asarray(step_mask[:, :, None]),
+                                      self.asarray(factor.astype(dtype)))
         if lengths is None:
             return None
         keep = (np.arange(xs.shape[0])[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1)
-        dtype = self.dtype_of(xs) if not isinstance(xs, np.ndarray) else xs.dtype
         plan = None
         if self.has_fused_kernel and lengths.max() > 0:  # no step to run: the masked scan's outputs
             # still hang on the params (zero gradients), a plan's fresh zeros would not

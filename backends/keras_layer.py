@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from multirnn import masking, recurrence
 from multirnn.backends import get
 from multirnn.checkpoint import spec_from_dict, spec_to_dict
 from multirnn.params import init_params
@@ -34,8 +35,9 @@ def keras_backend() -> str:
 class RecurrentLayer(keras.layers.Layer):
     """``layer(inputs, state=None, lengths=None) -> (outputs, state)``, or just ``outputs`` with
     ``return_state=False`` (what ``Sequential`` + ``fit`` want). The canonical params are trainable
-    weights named with '.' written as '__'. A Keras mask (``Masking``, ``Embedding(mask_zero=True)``)
-    that is suffix padding becomes the spec's ``lengths``; any other mask is refused by name."""
+    weights named with '.' written as '__'. A Keras mask (``Masking``, ``Embedding(mask_zero=True)``),
+    in the inputs' layout, runs with Keras' own semantics (multirnn.masking, as ``multirnn.forward``'s
+    ``mask``); ``lengths`` (torch/ONNX padding) takes precedence over it."""
 
     def __init__(self, model, params=None, seed=0, return_state=True, dtype=None, **kwargs):
         backend = keras_backend()  # refuses a Keras backend with no multirnn backend (numpy) up front
@@ -71,15 +73,14 @@ class RecurrentLayer(keras.layers.Layer):
         params = {name: weight.value for name, weight in self.canonical.items()}
         if state is not None:
             state = keras.tree.map_structure(self._tensor, state)
-        if lengths is None and mask is not None:
-            lengths = suffix_lengths(mask, model.batch_first)
         if lengths is not None:
             lengths = self._tensor(lengths, "int32")
-        ys, state = impl.run_user(model, params, inputs, state, lengths, dropout_seed)
+        padding = None if lengths is not None or mask is None else _mask_padding(model, inputs, mask)
+        ys, state = impl.run_user(model, params, inputs, state, lengths, dropout_seed, padding)
         return (ys, state) if self.return_state else ys
 
     def compute_mask(self, inputs, mask=None):
-        return mask  # outputs are padded where the inputs were (and zero there)
+        return mask  # outputs are masked where the inputs were
 
     def _tensor(self, value, dtype=None):
         return ops.convert_to_tensor(value, dtype=dtype or self.compute_dtype)
@@ -93,39 +94,13 @@ def _require_jax_x64() -> None:
                          "(or jax.config.update('jax_enable_x64', True)) before building the layer")
 
 
-def suffix_lengths(mask, batch_first: bool):
-    """Per-sequence lengths of a Keras mask that keeps a prefix of every sequence; ValueError otherwise
-    (eagerly; inside a compiled step TensorFlow asserts and JAX raises through a debug callback)."""
-    keep = ops.cast(mask, "int32")
-    keep = keep if batch_first else ops.transpose(keep)  # (batch, steps)
-    lengths = ops.sum(keep, axis=1)
-    prefix = ops.cast(ops.expand_dims(ops.arange(ops.shape(keep)[1]), 0) < ops.expand_dims(lengths, 1),
-                      "int32")
-    _require(ops.all(ops.equal(keep, prefix)),
-             "the Keras mask is not suffix padding (each sequence's kept steps first, padding after): "
-             "only that mask maps to multirnn's lengths; arbitrary masks are not supported yet")
-    return lengths
-
-
-def _require(ok, message: str) -> None:
-    try:
-        concrete = bool(ok)
-    except TypeError:  # traced (tf.function graph, jax jit): check when the step runs
-        _require_traced(ok, message)
-        return
-    if not concrete:
-        raise ValueError(message)
-
-
-def _require_traced(ok, message: str) -> None:
-    if keras_backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.debugging.Assert(ok, [message])
-    elif keras_backend() == "jax":
-        import jax
-
-        def check(value):
-            if not value:
-                raise ValueError(message)
-        jax.debug.callback(check, ok)
+def _mask_padding(model, inputs, mask):
+    """recurrence.Padding of a Keras mask (in the inputs' layout), in keras.ops (so also symbolic),
+    as backends/_base.py builds it for multirnn.forward's ``mask``."""
+    if model.reverse and not model.keep_order and model.num_layers > 1:
+        raise ValueError("a Keras mask is not supported with reverse=True, keep_order=False and "
+                         "num_layers > 1 (each layer reads the previous one's outputs last step first)")
+    keep = ops.cast(ops.swapaxes(mask, 0, 1) if model.batch_first else mask, "int32")  # (T, B)
+    factor = masking.output_factor(model, keep, xp=ops)
+    return recurrence.Padding(None, ops.expand_dims(ops.cast(keep, "bool"), 2),
+                              ops.expand_dims(ops.cast(factor, inputs.dtype), 2))

@@ -81,7 +81,9 @@ class Backend(NumpyOps):
     name = "numpy"
     is_reference = True
 
-    def forward(self, model, params, xs, flat_state, masks=None, lengths=None):
+    def forward(self, model, params, xs, flat_state, masks=None, lengths=None, step_mask=None):
+        if step_mask is not None:
+            return reference.forward_masked(model, params, xs, flat_state, step_mask, masks)
         if lengths is not None:
             return reference.forward_padded(model, params, xs, flat_state, lengths, masks)
         ys, finals, _ = reference.forward(model, params, xs, flat_state, masks)
@@ -93,7 +95,10 @@ class Backend(NumpyOps):
                                   None if masks is None else [m[None] for m in masks])
         return ys[0], finals
 
-    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None):
+    def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None,
+                  step_mask=None):
+        if step_mask is not None:
+            return reference.gradients_masked(model, params, xs, flat_state, step_mask, cotangent, masks)
         if lengths is not None:
             return reference.gradients_padded(model, params, xs, flat_state, lengths, cotangent, masks)
         _, _, tape = reference.forward(model, params, xs, flat_state, masks)

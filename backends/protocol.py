@@ -126,11 +126,13 @@ class BackendProtocol(Protocol):
                        padding=None) -> tuple[Array, list]:
         """multirnn.recurrence.run on framework arrays (MXNet runs its hybridized graph here)."""
 
-    def forward(self, model, params: dict, xs, flat_state: list, masks=None, lengths=None) -> tuple:
-        """NumPy time-major in, (outputs, flat final state) NumPy out."""
+    def forward(self, model, params: dict, xs, flat_state: list, masks=None, lengths=None,
+                step_mask=None) -> tuple:
+        """NumPy time-major in, (outputs, flat final state) NumPy out. ``masks``: dropout; ``lengths``:
+        padding; ``step_mask``: a (T, B) bool Keras mask (multirnn.masking)."""
 
     def gradients(self, model, params: dict, xs, flat_state: list, cotangent, masks=None,
-                  lengths=None) -> dict:
+                  lengths=None, step_mask=None) -> dict:
         """NumPy in, d sum(outputs * cotangent) / d params NumPy out."""
 
     def step(self, model, params: dict, x_t, flat_state: list, masks=None) -> tuple:
@@ -139,9 +141,10 @@ class BackendProtocol(Protocol):
         first, or None) in; (top layer's h_t, flat new state) NumPy out."""
 
     def run_user(self, model, params: dict, inputs: Array, state=None, lengths=None,
-                 dropout_seed=None) -> tuple:
+                 dropout_seed=None, padding=None) -> tuple:
         """The recurrence on framework arrays in the user's layout and nested state (native layers);
-        ``lengths`` (framework ints) and ``dropout_seed`` as in multirnn.forward(training=True)."""
+        ``lengths`` (framework ints) and ``dropout_seed`` as in multirnn.forward(training=True);
+        ``padding``: a recurrence.Padding the caller built instead (the Keras layer's mask)."""
 
     def padding_of(self, model, xs: Array, lengths: Array):
         """recurrence.Padding of framework ``lengths`` for time-major ``xs`` (eager: read on the host;

@@ -3,26 +3,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import validate
+from . import masking, validate
 from .dropout import dropout_masks
 from .spec import RecurrentSpec
 from .state import learned_initial_state, nest_state
 
 
-def _prepare(model, params, inputs, state, backend, lengths, training, dropout_seed):
+def _prepare(model, params, inputs, state, backend, lengths, mask, training, dropout_seed):
     """Validate everything before any backend runs; returns the backend and numpy, time-major
-    arguments (lengths None when every sequence is full: the unmasked fast path)."""
+    arguments (lengths and mask None when every step counts: the unmasked fast path)."""
     from multirnn import backends  # the registry imports no framework itself
 
     validate.check_model(model)
     dtype = validate.check_params(model, params)
     xs = validate.check_inputs(model, inputs, dtype)
     flat = validate.check_state(model, state, xs.shape[1], dtype, learned=True)
+    step_mask = validate.check_mask(model, mask, lengths, xs.shape[1], xs.shape[0])
     lengths = validate.check_lengths(lengths, xs.shape[1], xs.shape[0])
+    if step_mask is not None and model.bidirectional and masking.is_suffix(step_mask):
+        # the same numbers (padding first in the reversed run keeps the state): the fused kernels' path
+        lengths, step_mask = step_mask.sum(axis=0), None
     if not isinstance(training, bool):
         raise TypeError(f"training must be a bool, got {type(training).__name__}")
     masks = dropout_masks(model, xs.shape[0], xs.shape[1], dropout_seed, dtype) if training else None
-    return backends.get(backend), dtype, xs, flat, {"masks": masks, "lengths": lengths}
+    return backends.get(backend), dtype, xs, flat, {"masks": masks, "lengths": lengths,
+                                                     "step_mask": step_mask}
 
 
 def _user_layout(model: RecurrentSpec, ys: np.ndarray) -> np.ndarray:
@@ -30,7 +35,7 @@ def _user_layout(model: RecurrentSpec, ys: np.ndarray) -> np.ndarray:
 
 
 def forward(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None, backend: str = "numpy",
-            lengths=None, *, training: bool = False, dropout_seed=None):
+            lengths=None, *, mask=None, training: bool = False, dropout_seed=None):
     """Run ``model`` with ``params`` on ``inputs`` using ``backend``; returns ``(outputs, state)``.
 
     inputs: (num_steps, batch, num_inputs), or (batch, num_steps, num_inputs) when model.batch_first,
@@ -43,11 +48,17 @@ def forward(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None, 
     when lengths[b] == 0), and a bidirectional backward direction reverses each sequence within its
     own length. Inputs, params and state must be finite.
 
+    mask (optional, bool of shape (batch, num_steps) in either layout, not with ``lengths``) marks
+    the steps that count, in any pattern, as a Keras mask: a masked step keeps every state; the
+    outputs there are the previous output (zeros before the first counted step) of a unidirectional
+    model and zeros for a bidirectional one; a reversed direction runs the whole padded sequence
+    backwards (multirnn.masking, docs/parity.md#masks).
+
     With ``training=True`` and ``model.dropout > 0``, dropout masks between layers are drawn in NumPy
     from ``dropout_seed``, so every backend drops the same units.
     """
-    impl, dtype, xs, flat, extras = _prepare(model, params, inputs, state, backend, lengths, training,
-                                             dropout_seed)
+    impl, dtype, xs, flat, extras = _prepare(model, params, inputs, state, backend, lengths, mask,
+                                             training, dropout_seed)
     if xs.shape[0] == 0:
         ys = np.zeros((0, xs.shape[1], model.output_size), dtype)
         if state is None and model.learn_initial_state:
@@ -59,12 +70,13 @@ def forward(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None, 
 
 def gradients(model: RecurrentSpec, params: dict, inputs: np.ndarray, state=None,
               backend: str = "numpy", cotangent: np.ndarray | None = None, lengths=None, *,
-              training: bool = False, dropout_seed=None) -> dict[str, np.ndarray]:
+              mask=None, training: bool = False, dropout_seed=None) -> dict[str, np.ndarray]:
     """Gradients of ``sum(outputs * cotangent)`` (cotangent defaults to ones) for every parameter,
-    computed by the backend's own autodiff (by hand-written BPTT for ``numpy``). ``lengths``,
-    ``training`` and ``dropout_seed`` as in forward: the cotangent at padded steps has no effect."""
-    impl, dtype, xs, flat, extras = _prepare(model, params, inputs, state, backend, lengths, training,
-                                             dropout_seed)
+    computed by the backend's own autodiff (by hand-written BPTT for ``numpy``). ``lengths``, ``mask``,
+    ``training`` and ``dropout_seed`` as in forward: the cotangent at padded steps has no effect (at a
+    masked step of a unidirectional model it reaches the output it repeats)."""
+    impl, dtype, xs, flat, extras = _prepare(model, params, inputs, state, backend, lengths, mask,
+                                             training, dropout_seed)
     steps, batch = xs.shape[:2]
     out_shape = (batch, steps) if model.batch_first else (steps, batch)
     if cotangent is None:

@@ -32,6 +32,9 @@ class Padding(NamedTuple):
     lengths: int (batch,); keep: bool (num_steps, batch, 1), True where t < lengths[b]; valid: keep in
     the compute dtype (1/0), to zero the outputs at padded steps; plan: a multirnn.packed.Plan where the
     backend runs padded batches through its fused kernel, else None.
+
+    An arbitrary step mask (Keras, multirnn.masking) is a Padding with lengths None: keep is the mask,
+    valid its multirnn.masking.output_factor, and a reversed unit scans the whole sequence backwards.
     """
 
     lengths: Array
@@ -156,8 +159,8 @@ def projecting_step(ops: Ops, step: Callable, weight, bias) -> Callable:
 def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tuple,
                   reverse: bool = False, padding: Padding | None = None):
     """One unit over a time-major sequence, from the last step to the first when ``reverse``:
-    returns (outputs (T, B, h_size) in the order of ``xs``, final state tuple). With ``padding`` the
-    caller passes each sequence already reversed within its length instead of ``reverse``."""
+    returns (outputs (T, B, h_size) in the order of ``xs``, final state tuple). With ``lengths`` padding
+    the caller passes each sequence already reversed within its length instead of ``reverse``."""
     weight, bias = input_projection(ops, model, p)
     step = make_step(ops, model, p)
     if ops.hoist_input_projection:
@@ -169,7 +172,7 @@ def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tup
     if padding is None:
         final, ys = ops.scan(step, tuple(state), xs, reverse=reverse)
         return ys, final
-    final, ys = ops.scan(masked_step(ops, step), tuple(state), (xs, padding.keep))
+    final, ys = ops.scan(masked_step(ops, step), tuple(state), (xs, padding.keep), reverse=reverse)
     return ys * padding.valid, final  # zero outputs at padded steps
 
 
@@ -219,8 +222,8 @@ def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: 
     """One (layer, direction) unit: (outputs in the order the next layer reads them, final state)."""
     reverse = direction == "bwd" or model.reverse
     realign = direction == "bwd" or model.keep_order  # outputs back in input order
-    if padding is None:
-        ys, final = run_direction(ops, model, p, layer_in, state, reverse=reverse)
+    if padding is None or padding.lengths is None:  # no padding, or a mask: whole-sequence reversal
+        ys, final = run_direction(ops, model, p, layer_in, state, reverse=reverse, padding=padding)
         return (ys if realign else ops.flip_time(ys)), final  # else: last step first, handed on so
     # each sequence reversed within its own length, not the whole padded block
     seq = ops.reverse_padded(layer_in, padding.lengths) if reverse else layer_in

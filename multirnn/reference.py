@@ -319,3 +319,79 @@ def gradients_padded(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_st
                                     masks=sequence_masks)[0].items():
             grads[name] += value
     return grads
+
+
+# ---- arbitrary step masks (Keras): each sequence runs over its unmasked steps only ----
+
+def _mask_sources(model, keep_b: np.ndarray) -> np.ndarray:
+    """For one sequence's (T,) mask: the input step whose output each output position shows, -1 for
+    zeros. Unmasked steps show their own; a unidirectional model's masked step shows the last unmasked
+    step before it in the order the unit runs; a bidirectional model's shows zeros. Output position t
+    is input step T-1-t where a reversed unit keeps its computed order (keep_order=False)."""
+    steps = len(keep_b)
+    sources = np.where(keep_b, np.arange(steps), -1)
+    if not model.bidirectional:
+        order = range(steps - 1, -1, -1) if model.reverse else range(steps)
+        last = -1
+        for t in order:
+            last = t if keep_b[t] else last
+            sources[t] = last
+    return sources[::-1] if model.reverse and not model.keep_order else sources
+
+
+def _compressed(model, keep_b, values_b):
+    """The rows of (T, ...) ``values_b`` at the unmasked steps, in the order a compressed run's
+    outputs come (reversed for a reversed unit that keeps its computed order)."""
+    rows = values_b[keep_b]
+    return rows[::-1] if model.reverse and not model.keep_order else rows
+
+
+def _masked_sequence(model, params, xs, flat_state, keep, masks, b):
+    """Sequence b run over its unmasked steps alone: (outputs, final state, tape), or None if none."""
+    if not keep[:, b].any():
+        return None
+    sequence_masks = None if masks is None else [m[keep[:, b], b:b + 1] for m in masks]
+    return forward(model, params, xs[keep[:, b], b:b + 1], _sequence(flat_state, b), sequence_masks), \
+        sequence_masks
+
+
+def forward_masked(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list,
+                   keep: np.ndarray, masks=None):
+    """Keras-masked forward (multirnn.masking): ``keep`` time-major (T, B) bool. Sequence b is run
+    alone over its unmasked steps, its outputs placed per _mask_sources. Returns (outputs, finals)."""
+    ys = np.zeros(xs.shape[:2] + (model.output_size,), xs.dtype)
+    finals = [tuple(a.copy() for a in _initial_unit_state(model, unit_params(params, prefix), flat_state,
+                                                           index, xs.shape[1]))
+              for index, (_, _, prefix, _) in enumerate(model.units())]
+    for b in range(xs.shape[1]):
+        run = _masked_sequence(model, params, xs, flat_state, keep, masks, b)
+        if run is None:
+            continue
+        (out, final, _), _ = run
+        sources = _mask_sources(model, keep[:, b])
+        by_step = np.zeros((xs.shape[0], model.output_size), xs.dtype)  # the output of each input step
+        by_step[keep[:, b]] = out[::-1, 0] if model.reverse and not model.keep_order else out[:, 0]
+        ys[sources >= 0, b] = by_step[sources[sources >= 0]]
+        for unit, unit_final in zip(finals, final):
+            for array, value in zip(unit, unit_final):
+                array[b] = value[0]
+    return ys, finals
+
+
+def gradients_masked(model: RecurrentSpec, params: dict, xs: np.ndarray, flat_state: list,
+                     keep: np.ndarray, d_outputs: np.ndarray, masks=None) -> dict:
+    """Param gradients of sum(outputs * d_outputs) under forward_masked: each output position's
+    cotangent goes to the step it shows, then each sequence's own BPTT."""
+    grads = {name: np.zeros_like(value) for name, value in params.items()}
+    for b in range(xs.shape[1]):
+        run = _masked_sequence(model, params, xs, flat_state, keep, masks, b)
+        if run is None:
+            continue
+        (_, _, tape), sequence_masks = run
+        sources = _mask_sources(model, keep[:, b])
+        d_by_step = np.zeros((xs.shape[0], model.output_size), xs.dtype)
+        np.add.at(d_by_step, sources[sources >= 0], d_outputs[sources >= 0, b])
+        d_out = _compressed(model, keep[:, b], d_by_step)[:, None]
+        for name, value in backward(model, params, tape, d_out, masks=sequence_masks)[0].items():
+            grads[name] += value
+    return grads

@@ -125,6 +125,27 @@ def check_lengths(lengths, batch: int, num_steps: int) -> np.ndarray | None:
     return None if np.all(array == num_steps) else array
 
 
+def check_mask(model: RecurrentSpec, mask, lengths, batch: int, num_steps: int) -> np.ndarray | None:
+    """A step mask: bool of shape (batch, num_steps) whatever the input layout (Keras' layout), True
+    where a step counts. Returns it time-major (num_steps, batch), or None when every step counts."""
+    if mask is None:
+        return None
+    if lengths is not None:
+        raise ValueError("pass lengths or mask, not both (lengths is the fast path for a suffix mask)")
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"mask must be a bool numpy.ndarray of shape (batch, num_steps) = "
+                        f"({batch}, {num_steps}), got {type(mask).__name__}")
+    if mask.dtype != bool:
+        raise TypeError(f"mask must have dtype bool, got {mask.dtype}")
+    if mask.shape != (batch, num_steps):
+        raise ValueError(f"mask must have shape (batch, num_steps) = ({batch}, {num_steps}) whatever "
+                         f"the input layout, got {mask.shape}")
+    if model.reverse and not model.keep_order and model.num_layers > 1:
+        # each layer would read the previous one's outputs last step first, against the mask's order
+        raise ValueError("mask is not supported with reverse=True, keep_order=False and num_layers > 1")
+    return None if mask.all() else np.ascontiguousarray(mask.T)
+
+
 def _check_nesting(model: RecurrentSpec, state) -> None:
     """Tuples where the convention has tuples, with the right lengths."""
     def expect(value, length, what):

@@ -177,3 +177,42 @@ def run_python(code: str) -> str:
     # Run outside the checkout: the repo root on sys.path would expose its bare backends/ folder.
     return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                           cwd=tempfile.gettempdir()).stdout.strip()
+
+
+def flat_arrays(model, state):
+    """The arrays of a nested state, unit by unit (multirnn.state's flat order)."""
+    from multirnn.state import flatten_state
+
+    return [a for unit in flatten_state(model, state) for a in unit]
+
+
+def check_against_reference(model, params, inputs, state, backend, dtype, cotangent=None, **padding):
+    """Outputs, every final state array and every gradient of ``backend`` against the float64
+    reference; ``padding``: lengths= or mask=, passed to both."""
+    ref_out, ref_state = multirnn.forward(model, to_float64(params), to_float64(inputs),
+                                          to_float64(state), **padding)
+    out, new_state = multirnn.forward(model, params, inputs, state, backend=backend, **padding)
+    assert out.dtype == np.dtype(dtype)
+    assert_close(out, ref_out, dtype, "outputs")
+    for k, (got, want) in enumerate(zip(flat_arrays(model, new_state), flat_arrays(model, ref_state),
+                                        strict=True)):
+        assert got.dtype == np.dtype(dtype)
+        assert_close(got, want, dtype, f"state array {k}")
+
+    ref_grads = multirnn.gradients(model, to_float64(params), to_float64(inputs), to_float64(state),
+                                   cotangent=to_float64(cotangent), **padding)
+    grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent, **padding)
+    assert sorted(grads) == sorted(params)
+    for name in params:
+        assert grads[name].shape == params[name].shape
+        assert np.any(ref_grads[name] != 0), f"reference gradient of {name} is all zero: weak test"
+        assert_close(grads[name], ref_grads[name], dtype, f"d/d{name}")
+
+
+def check_padded_against_reference(model, backend, dtype, batch, steps, given_state=True, **padding):
+    """check_against_reference on a seeded case of (batch, steps) with a random cotangent."""
+    params, inputs = make_case(model, seed=1, steps=steps, batch=batch, dtype=dtype)
+    state = random_state(model, batch, seed=2, dtype=dtype) if given_state else None
+    shape = (batch, steps) if model.batch_first else (steps, batch)
+    cotangent = np.random.default_rng(3).normal(size=shape + (model.output_size,)).astype(dtype)
+    check_against_reference(model, params, inputs, state, backend, dtype, cotangent, **padding)

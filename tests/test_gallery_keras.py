@@ -220,15 +220,21 @@ REFUSED = {
         "not the mirror"),
     "merge_mode None": (lambda k: built(k.layers.Bidirectional(k.layers.LSTM(4, return_sequences=True),
                                                                merge_mode=None)), "merge_mode=None"),
-    "masking": (lambda k: _sequential(k, k.layers.Masking(), k.layers.LSTM(4, return_sequences=True)),
-                "Masking"),
+    "masking zero_output_for_mask": (lambda k: _sequential(k, k.layers.Masking(), k.layers.LSTM(
+        4, return_sequences=True, zero_output_for_mask=True)), "zero_output_for_mask=True"),
+    "masking go_backwards x2": (lambda k: _sequential(
+        k, k.layers.Masking(), k.layers.GRU(4, return_sequences=True, go_backwards=True),
+        k.layers.GRU(4, return_sequences=True, go_backwards=True)), "Masking.*before 2 go_backwards"),
+    "masking after a recurrent layer": (lambda k: _sequential(
+        k, k.layers.LSTM(4, return_sequences=True), k.layers.Masking(), k.layers.LSTM(4)),
+        "Masking.*after a recurrent layer"),
     "dense between": (lambda k: _sequential(k, k.layers.LSTM(4, return_sequences=True), k.layers.Dense(4),
                                             k.layers.LSTM(4)), "'dense.*' \\(Dense\\) between recurrent"),
     "dense before": (lambda k: _sequential(k, k.layers.Dense(4), k.layers.LSTM(4)), "Dense.*before"),
     "dense head": (_head, "Dense.*after the recurrent stack"),
     "embedding mask_zero": (lambda k: randomized(k.Sequential([
         k.Input((None,), dtype="int32"), k.layers.Embedding(10, NUM_INPUTS, mask_zero=True),
-        k.layers.LSTM(4)])), "Embedding.*mask_zero"),
+        k.layers.LSTM(4)])), r"Embedding.*mask_zero.*mask=tokens != 0"),
     "recurrent_activation relu": (lambda k: built(k.layers.LSTM(4, recurrent_activation="relu")),
                                   "recurrent_activation='relu'"),
     "lstm selu": (lambda k: built(k.layers.LSTM(4, activation="selu")), "activation='selu'"),
@@ -251,6 +257,44 @@ REFUSED = {
                                                     k.layers.Bidirectional(k.layers.LSTM(4))),
                               "Bidirectional"),
 }
+
+
+# Keras Masking before the stack: exact with multirnn.forward's mask= (Keras' semantics); load proves
+# each on probes with masked first/last steps, holes and a fully masked sequence (verify.probe_mask).
+MASKED = {
+    "masking lstm": lambda k: _sequential(k, k.layers.Masking(0.0), k.layers.LSTM(4, return_sequences=True)),
+    "masking bidirectional gru": lambda k: _sequential(
+        k, k.layers.Masking(0.0), k.layers.Bidirectional(k.layers.GRU(4, return_sequences=True))),
+    "masking go_backwards": lambda k: _sequential(
+        k, k.layers.Masking(-1.0), k.layers.LSTM(4, return_sequences=True, go_backwards=True)),
+    "masking lstm return_sequences=False": lambda k: _sequential(k, k.layers.Masking(0.0), k.layers.LSTM(4)),
+    "masking bidirectional return_sequences=False": lambda k: _sequential(
+        k, k.layers.Masking(0.0), k.layers.Bidirectional(k.layers.LSTM(4), merge_mode="sum")),
+    "masking stack with dropout": lambda k: _sequential(
+        k, k.layers.Masking(0.0), k.layers.SimpleRNN(4, return_sequences=True), k.layers.Dropout(0.3),
+        k.layers.SimpleRNN(4, return_sequences=True)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MASKED))
+def test_masked_exact(keras, case):
+    """Proven by load; then Keras on a mask with holes and multirnn.forward(mask=loaded.mask_for(x))."""
+    obj = MASKED[case](keras)
+    loaded = load(obj)
+    assert loaded.verification is not None and loaded.mask_value is not None
+    with pytest.raises(ValueError, match="mask=loaded.mask_for"):
+        model, params = loaded  # (model, params) alone would count the masked steps
+    x = np.random.default_rng(7).normal(size=(3, 6, NUM_INPUTS)).astype("float32")
+    keep = np.array([[True, False, True, True, False, True], [False, True, True, False, True, False],
+                     [True] * 6])
+    x[~keep] = loaded.mask_value
+    np.testing.assert_array_equal(loaded.mask_for(x), keep)
+    model = loaded.model
+    out, state = multirnn.forward(model, {k: v.astype(np.float64) for k, v in loaded.params.items()},
+                                  x.astype(np.float64), mask=keep)
+    if loaded.run.outputs == "last":
+        out = last_outputs(model, state, keep)
+    assert_close(keras_output(obj, x), out, "float32", f"keras vs multirnn.forward(mask=) for {case}")
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
@@ -421,3 +465,27 @@ def test_legacy_weights_only_h5_layer_count(keras, tmp_path):
     loaded, live = load(tmp_path / "legacy.h5", num_layers=2, **spec), load(seq)
     for name in live.params:
         np.testing.assert_array_equal(loaded.params[name], live.params[name])
+
+
+@pytest.mark.parametrize("destination", ["m.npz", "m.onnx", "m.pt"])
+def test_convert_refuses_to_drop_a_mask(keras, tmp_path, capsys, destination):
+    """No written format keeps Masking's rule (ONNX's sequence_lens is torch-style suffix padding:
+    zeros after each sequence, not Keras' repeated output), so `multirnn convert` refuses rather than
+    write weights that would count the masked steps."""
+    _sequential(keras, keras.layers.Masking(0.0), keras.layers.LSTM(4, return_sequences=True)).save(
+        tmp_path / "m.keras")
+    assert main(["convert", str(tmp_path / "m.keras"), "-o", str(tmp_path / destination)]) == 1
+    assert "holds a mask" in capsys.readouterr().err
+    assert not (tmp_path / destination).exists()
+
+
+def test_verify_tells_a_masked_model_from_an_unmasked_one(keras, tmp_path, capsys):
+    """Same weights, but one counts every step: on the probes (no step equal to the mask value) the
+    outputs agree, so `multirnn verify` compares the masks themselves."""
+    masked = _sequential(keras, keras.layers.Masking(0.0), keras.layers.LSTM(4, return_sequences=True))
+    plain = _sequential(keras, keras.layers.LSTM(4, return_sequences=True))
+    plain.set_weights(masked.get_weights())
+    masked.save(tmp_path / "masked.keras")
+    plain.save(tmp_path / "plain.keras")
+    assert main(["verify", str(tmp_path / "masked.keras"), str(tmp_path / "plain.keras")]) == 1
+    assert "the masks differ: mask_value 0.0 and None" in capsys.readouterr().out

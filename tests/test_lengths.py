@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CELL_VARIANTS, assert_close, make_case, random_state, to_float64
+from conftest import (CELL_VARIANTS, assert_close, check_padded_against_reference, flat_arrays, make_case,
+                      random_state)
 
 import multirnn
 from multirnn import packed
@@ -15,34 +16,12 @@ from multirnn.state import flatten_state
 LENGTHS = np.array([5, 2, 0, 4])  # full, short, empty, short
 
 
-def flat_arrays(model, state):
-    return [a for unit in flatten_state(model, state) for a in unit]
-
-
 def time_major(model, array):
     return array.swapaxes(0, 1) if model.batch_first else array
 
 
 def check_lengths_against_reference(model, backend, dtype, lengths=LENGTHS, given_state=True):
-    batch, steps = len(lengths), 5
-    params, inputs = make_case(model, seed=1, steps=steps, batch=batch, dtype=dtype)
-    state = random_state(model, batch, seed=2, dtype=dtype) if given_state else None
-    shape = (batch, steps) if model.batch_first else (steps, batch)
-    cotangent = np.random.default_rng(3).normal(size=shape + (model.output_size,)).astype(dtype)
-
-    ref_out, ref_state = multirnn.forward(model, to_float64(params), to_float64(inputs),
-                                          to_float64(state), lengths=lengths)
-    out, new_state = multirnn.forward(model, params, inputs, state, backend=backend, lengths=lengths)
-    assert_close(out, ref_out, dtype, "outputs")
-    for k, (got, want) in enumerate(zip(flat_arrays(model, new_state), flat_arrays(model, ref_state))):
-        assert_close(got, want, dtype, f"state array {k}")
-    ref_grads = multirnn.gradients(model, to_float64(params), to_float64(inputs), to_float64(state),
-                                   cotangent=to_float64(cotangent), lengths=lengths)
-    grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent,
-                               lengths=lengths)
-    for name in params:
-        assert np.any(ref_grads[name] != 0), f"reference gradient of {name} is all zero: weak test"
-        assert_close(grads[name], ref_grads[name], dtype, f"d/d{name}")
+    check_padded_against_reference(model, backend, dtype, len(lengths), 5, given_state, lengths=lengths)
 
 
 @pytest.mark.parametrize("cell", list(CELL_VARIANTS))

@@ -7,35 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, make_case, random_state, to_float64
+from conftest import assert_close, check_against_reference, make_case, random_state, to_float64
 
 import multirnn
 from multirnn.spec import RecurrentSpec
-from multirnn.state import flatten_state
-
-
-def flat_arrays(model, state):
-    return [a for unit in flatten_state(model, state) for a in unit]
-
-
-def check_against_reference(model, params, inputs, state, backend, dtype, cotangent=None):
-    ref_out, ref_state = multirnn.forward(model, to_float64(params), to_float64(inputs),
-                                          to_float64(state))
-    out, new_state = multirnn.forward(model, params, inputs, state, backend=backend)
-    assert out.dtype == np.dtype(dtype)
-    assert_close(out, ref_out, dtype, "outputs")
-    for k, (got, want) in enumerate(zip(flat_arrays(model, new_state), flat_arrays(model, ref_state))):
-        assert got.dtype == np.dtype(dtype)
-        assert_close(got, want, dtype, f"state array {k}")
-
-    ref_grads = multirnn.gradients(model, to_float64(params), to_float64(inputs), to_float64(state),
-                                   cotangent=to_float64(cotangent))
-    grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent)
-    assert sorted(grads) == sorted(params)
-    for name in params:
-        assert grads[name].shape == params[name].shape
-        assert np.any(ref_grads[name] != 0), f"reference gradient of {name} is all zero: weak test"
-        assert_close(grads[name], ref_grads[name], dtype, f"d/d{name}")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

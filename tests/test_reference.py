@@ -190,3 +190,21 @@ def test_seeded_init_is_reproducible_and_d2l_shaped():
     # float64 params of one seed equal the float32 ones up to rounding
     d = multirnn.init_params(model, seed=42, dtype="float64")
     np.testing.assert_array_equal(d["fwd.W_xh"].astype(np.float32), a["fwd.W_xh"])
+
+
+# A non-suffix mask (batch, steps): gaps, a leading masked step, a masked last step.
+FD_MASK = np.array([[True, False, True, True, False], [False, True, False, True, True]])
+
+
+@pytest.mark.parametrize("options", [{}, {"reverse": True, "keep_order": False}, {"num_layers": 2},
+                                     {"bidirectional": True, "num_layers": 2}],
+                         ids=["forward", "go-backwards", "stack", "bidirectional-stack"])
+@pytest.mark.parametrize("variant", ["gru-reset-before", "lstm"])
+def test_masked_bptt_matches_finite_differences(variant, options):
+    """The cotangent of a unidirectional model's masked step reaches the output it repeats; that
+    path, the kept states and the whole-sequence reversal all checked numerically."""
+    model = RecurrentSpec(3, 4, **options, **CELL_VARIANTS[variant])
+    params, inputs = make_case(model, steps=5, batch=2, scale=10.0)
+    state = random_state(model, 2, 5, "float64")
+    cotangent = np.random.default_rng(7).normal(size=(5, 2, model.output_size))
+    finite_difference_check(model, params, inputs, state, cotangent, mask=FD_MASK)

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import assert_close, make_case, random_state
+from conftest import assert_close, flat_arrays, make_case, random_state
 
 import multirnn
 from multirnn.state import flatten_state
@@ -139,10 +139,6 @@ def digests(names) -> dict:
             digest.update(np.ascontiguousarray(array).tobytes())
         result[backend] = digest.hexdigest()
     return result
-
-
-def flat_arrays(model, state):
-    return [a for unit in flatten_state(model, state) for a in unit]
 
 
 def test_bit_identical_across_processes():

@@ -60,6 +60,12 @@ def run(args) -> int:
     try:
         loaded = load_source(args.src, src_format, args.verify, **known)
         proof = _proof(loaded)
+        if loaded.mask_value is not None:  # no file format keeps the mask rule: refuse, never drop it
+            from multirnn.port import UnrepresentableError
+
+            raise UnrepresentableError(f"{args.src} masks the steps whose features equal {loaded.mask_value} "
+                                       f"(Keras Masking); no file written here holds a mask: convert the "
+                                       f"recurrent layers alone and run them with mask=")
         files.write(dst_format, args.output, loaded.model, loaded.params, initial_state=loaded.initial_state,
                     converted_from={"format": src_format, "file": str(args.src), "verification": proof})
     except (ValueError, TypeError, OSError, ImportError) as exc:  # ImportError: framework missing

@@ -223,7 +223,7 @@ def read(source, *, variables=None, **known):
     model = make_spec(chain.inferred, known, "keras")
     params = from_keras(model, [np.asarray(w) for w in chain.weights()])
     return Loaded(model, params, run=_source_run(chain, model), origin=f"Keras {describe(source)}",
-                  notes=chain.notes)
+                  notes=chain.notes, mask_value=chain.mask_value)
 
 
 def _source_run(chain, model):
@@ -282,6 +282,7 @@ def _run_entries(chain, model, inputs, state):
     from multirnn.state import flatten_state, nest_state
 
     units, x, finals, taken = flatten_state(model, state), inputs, [], 0
+    mask = None if chain.mask_value is None else np.any(inputs != chain.mask_value, axis=-1)  # Masking's
     for entry in chain.entries:
         if not hasattr(entry, "directions"):  # ("dropout", layer): identity at inference, run anyway
             x = entry[1](x, training=False)
@@ -291,7 +292,7 @@ def _run_entries(chain, model, inputs, state):
             mine = units[taken + index:taken + entry.num_layers * len(entry.directions):len(entry.directions)]
             initial += _initial_state(direction, mine)
         taken += entry.num_layers * len(entry.directions)
-        result = entry.layer(x, initial_state=initial)
+        result = entry.layer(x, initial_state=initial, mask=mask)
         if entry.return_state:
             x, *states = result
             finals += _flat_arrays(states)

@@ -8,6 +8,10 @@ What is exact (and so accepted):
   multirnn layer per cell: stepping cells in lock-step equals running the layers one after the other);
   ``Bidirectional`` with ``merge_mode`` concat, sum, mul or ave whose backward layer mirrors the forward
   one; ``go_backwards=True`` on plain layers (-> spec ``reverse=True, keep_order=False``, in every layer).
+- ``Masking(mask_value)`` before the recurrent stack (-> ``Loaded.mask_value``: run the spec with
+  ``mask=loaded.mask_for(inputs)``, Keras' mask semantics, multirnn.masking), unless the last layer's
+  ``zero_output_for_mask`` differs from what multirnn computes (zeros for Bidirectional with
+  return_sequences, the previous output otherwise) or a go_backwards stack has several layers.
 - ``InputLayer`` first; ``Dropout`` (no noise_shape) with one rate in every gap between recurrent layers
   (-> spec ``dropout``, same inverted per-step dropout, identity at inference).
 - Fields with no effect at inference (``unroll``, ``unit_forget_bias``, initializers, regularizers,
@@ -105,6 +109,7 @@ class Chain:
     notes: tuple
     steps: int | None = None
     batch: int | None = None
+    mask_value: float | None = None  # a Masking layer's: steps whose features all equal it are masked
 
     @property
     def recurrents(self) -> list:
@@ -290,13 +295,15 @@ def _refuse_layer(layer, seen_recurrent: bool, recurrent_after: bool):
     keras, _, _ = _kinds()
     where = describe(layer)
     if isinstance(layer, keras.layers.Masking):
-        raise UnrepresentableError(f"{where}: masking is not representable (masked steps are skipped and "
-                                   f"their state carried over; multirnn's spec has no masks yet); "
-                                   f"{_SUPPORTED}")
+        place = "after a recurrent layer" if seen_recurrent else "after another Masking"
+        raise UnrepresentableError(f"{where} {place} is not representable: one Masking before the "
+                                   f"recurrent stack is")
     if isinstance(layer, keras.layers.Embedding):
-        mask = " (and mask_zero=True masks padded steps)" if layer.mask_zero else ""
+        mask = (" (its mask_zero=True masks the steps whose token is 0: run the converted layers with "
+                "multirnn.forward(..., mask=tokens != 0))") if layer.mask_zero else ""
         raise UnrepresentableError(f"{where}: an Embedding is not part of a recurrent stack{mask}; "
-                                   f"{_SUPPORTED}: convert the recurrent layers alone")
+                                   f"{_SUPPORTED}: convert the recurrent layers alone, e.g. "
+                                   f"keras.Sequential(model.layers[1:])")
     if seen_recurrent and recurrent_after:
         place = "between recurrent layers (multirnn feeds each layer's outputs straight to the next)"
     elif recurrent_after:
@@ -341,10 +348,12 @@ def _stack_dropout(entries: list) -> float:
 def chain_of_layers(layers, source=None, input_info=(None, None, None)) -> Chain:
     """A Chain from layers in order (a Sequential's, a functional model's operations, or a list)."""
     keras, _, _ = _kinds()
-    entries, notes, info = [], [], input_info
+    entries, notes, info, mask_value = [], [], input_info, None
     for position, layer in enumerate(layers):
         if type(layer) is keras.layers.InputLayer and position == 0:
             info = _input_info(layer)
+        elif type(layer) is keras.layers.Masking and mask_value is None and not entries:
+            mask_value = _mask_value(layer)
         elif type(layer) is keras.layers.Dropout:
             entries.append(("dropout", layer))
         elif _is_recurrent(layer):
@@ -382,7 +391,45 @@ def chain_of_layers(layers, source=None, input_info=(None, None, None)) -> Chain
         for direction in entry.directions:
             if direction.stateful and direction.rnn.states is not None:
                 batch = int(np.shape(direction.rnn.states[0])[0])
-    return Chain(source, entries, inferred, dtype, tuple(notes), steps=info[2], batch=batch)
+    if mask_value is not None:
+        _check_masked(layers, recurrents, inferred, dtype, mask_value, notes)
+    return Chain(source, entries, inferred, dtype, tuple(notes), steps=info[2], batch=batch,
+                 mask_value=mask_value)
+
+
+def _mask_value(layer) -> float:
+    cfg = layer.get_config()
+    unknown = sorted(set(cfg) - {"name", "trainable", "dtype", "mask_value"})
+    if unknown:
+        _refuse(describe(layer), "config fields", unknown, "only mask_value is read")
+    return float(cfg["mask_value"])
+
+
+def _check_masked(layers, recurrents, inferred, dtype, mask_value, notes) -> None:
+    """What a Masking layer's mask does to the stack is what multirnn.masking computes, or refuse."""
+    keras, _, _ = _kinds()
+    masking = next(layer for layer in layers if type(layer) is keras.layers.Masking)
+    if _dtype_name(masking, describe(masking)) != dtype:
+        _refuse(describe(masking), "dtype", _dtype_name(masking, describe(masking)),
+                f"it must be the layers' dtype {dtype} (a cast would round the inputs)")
+    if keras.backend.backend() == "jax":  # its rnn repeats the state, not zeros, before the first step
+        raise UnrepresentableError(f"{describe(masking)} on Keras' jax backend is not representable: "
+                                   f"there a masked step before the first unmasked one outputs the initial "
+                                   f"state (zeros on the tensorflow and torch backends, and in multirnn)")
+    if inferred.get("reverse") and inferred["num_layers"] > 1:
+        raise UnrepresentableError(f"{describe(masking)} before {inferred['num_layers']} go_backwards "
+                                   f"layers is not representable (each layer reads the previous one's "
+                                   f"outputs last step first, the mask in input order)")
+    last = recurrents[-1]
+    wanted = len(last.directions) == 2 and last.return_sequences  # zeros: what multirnn.masking gives
+    for direction in last.directions:
+        if bool(direction.rnn.zero_output_for_mask) != wanted:
+            _refuse(f"{describe(direction.rnn)} after {describe(masking)}", "zero_output_for_mask",
+                    direction.rnn.zero_output_for_mask,
+                    f"with a mask multirnn outputs {'zeros' if wanted else 'the previous output'} at a "
+                    f"masked step here (zero_output_for_mask={wanted}, as Keras' default)")
+    notes.append(f"{describe(masking)}: a step whose features all equal {mask_value} is masked; run "
+                 f"multirnn.forward(model, params, x, mask=loaded.mask_for(x))")
 
 
 def _functional_layers(model) -> list:

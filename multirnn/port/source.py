@@ -48,6 +48,8 @@ class Loaded:
     ``initial_state``: a state stored in the source (ONNX ``initial_h`` initializer, a learned torch h0),
     in the nested convention, or None when the source starts from zeros. Run the model with it to
     compute what the source computes: ``multirnn.forward(model, params, x, loaded.initial_state)``.
+    ``mask_value``: the source masks a step whose input features all equal it (Keras ``Masking``), or
+    None; run the model with ``multirnn.forward(model, params, x, mask=loaded.mask_for(x))``.
     ``run``: the source in its own framework (None for weights-only sources, which cannot run).
     ``origin``: what was read, for messages. ``verification``: set once the conversion is proven.
     """
@@ -61,10 +63,25 @@ class Loaded:
     notes: tuple = ()  # facts the user should know (e.g. "spec completed from flags: cell, ...")
     native: bool = False  # multirnn's own file: nothing was converted, so there is nothing to prove
     why_not_run: str = "it holds weights only"  # when run is None: why the source cannot be run
+    mask_value: float | None = None
+
+    def mask_for(self, inputs):
+        """The ``mask`` (bool (batch, num_steps)) the source computes from ``inputs`` (model layout):
+        False where every feature equals ``mask_value`` (Keras Masking); None without a mask."""
+        import numpy as np
+
+        if self.mask_value is None:
+            return None
+        keep = np.any(np.asarray(inputs) != self.mask_value, axis=-1)
+        return keep if self.model.batch_first else np.ascontiguousarray(keep.T)
 
     def __iter__(self):
         if self.initial_state is not None:  # (model, params) alone would start from zeros: not the source
             raise ValueError(f"{self.origin or 'the source'} has a stored initial state, so (model, params) "
                              "alone compute something else: use loaded.model, loaded.params and "
                              "loaded.initial_state (multirnn.forward(model, params, x, loaded.initial_state))")
+        if self.mask_value is not None:  # (model, params) alone would count the masked steps
+            raise ValueError(f"{self.origin or 'the source'} masks steps whose features equal "
+                             f"{self.mask_value}, so (model, params) alone compute something else: use "
+                             "multirnn.forward(loaded.model, loaded.params, x, mask=loaded.mask_for(x))")
         return iter((self.model, self.params))
