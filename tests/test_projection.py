@@ -264,3 +264,28 @@ def test_keras_layer_with_lengths_runs_a_projection():
     for got, ref in zip(flatten_state(model, state), flatten_state(model, want_state)):
         for x, y in zip(got, ref):
             assert_close(np.asarray(x), y, "float32", "state")
+
+
+def _step_mask():
+    mask = np.ones((2, 5), bool)  # (batch, steps): one step dropped inside, one suffix
+    mask[0, 1] = False
+    mask[1, 3:] = False
+    return mask
+
+
+@pytest.mark.parametrize("shape", ["1uni", "2bi"])
+def test_projection_with_a_step_mask_matches_reference(backend, shape):
+    """Keras-style step masks (multirnn.masking): a masked step keeps the P-wide h and the H-wide c."""
+    model, params, inputs, state, cotangent = projection_case(SHAPES[shape], "float64")
+    mask = _step_mask()
+    finite_difference_check(model, params, inputs, state, cotangent, mask=mask)
+    want, want_state = multirnn.forward(model, params, inputs, state, mask=mask)
+    got, got_state = multirnn.forward(model, params, inputs, state, backend=backend, mask=mask)
+    assert_close(got, want, "float64", "outputs")
+    for a, b in zip(flatten_state(model, got_state), flatten_state(model, want_state)):
+        for x, y in zip(a, b):
+            assert_close(x, y, "float64", "state")
+    want_grads = multirnn.gradients(model, params, inputs, state, cotangent=cotangent, mask=mask)
+    got_grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent, mask=mask)
+    for name in params:
+        assert_close(got_grads[name], want_grads[name], "float64", f"d/d{name}")
