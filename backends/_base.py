@@ -41,6 +41,7 @@ class AbstractBackend:
     use_fused_kernels = True
     has_fused_kernel = False
     hoist_input_projection = True
+    segment_padded_batches = True  # multirnn.packed's segments even where only outputs are read
     is_reference = False
 
     matmul = _lacks("matmul")
@@ -135,7 +136,8 @@ class AbstractBackend:
             grad = self._once("gradients", model, lambda: self.compile(
                 self.value_and_grad(functools.partial(self._outputs, model), seeded=True)))
             _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
-                            self._padding(model, xs, lengths, step_mask), self.asarray(cotangent))
+                            self._padding(model, xs, lengths, step_mask, outputs_only=True),
+                            self.asarray(cotangent))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def step(self, model, params, x_t, flat_state, masks=None):
@@ -194,7 +196,7 @@ class AbstractBackend:
                 [None if unit is None else tuple(self.asarray(a) for a in unit) for unit in flat_state],
                 None if masks is None else [self.asarray(m) for m in masks])
 
-    def _padding(self, model, xs, lengths, step_mask=None):
+    def _padding(self, model, xs, lengths, step_mask=None, outputs_only=False):
         """numpy lengths or a time-major (T, B) step mask (or neither) -> recurrence.Padding of
         framework arrays (or None); lengths with the multirnn.packed plan where this backend has a
         fused kernel (its eager kernels take it). A mask's Padding has no lengths: see Padding."""
@@ -214,4 +216,4 @@ class AbstractBackend:
             plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
                                sizes, active, xs.shape[0])
         return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
-                                  self.asarray(keep.astype(dtype)), plan)
+                                  self.asarray(keep.astype(dtype)), plan, outputs_only)

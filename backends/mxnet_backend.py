@@ -27,6 +27,9 @@ class Backend(AbstractBackend):
     name = "mxnet"
     version = mx.__version__
     has_fused_kernel = True
+    # its RNN operator costs 1-3 ms a call on CPU (a new batch size each segment): a gradient pass runs
+    # each padded layer in one call (recurrence.whole_batch_kernel)
+    segment_padded_batches = False
     fused_kernel_accepts = staticmethod(fused_kernel_accepts)
     matmul = staticmethod(mx.nd.dot)  # contracts a's last axis with b's first, any rank
 

@@ -18,6 +18,9 @@ from typing import Any, NamedTuple
 Array = Any
 
 
+WHOLE_BATCH = "whole batch"  # the plan recurrence.whole_batch_kernel chooses instead of a Plan
+
+
 class Plan(NamedTuple):
     """Host-side schedule of a padded batch (plain ints, from ``make_plan``) plus its framework arrays."""
 

@@ -139,3 +139,27 @@ def test_lengths_as_list_is_accepted():
     by_array = multirnn.forward(model, params, inputs, lengths=np.array([3, 1]))[0]
     np.testing.assert_array_equal(by_list, by_array)
     assert time_major(model, by_list).shape == (3, 2, 4)
+
+
+@pytest.mark.parametrize("name", ["torch", "mxnet"])
+def test_padded_kernel_calls(monkeypatch, name):
+    """Forward runs multirnn.packed's segments (one call per distinct length and unit); a gradient pass
+    on MXNet, whose kernel calls are dear, runs each unit's whole padded batch in one call
+    (recurrence.whole_batch_kernel), torch keeps the segments. Numbers: the tests above."""
+    from conftest import load_backend
+
+    backend = load_backend(name)
+    calls, original = [], backend.fused_kernel
+
+    def counting(model, units):
+        run = original(model, units)
+        return lambda xs, states: calls.append(tuple(xs.shape)) or run(xs, states)
+    monkeypatch.setattr(backend, "fused_kernel", counting)
+    model = multirnn.RecurrentSpec(3, 4, cell="lstm", bidirectional=True)
+    params, inputs = make_case(model, steps=5, batch=5, dtype="float32")
+    lengths = np.array([3, 1, 3, 0, 2])  # distinct lengths 1, 2, 3: three segments per unit
+    multirnn.forward(model, params, inputs, backend=name, lengths=lengths)
+    assert calls == [(1, 4, 3), (1, 3, 3), (1, 2, 3)] * 2
+    calls.clear()
+    multirnn.gradients(model, params, inputs, backend=name, lengths=lengths)
+    assert calls == ([(5, 5, 3)] * 2 if name == "mxnet" else [(1, 4, 3), (1, 3, 3), (1, 2, 3)] * 2)
