@@ -135,9 +135,11 @@ class AbstractBackend:
             # seeded: the vector-Jacobian product with the cotangent, as the frameworks' backward(seed)
             grad = self._once("gradients", model, lambda: self.compile(
                 self.value_and_grad(functools.partial(self._outputs, model), seeded=True)))
+            if lengths is not None:  # padded steps' outputs are not read (see Padding.outputs_only)
+                cotangent = cotangent * (np.arange(xs.shape[0])[:, None] < lengths)[:, :, None]
             _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
                             self._padding(model, xs, lengths, step_mask, outputs_only=True),
-                            self.asarray(cotangent))
+                            self.asarray(cotangent.astype(xs.dtype, copy=False)))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def step(self, model, params, x_t, flat_state, masks=None):

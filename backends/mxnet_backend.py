@@ -53,7 +53,11 @@ class Backend(AbstractBackend):
     def run_recurrence(self, model, params, xs, flat_state, masks=None, padding=None):
         if masks is None and padding is None:
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels)
-        # dropout and padded batches take the eager NDArray path (correct, not yet graph-compiled)
+        if masks is None and padding is not None and padding.plan is not None \
+                and recurrence.fused_path(self, model, self.dtype_of(xs)) \
+                and recurrence.whole_batch_kernel(self, model, padding):  # a padded gradient pass
+            return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels, padding.lengths)
+        # dropout and the rest of padded batches take the eager NDArray path (not graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)
 
     def fused_kernel(self, model, units):

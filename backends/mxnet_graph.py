@@ -11,7 +11,7 @@ from collections import OrderedDict
 import mxnet as mx
 import numpy as np
 
-from multirnn import recurrence
+from multirnn import packed, recurrence
 
 from ._base import AbstractBackend
 
@@ -88,6 +88,7 @@ class SymbolOps(AbstractBackend):
 
     name = "mxnet-symbol"
     has_fused_kernel = True
+    segment_padded_batches = False  # a padded graph is Unrolled's gradient pass: whole batches
     fused_kernel_accepts = staticmethod(fused_kernel_accepts)
 
     def __init__(self, steps: int, hidden: int, dtype, use_fused_kernels: bool = True):
@@ -135,6 +136,10 @@ class SymbolOps(AbstractBackend):
         return _Sym(mx.sym.reshape(mx.sym.stack(*parts, axis=-2), shape=(-2, -3), reverse=True))
 
     @staticmethod
+    def reverse_padded(x, lengths):  # lengths: the graph's input, in x's dtype (GraphCache.run)
+        return _Sym(mx.sym.SequenceReverse(x.sym, sequence_length=lengths.sym, use_sequence_length=True))
+
+    @staticmethod
     def flip_time(x):
         return _Sym(mx.sym.reverse(x.sym, axis=0))
 
@@ -158,20 +163,27 @@ class SymbolOps(AbstractBackend):
 
 
 class Unrolled(mx.gluon.HybridBlock):
-    """``block(xs, *params in canonical order, *flat state arrays) -> (ys, *final state arrays)``."""
+    """``block(xs, *params in canonical order, *flat state arrays) -> (ys, *final state arrays)``;
+    ``padded``: ``block(..., lengths) -> ys`` for a gradient pass over a padded batch (each layer's
+    whole batch in one kernel call, recurrence.whole_batch_kernel; no final state)."""
 
-    def __init__(self, model, names, steps, dtype, use_fused_kernels=True):
+    def __init__(self, model, names, steps, dtype, use_fused_kernels=True, padded=False):
         super().__init__()
         self.model, self.names, self.steps, self.dtype = model, tuple(names), steps, dtype
-        self.use_fused_kernels = use_fused_kernels
+        self.use_fused_kernels, self.padded = use_fused_kernels, padded
 
     def hybrid_forward(self, F, xs, *arrays):
         arrays = [_Sym(a) for a in arrays]
+        padding = None
+        if self.padded:
+            padding = recurrence.Padding(arrays.pop(), None, None, packed.WHOLE_BATCH, outputs_only=True)
         params = dict(zip(self.names, arrays[:len(self.names)]))
         state, width = arrays[len(self.names):], self.model.state_arrays
         flat = [tuple(state[i:i + width]) for i in range(0, len(state), width)]
         ops = SymbolOps(self.steps, self.model.num_hiddens, self.dtype, self.use_fused_kernels)
-        ys, finals = recurrence.run(ops, self.model, params, _Sym(xs), flat)
+        ys, finals = recurrence.run(ops, self.model, params, _Sym(xs), flat, padding=padding)
+        if self.padded:
+            return ys.sym
         return (ys.sym,) + tuple(a.sym for unit in finals for a in unit)
 
 
@@ -182,19 +194,24 @@ class GraphCache:
     def __init__(self, size: int = 32):
         self.size, self.blocks = size, OrderedDict()
 
-    def run(self, model, params: dict, xs, flat_state, use_fused_kernels=True):
+    def run(self, model, params: dict, xs, flat_state, use_fused_kernels=True, lengths=None):
+        """(ys, flat final state); with ``lengths``, Unrolled's padded gradient pass: (ys, None per unit)."""
         # a learned h_0/c_0 reaches the graph inside flat_state (AbstractBackend._run), not as a param
         learned = set(model.initial_state_names)
         params = {k: v for k, v in params.items() if k.rsplit(".", 1)[-1] not in learned}
-        key = (model, tuple(params), xs.shape, xs.dtype, use_fused_kernels)
+        padded = lengths is not None
+        key = (model, tuple(params), xs.shape, xs.dtype, use_fused_kernels, padded)
         block = self.blocks.pop(key, None)
         if block is None:
-            block = Unrolled(model, params, xs.shape[0], xs.dtype, use_fused_kernels)
+            block = Unrolled(model, params, xs.shape[0], xs.dtype, use_fused_kernels, padded)
             block.hybridize(static_alloc=True, static_shape=True)
         self.blocks[key] = block
         while len(self.blocks) > self.size:
             self.blocks.popitem(last=False)
-        out = block(xs, *params.values(), *(a for unit in flat_state for a in unit))
+        out = block(xs, *params.values(), *(a for unit in flat_state for a in unit),
+                    *([lengths.astype(xs.dtype)] if padded else []))
+        if padded:
+            return out, [None] * len(flat_state)
         out = out if isinstance(out, (list, tuple)) else [out]
         width = model.state_arrays
         finals = [tuple(out[1 + i:1 + i + width]) for i in range(0, len(out) - 1, width)]

@@ -41,7 +41,9 @@ class Padding(NamedTuple):
     keep: Array
     valid: Array
     plan: Any = None
-    outputs_only: bool = False  # the caller reads the outputs only (gradients): final states may be None
+    # The caller reads only the outputs at valid steps (gradients: its cotangent is zero at padded
+    # steps): outputs at padded steps may be anything finite, final states None.
+    outputs_only: bool = False
 
 
 def unit_params(params: dict, prefix: str) -> dict:
@@ -221,10 +223,11 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
 
 
 def whole_batch_kernel(ops: Ops, model: RecurrentSpec, padding: Padding) -> bool:
-    """Where only the outputs are read, a backend whose kernel calls are dear (MXNet: 1-3 ms each on
-    CPU, against a few µs for torch) runs each layer's whole padded batch in one call and zeroes the
-    padded steps' outputs. The valid steps are exact (a step sees only the past) and padded steps get
-    a zero cotangent, so they add exact zeros to every gradient; the kernel's final states are
+    """Where only the valid steps' outputs are read (``Padding.outputs_only``), a backend whose kernel
+    calls are dear (MXNet: 1-3 ms each on CPU, against a few µs for torch) runs each layer's whole
+    padded batch in one call. The valid steps are exact (a step sees only the past; a reversed unit
+    reads each sequence reversed within its length, so padding stays at the end), and the padded
+    steps, whose cotangent is zero, add exact zeros to every gradient; the kernel's final states are
     another sequence's and are not returned. Not for the relu RNN: its padded steps may overflow, and
     0·inf would reach the gradients."""
     return (padding.outputs_only and not ops.segment_padded_batches
@@ -242,7 +245,7 @@ def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: 
     # each sequence reversed within its own length, not the whole padded block
     seq = ops.reverse_padded(layer_in, padding.lengths) if reverse else layer_in
     if padding.plan is packed.WHOLE_BATCH:
-        ys, final = ops.fused_kernel(model, [p])(seq, [state])[0] * padding.valid, None
+        ys, final = ops.fused_kernel(model, [p])(seq, [state])[0], None  # padded steps: not read
     elif padding.plan is not None:
         ys, final = packed.run_unit(ops, ops.fused_kernel(model, [p]), padding.plan, seq, state)
     else:
