@@ -119,6 +119,10 @@ class AbstractBackend:
         return self._compiled[key]
 
     def _outputs(self, model, params, xs, flat_state, masks, padding):
+        """The gradients' function: its cotangent is zero at padded steps (``gradients``), so only the
+        valid steps' outputs are read (set here, inside the trace: a static flag, not a traced leaf)."""
+        if padding is not None:
+            padding = padding._replace(outputs_only=True)
         return self._run(model, params, xs, flat_state, masks, padding)[0], None
 
     def forward(self, model, params, xs, flat_state, masks=None, lengths=None, step_mask=None):
@@ -138,7 +142,7 @@ class AbstractBackend:
             if lengths is not None:  # padded steps' outputs are not read (see Padding.outputs_only)
                 cotangent = cotangent * (np.arange(xs.shape[0])[:, None] < lengths)[:, :, None]
             _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
-                            self._padding(model, xs, lengths, step_mask, outputs_only=True),
+                            self._padding(model, xs, lengths, step_mask),
                             self.asarray(cotangent.astype(xs.dtype, copy=False)))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
@@ -198,7 +202,7 @@ class AbstractBackend:
                 [None if unit is None else tuple(self.asarray(a) for a in unit) for unit in flat_state],
                 None if masks is None else [self.asarray(m) for m in masks])
 
-    def _padding(self, model, xs, lengths, step_mask=None, outputs_only=False):
+    def _padding(self, model, xs, lengths, step_mask=None):
         """numpy lengths or a time-major (T, B) step mask (or neither) -> recurrence.Padding of
         framework arrays (or None); lengths with the multirnn.packed plan where this backend has a
         fused kernel (its eager kernels take it). A mask's Padding has no lengths: see Padding."""
@@ -218,4 +222,4 @@ class AbstractBackend:
             plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
                                sizes, active, xs.shape[0])
         return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
-                                  self.asarray(keep.astype(dtype)), plan, outputs_only)
+                                  self.asarray(keep.astype(dtype)), plan)

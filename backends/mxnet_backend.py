@@ -28,7 +28,7 @@ class Backend(AbstractBackend):
     version = mx.__version__
     has_fused_kernel = True
     # its RNN operator costs 1-3 ms a call on CPU (a new batch size each segment): a gradient pass runs
-    # each padded layer in one call (recurrence.whole_batch_kernel)
+    # each padded layer in one call (recurrence.whole_batch)
     segment_padded_batches = False
     fused_kernel_accepts = staticmethod(fused_kernel_accepts)
     matmul = staticmethod(mx.nd.dot)  # contracts a's last axis with b's first, any rank
@@ -53,9 +53,9 @@ class Backend(AbstractBackend):
     def run_recurrence(self, model, params, xs, flat_state, masks=None, padding=None):
         if masks is None and padding is None:
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels)
-        if masks is None and padding is not None and padding.plan is not None \
-                and recurrence.fused_path(self, model, self.dtype_of(xs)) \
-                and recurrence.whole_batch_kernel(self, model, padding):  # a padded gradient pass
+        if masks is None and padding is not None and recurrence.whole_batch(
+                self, model, padding, recurrence.fused_path(self, model, self.dtype_of(xs))):
+            # a padded gradient pass: unmasked, so it runs in a cached graph too
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels, padding.lengths)
         # dropout and the rest of padded batches take the eager NDArray path (not graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)

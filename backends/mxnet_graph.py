@@ -165,7 +165,7 @@ class SymbolOps(AbstractBackend):
 class Unrolled(mx.gluon.HybridBlock):
     """``block(xs, *params in canonical order, *flat state arrays) -> (ys, *final state arrays)``;
     ``padded``: ``block(..., lengths) -> ys`` for a gradient pass over a padded batch (each layer's
-    whole batch in one kernel call, recurrence.whole_batch_kernel; no final state)."""
+    whole batch unmasked, recurrence.whole_batch; no final state)."""
 
     def __init__(self, model, names, steps, dtype, use_fused_kernels=True, padded=False):
         super().__init__()

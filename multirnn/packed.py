@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 Array = Any
 
 
-WHOLE_BATCH = "whole batch"  # the plan recurrence.whole_batch_kernel chooses instead of a Plan
+WHOLE_BATCH = "whole batch"  # the plan recurrence.whole_batch chooses instead of a Plan
 
 
 class Plan(NamedTuple):

@@ -41,9 +41,10 @@ class Padding(NamedTuple):
     keep: Array
     valid: Array
     plan: Any = None
-    # The caller reads only the outputs at valid steps (gradients: its cotangent is zero at padded
-    # steps): outputs at padded steps may be anything finite, final states None.
-    outputs_only: bool = False
+    # True: the caller reads only the outputs at valid steps (gradients: its cotangent is zero at
+    # padded steps), so outputs at padded steps may be anything finite and final states None. Set
+    # inside a trace, never passed in: None (not False) keeps it out of jax.jit's traced leaves.
+    outputs_only: bool | None = None
 
 
 def unit_params(params: dict, prefix: str) -> dict:
@@ -191,11 +192,11 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
     """
     use_kernel = fused_path(ops, model, ops.dtype_of(xs))
     flat_state = initial_state(ops, model, params, xs, flat_state)
-    if padding is not None and padding.plan is not None:
+    if padding is not None and whole_batch(ops, model, padding, use_kernel):
+        padding = padding._replace(plan=packed.WHOLE_BATCH)
+    elif padding is not None and padding.plan is not None:
         if not use_kernel:  # the generic path masks its steps instead
             padding = padding._replace(plan=None)
-        elif whole_batch_kernel(ops, model, padding):
-            padding = padding._replace(plan=packed.WHOLE_BATCH)
         else:  # sorted longest first: the sequences still running are a prefix of the batch
             xs, flat_state, masks = packed.sort_batch(ops, padding.plan, xs, flat_state, masks)
             padding = padding._replace(lengths=padding.plan.sorted_lengths)
@@ -222,16 +223,18 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
     return layer_in, finals
 
 
-def whole_batch_kernel(ops: Ops, model: RecurrentSpec, padding: Padding) -> bool:
-    """Where only the valid steps' outputs are read (``Padding.outputs_only``), a backend whose kernel
-    calls are dear (MXNet: 1-3 ms each on CPU, against a few µs for torch) runs each layer's whole
-    padded batch in one call. The valid steps are exact (a step sees only the past; a reversed unit
+def whole_batch(ops: Ops, model: RecurrentSpec, padding: Padding, use_kernel: bool) -> bool:
+    """Where only the valid steps' outputs are read (``Padding.outputs_only``: a gradient pass, its
+    cotangent zero at padded steps), a padded batch need not stop at each sequence's end: each layer
+    runs its whole padded batch unmasked, in one fused-kernel call, or as the plain scan of the generic
+    path (no select per step). The valid steps are exact (a step sees only the past; a reversed unit
     reads each sequence reversed within its length, so padding stays at the end), and the padded
-    steps, whose cotangent is zero, add exact zeros to every gradient; the kernel's final states are
-    another sequence's and are not returned. Not for the relu RNN: its padded steps may overflow, and
-    0·inf would reach the gradients."""
-    return (padding.outputs_only and not ops.segment_padded_batches
-            and not (model.cell == "rnn" and model.nonlinearity == "relu"))
+    steps add exact zeros to every gradient; their final states are another sequence's and are not
+    returned. Not where the kernel's segments are cheaper still (``segment_padded_batches``: torch,
+    whose calls cost µs, not MXNet's 1-3 ms), not for arbitrary masks (their masked outputs are read),
+    and not with relu: its padded steps may overflow, and 0·inf would reach the gradients."""
+    return (padding.outputs_only is True and padding.lengths is not None and model.nonlinearity != "relu"
+            and not (use_kernel and ops.segment_padded_batches))
 
 
 def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: Array, state: tuple,
@@ -244,8 +247,11 @@ def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: 
         return (ys if realign else ops.flip_time(ys)), final  # else: last step first, handed on so
     # each sequence reversed within its own length, not the whole padded block
     seq = ops.reverse_padded(layer_in, padding.lengths) if reverse else layer_in
-    if padding.plan is packed.WHOLE_BATCH:
-        ys, final = ops.fused_kernel(model, [p])(seq, [state])[0], None  # padded steps: not read
+    if padding.plan is packed.WHOLE_BATCH:  # unmasked: padded steps are computed, and not read
+        if fused_path(ops, model, ops.dtype_of(seq)):
+            ys, final = ops.fused_kernel(model, [p])(seq, [state])[0], None
+        else:
+            ys, final = run_direction(ops, model, p, seq, state)[0], None
     elif padding.plan is not None:
         ys, final = packed.run_unit(ops, ops.fused_kernel(model, [p]), padding.plan, seq, state)
     else:

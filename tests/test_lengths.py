@@ -145,7 +145,7 @@ def test_lengths_as_list_is_accepted():
 def test_padded_kernel_calls(monkeypatch, name):
     """Forward runs multirnn.packed's segments (one call per distinct length and unit); a gradient pass
     on MXNet, whose kernel calls are dear, runs each unit's whole padded batch in one call
-    (recurrence.whole_batch_kernel) inside its cached graph, torch keeps the segments. Numbers: the
+    (recurrence.whole_batch) inside its cached graph, torch keeps the segments. Numbers: the
     tests above."""
     from conftest import load_backend
 
