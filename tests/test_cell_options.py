@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FUSED_KERNEL_BACKENDS, assert_close, load_backend, make_case, random_state
+from conftest import (FUSED_KERNEL_BACKENDS, assert_close, check_against_reference, load_backend, make_case,
+                      random_state)
 from test_parity import check_against_reference
 from test_reference import finite_difference_check
 
@@ -70,18 +71,8 @@ def test_directions_match_reference(backend, label, dtype):
 def test_directions_with_lengths_match_reference(backend, label):
     """Padded batches: a reversed direction reverses each sequence within its own length."""
     model, params, inputs, state, cotangent = options_case(DIRECTIONS[label], "float64")
-    lengths = np.array([5, 3])
-    want, want_state = multirnn.forward(model, params, inputs, state, lengths=lengths)
-    got, got_state = multirnn.forward(model, params, inputs, state, backend=backend, lengths=lengths)
-    assert_close(got, want, "float64", "outputs")
-    for a, b in zip(flatten_state(model, got_state), flatten_state(model, want_state)):
-        for x, y in zip(a, b):
-            assert_close(x, y, "float64", "state")
-    want_grads = multirnn.gradients(model, params, inputs, state, cotangent=cotangent, lengths=lengths)
-    got_grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent,
-                                   lengths=lengths)
-    for name in params:
-        assert_close(got_grads[name], want_grads[name], "float64", f"d/d{name}")
+    check_against_reference(model, params, inputs, state, backend, "float64", cotangent,
+                            lengths=np.array([5, 3]))
 
 
 def test_reverse_is_a_bidirectional_backward_half_and_keep_order_false_is_its_flip():

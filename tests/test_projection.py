@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FUSED_KERNEL_BACKENDS, assert_close, load_backend, make_case, random_state
-from test_parity import check_against_reference
+from conftest import (FUSED_KERNEL_BACKENDS, assert_close, check_against_reference, load_backend, make_case,
+                      random_state)
 from test_reference import finite_difference_check
 
 import multirnn
@@ -107,19 +107,8 @@ def test_projection_with_lengths_matches_reference(backend_path, shape):
     the H-wide c both keep their values past a sequence's end."""
     backend = backend_path
     model, params, inputs, state, cotangent = projection_case(SHAPES[shape], "float64")
-    lengths = np.array([5, 2])
-    want, want_state = multirnn.forward(model, params, inputs, state, lengths=lengths)
-    got, got_state = multirnn.forward(model, params, inputs, state, backend=backend, lengths=lengths)
-    assert_close(got, want, "float64", "outputs")
-    for a, b in zip(flatten_state(model, got_state), flatten_state(model, want_state)):
-        for x, y in zip(a, b):
-            assert_close(x, y, "float64", "state")
-    want_grads = multirnn.gradients(model, params, inputs, state, cotangent=cotangent, lengths=lengths)
-    got_grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent,
-                                   lengths=lengths)
-    for name in params:
-        assert np.any(want_grads[name] != 0), name
-        assert_close(got_grads[name], want_grads[name], "float64", f"d/d{name}")
+    check_against_reference(model, params, inputs, state, backend, "float64", cotangent,
+                            lengths=np.array([5, 2]))
 
 
 @pytest.mark.parametrize("name, computes", [("torch", True), ("mxnet", False)])
@@ -279,13 +268,4 @@ def test_projection_with_a_step_mask_matches_reference(backend, shape):
     model, params, inputs, state, cotangent = projection_case(SHAPES[shape], "float64")
     mask = _step_mask()
     finite_difference_check(model, params, inputs, state, cotangent, mask=mask)
-    want, want_state = multirnn.forward(model, params, inputs, state, mask=mask)
-    got, got_state = multirnn.forward(model, params, inputs, state, backend=backend, mask=mask)
-    assert_close(got, want, "float64", "outputs")
-    for a, b in zip(flatten_state(model, got_state), flatten_state(model, want_state)):
-        for x, y in zip(a, b):
-            assert_close(x, y, "float64", "state")
-    want_grads = multirnn.gradients(model, params, inputs, state, cotangent=cotangent, mask=mask)
-    got_grads = multirnn.gradients(model, params, inputs, state, backend=backend, cotangent=cotangent, mask=mask)
-    for name in params:
-        assert_close(got_grads[name], want_grads[name], "float64", f"d/d{name}")
+    check_against_reference(model, params, inputs, state, backend, "float64", cotangent, mask=mask)
