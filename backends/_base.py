@@ -28,6 +28,11 @@ def tree_leaves(tree) -> list:
     return leaves
 
 
+def valid_steps(steps: int, lengths) -> np.ndarray:
+    """bool (steps, batch, 1): True where t < lengths[b], the steps of a padded batch that count."""
+    return (np.arange(steps)[:, None] < np.asarray(lengths)[None, :])[:, :, None]
+
+
 def _lacks(member):
     def missing(self, *args, **kwargs):
         raise NotImplementedError(f"{self.name or type(self).__name__} backend does not provide {member}")
@@ -140,7 +145,7 @@ class AbstractBackend:
             grad = self._once("gradients", model, lambda: self.compile(
                 self.value_and_grad(functools.partial(self._outputs, model), seeded=True)))
             if lengths is not None:  # padded steps' outputs are not read (see Padding.outputs_only)
-                cotangent = cotangent * (np.arange(xs.shape[0])[:, None] < lengths)[:, :, None]
+                cotangent = cotangent * valid_steps(xs.shape[0], lengths)
             _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
                             self._padding(model, xs, lengths, step_mask),
                             self.asarray(cotangent.astype(xs.dtype, copy=False)))
@@ -213,13 +218,13 @@ class AbstractBackend:
                                       self.asarray(factor.astype(dtype)))
         if lengths is None:
             return None
-        keep = (np.arange(xs.shape[0])[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1)
+        keep = valid_steps(xs.shape[0], lengths)
         plan = None
         if self.has_fused_kernel and lengths.max() > 0:  # no step to run: the masked scan's outputs
             # still hang on the params (zero gradients), a plan's fresh zeros would not
             order, inverse, ordered, sizes, active = packed.make_plan(lengths, xs.shape[0])
             index = lambda a: self.asindex(np.asarray(a, np.int64))  # noqa: E731
             plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
-                               sizes, active, xs.shape[0])
+                               sizes, active)
         return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
                                   self.asarray(keep.astype(dtype)), plan)

@@ -12,11 +12,11 @@ nothing (``_GateBlocks``); ``canonical_params()`` and ``canonical_grads()`` give
 from __future__ import annotations
 
 import mxnet as mx
-import numpy as np
 
 from multirnn import stepping
 from multirnn.backends import get
 
+from .gluon_block import hold_arrays
 from .mxnet_graph import SymbolOps, _Sym
 
 
@@ -69,16 +69,8 @@ class RecurrentCell(mx.gluon.rnn.HybridRecurrentCell):
         super().__init__(**kwargs)
         self.model = model
         self._dtype = next(iter(params.values())).dtype
-        self.weights = {}
-        held = {name: value.T if _is_weight(value) else value for name, value in params.items()}
-        with self.name_scope():
-            for name, value in held.items():
-                param = self.params.get(name.replace(".", "__"), shape=value.shape, dtype=value.dtype)
-                setattr(self, name.replace(".", "__"), param)  # an attribute: hybrid_forward's kwargs
-                self.weights[name] = param
-        self.initialize(mx.init.Zero())
-        for name, value in held.items():
-            self.weights[name].set_data(mx.nd.array(np.ascontiguousarray(value), dtype=value.dtype))
+        self.weights = hold_arrays(self, {name: value.T if _is_weight(value) else value
+                                          for name, value in params.items()})
 
     def canonical_params(self) -> dict:
         """The cell's params under the canonical names and shapes, as NumPy arrays."""

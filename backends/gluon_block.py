@@ -17,6 +17,21 @@ from multirnn.state import flatten_state, nest_state
 from .mxnet_graph import SymbolOps, _Sym
 
 
+def hold_arrays(block, arrays: dict) -> dict:
+    """Gluon Parameters of ``block`` holding ``arrays``, named like them with '.' written as '__' and
+    set as attributes (hybrid_forward receives them as keyword arguments): name -> Parameter."""
+    held = {}
+    with block.name_scope():
+        for name, value in arrays.items():
+            param = block.params.get(name.replace(".", "__"), shape=value.shape, dtype=value.dtype)
+            setattr(block, name.replace(".", "__"), param)
+            held[name] = param
+    block.initialize(mx.init.Zero())
+    for name, value in arrays.items():
+        held[name].set_data(mx.nd.array(np.ascontiguousarray(value), dtype=value.dtype))
+    return held
+
+
 class RecurrentBlock(mx.gluon.HybridBlock):
     """``block(inputs, state=None) -> (outputs, state)``; parameters under the canonical names with '.'
     written as '__' (after Gluon's own block prefix); ``block.canonical[name]`` is each one. The
@@ -26,15 +41,7 @@ class RecurrentBlock(mx.gluon.HybridBlock):
     def __init__(self, model, params, **kwargs):
         super().__init__(**kwargs)
         self.model, self._dtype = model, np.dtype(next(iter(params.values())).dtype)
-        self.canonical, self._graph_key = {}, None
-        with self.name_scope():
-            for name, value in params.items():
-                param = self.params.get(name.replace(".", "__"), shape=value.shape, dtype=value.dtype)
-                setattr(self, name.replace(".", "__"), param)  # an attribute: hybrid_forward's kwargs
-                self.canonical[name] = param
-        self.initialize(mx.init.Zero())
-        for name, value in params.items():
-            self.canonical[name].set_data(mx.nd.array(value, dtype=value.dtype))
+        self.canonical, self._graph_key = hold_arrays(self, params), None
 
     def __call__(self, inputs, state=None, lengths=None, dropout_seed=None):
         """``lengths`` (ints (batch,)) and ``dropout_seed`` (training-mode dropout with the masks of

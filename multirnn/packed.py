@@ -6,10 +6,11 @@ call on the sequences still running, a prefix of the sorted batch that shrinks s
 padded step is never computed, and a sequence's final state is the carry after its own last step. The
 backward direction runs the same segments on each sequence reversed within its own length. The plan is
 made from host lengths (NumPy), which only the eager fused-kernel backends have (torch, MXNet): traced
-backends run the masked scan of multirnn.recurrence instead.
+backends run the masked scan of multirnn.recurrence instead (and gradient passes, which read only the
+valid steps, may run the whole padded batch unmasked: recurrence.whole_batch).
 
-Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64): 0.82x the full-length batch, where torch's
-own packed LSTM costs 2.0x (benchmarks/run.py --suite padded has the rows).
+Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64): 0.85x (1 thread) and 0.91x (2 threads)
+the full-length batch, where torch's own packed LSTM costs 2.3-2.4x (benchmarks/run.py --suite padded).
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ class Plan(NamedTuple):
     sorted_lengths: Array  # (batch,) framework ints, non-increasing (for reverse_padded)
     sizes: tuple  # steps of each segment (summing to the longest length)
     active: tuple  # sequences running in each segment (non-increasing)
-    steps: int  # the padded length T: outputs are zero from the longest length on
 
 
 def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple]:
@@ -64,8 +64,8 @@ def unsort_batch(ops, plan: Plan, ys, finals: list):
 def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
     """One direction of one layer over sorted, time-major ``xs`` (T, B, in): (ys (T, B, H) zero at
     padded steps, final state). ``kernel`` is ops.fused_kernel's runner for this one unit."""
-    batch, longest = len(plan.order), sum(plan.sizes)
-    pieces = ops.split_sizes(xs, plan.sizes + ((plan.steps - longest,) if plan.steps > longest else ()), 0)
+    steps, batch, longest = xs.shape[0], xs.shape[1], sum(plan.sizes)
+    pieces = ops.split_sizes(xs, plan.sizes + ((steps - longest,) if steps > longest else ()), 0)
     carry, finished, outputs = tuple(state), [], []
     for piece, size, running in zip(pieces, plan.sizes, plan.active):
         rows = carry[0].shape[0]
@@ -82,7 +82,6 @@ def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
     finished.append(carry)
     final = tuple(ops.concat([unit[i] for unit in reversed(finished)], axis=0) if len(finished) > 1
                   else finished[0][i] for i in range(len(state)))
-    if plan.steps > longest:
-        width = outputs[0].shape[2] if outputs else state[0].shape[1]
-        outputs.append(ops.zeros((plan.steps - longest, batch, width), state[0]))
+    if steps > longest:  # outputs are zero from the longest length on; h's width is the outputs'
+        outputs.append(ops.zeros((steps - longest, batch, state[0].shape[1]), state[0]))
     return (ops.concat(outputs, axis=0) if len(outputs) > 1 else outputs[0]), final
