@@ -47,6 +47,7 @@ class AbstractBackend:
     has_fused_kernel = False
     hoist_input_projection = True
     segment_padded_batches = True  # multirnn.packed's segments even where only outputs are read
+    shrinking_scan = False  # scan takes a carry whose batch changes from step to step
     is_reference = False
 
     matmul = _lacks("matmul")
@@ -220,11 +221,14 @@ class AbstractBackend:
             return None
         keep = valid_steps(xs.shape[0], lengths)
         plan = None
-        if self.has_fused_kernel and lengths.max() > 0:  # no step to run: the masked scan's outputs
-            # still hang on the params (zero gradients), a plan's fresh zeros would not
-            order, inverse, ordered, sizes, active = packed.make_plan(lengths, xs.shape[0])
+        if (self.has_fused_kernel or self.shrinking_scan) and lengths.max() > 0:  # no step to run:
+            # the masked scan's outputs still hang on the params (zero gradients), a plan's zeros not
+            order, inverse, ordered, sizes, active, running = packed.make_plan(lengths, xs.shape[0])
             index = lambda a: self.asindex(np.asarray(a, np.int64))  # noqa: E731
+            segments = (sizes, active) if self.has_fused_kernel else ((), ())  # host ints: a traced
+            # backend would retrace for each new batch's
             plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
-                               sizes, active)
+                               *segments, self.asarray(np.asarray(running, np.int32))
+                               if self.shrinking_scan else None)
         return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
                                   self.asarray(keep.astype(dtype)), plan)

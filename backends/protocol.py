@@ -21,6 +21,7 @@ class BackendProtocol(Protocol):
     has_fused_kernel: bool  # whether fused_layer exists (torch, MXNet)
     hoist_input_projection: bool  # X·W for the whole sequence before the loop (False: per step)
     segment_padded_batches: bool  # padded batches in multirnn.packed's segments also for gradients
+    shrinking_scan: bool  # scan's step may compute a prefix of the batch (recurrence.shrinking_step)
     is_reference: bool  # forward/gradients/step are the NumPy oracle, not the recurrence (numpy only)
 
     # ---- array operations the recurrence and the LM head need ----

@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep oneDNN/CPU-feature ba
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from multirnn import recurrence, validate  # noqa: E402
+from multirnn import packed, recurrence, validate  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import AbstractBackend  # noqa: E402
@@ -21,6 +21,9 @@ class Backend(AbstractBackend):
     # Project inputs inside the while loop, as Keras does: measured 1.05-1.3x faster here than
     # hoisting, whose gradient goes through a (T, B, G·H) TensorArray.
     hoist_input_projection = False
+    # A padded batch's steps compute only the sequences still running: slicing a prefix of the batch
+    # is one op in a graph (measured 0.91x the full batch where the masked scan costs 1.0x).
+    shrinking_scan = True
     tanh = staticmethod(tf.tanh)
     relu = staticmethod(tf.nn.relu)
     sigmoid = staticmethod(tf.sigmoid)
@@ -71,8 +74,14 @@ class Backend(AbstractBackend):
         lengths = tf.cast(lengths, tf.int64)
         if tf.executing_eagerly():
             validate.check_lengths(lengths.numpy(), xs.shape[1], xs.shape[0])
-        keep = (tf.range(tf.shape(xs, out_type=tf.int64)[0])[:, None] < lengths[None, :])[:, :, None]
-        return recurrence.Padding(lengths, keep, tf.cast(keep, xs.dtype))
+        steps = tf.range(tf.shape(xs, out_type=tf.int64)[0])[:, None]
+        keep = (steps < lengths[None, :])[:, :, None]
+        # multirnn.packed's plan in graph ops, for the shrinking scan: longest first, ties in batch order
+        order = tf.argsort(-lengths, stable=True)
+        ordered = tf.gather(lengths, order)
+        running = tf.reduce_sum(tf.cast(steps < ordered[None, :], tf.int32), axis=1)
+        plan = packed.Plan(order, tf.argsort(order), ordered, (), (), running)
+        return recurrence.Padding(lengths, keep, tf.cast(keep, xs.dtype), plan)
 
     def reverse_padded(self, x, lengths):
         return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
@@ -106,7 +115,10 @@ class Backend(AbstractBackend):
         def body(i, carry, outputs):
             t = steps - 1 - i if reverse else i
             x = tuple(a.read(t) for a in inputs)
+            before = carry
             carry, y = step(carry, x if isinstance(xs, tuple) else x[0])
+            for new, old in zip(carry, before):  # a shrinking step's concat loses the static batch
+                new.set_shape(old.shape)
             return i + 1, carry, outputs.write(t, y)
 
         _, carry, outputs = tf.while_loop(lambda i, *_: i < steps, body, (0, carry, outputs))

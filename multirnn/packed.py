@@ -28,13 +28,16 @@ class Plan(NamedTuple):
     order: Array  # (batch,) framework ints: sorted position -> original row, longest first
     inverse: Array  # (batch,) framework ints: original row -> sorted position
     sorted_lengths: Array  # (batch,) framework ints, non-increasing (for reverse_padded)
-    sizes: tuple  # steps of each segment (summing to the longest length)
-    active: tuple  # sequences running in each segment (non-increasing)
+    sizes: tuple  # steps of each segment (summing to the longest length); () without a fused kernel
+    active: tuple  # sequences running in each segment (non-increasing); () without a fused kernel
+    running: Array = None  # (steps,) framework ints: sequences running at each step, for a scan whose
+    # batch shrinks (backends with ``shrinking_scan``: recurrence.shrinking_step); else None
 
 
-def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple]:
-    """(order, inverse, sorted lengths, sizes, active) for host ``lengths``: segment k runs from one
-    distinct length to the next, on the ``active[k]`` sequences at least that long."""
+def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple, list]:
+    """(order, inverse, sorted lengths, sizes, active, running) for host ``lengths``: segment k runs
+    from one distinct length to the next, on the ``active[k]`` sequences at least that long; step t
+    on the ``running[t]`` sequences longer than t."""
     lengths = [int(n) for n in lengths]
     order = sorted(range(len(lengths)), key=lambda b: -lengths[b])  # stable: ties keep batch order
     inverse = [0] * len(order)
@@ -46,7 +49,12 @@ def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple]:
         sizes.append(end - start)
         active.append(sum(n >= end for n in ordered))
         start = end
-    return order, inverse, ordered, tuple(sizes), tuple(active)
+    running, remaining = [], len(ordered)
+    for t in range(steps):  # ordered is non-increasing: drop the sequences of length t
+        while remaining and ordered[remaining - 1] <= t:
+            remaining -= 1
+        running.append(remaining)
+    return order, inverse, ordered, tuple(sizes), tuple(active), running
 
 
 def sort_batch(ops, plan: Plan, xs, flat_state: list, masks):

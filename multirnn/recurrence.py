@@ -8,10 +8,13 @@ kernel instead is decided in one place, ``fused_path``.
 
 Variable-length batches (``Padding``, like torch packed sequences / ONNX sequence_lens): sequence b is
 valid for its first ``lengths[b]`` steps. Where the backend packs them (multirnn.packed: the eager
-fused kernels), the batch is sorted by length and only valid steps are computed. Elsewhere a boolean
-step mask travels with the inputs through ``scan`` and a padded step keeps the carry (``where``, a
-select: exact), outputs are zeroed after the scan in one multiply, and the backward direction reverses
-each sequence within its own length (``reverse_padded``). With no padding, none of this runs.
+fused kernels), the batch is sorted by length and only valid steps are computed. Where the backend's
+scan takes a batch that changes size from step to step (``shrinking_scan``: TensorFlow), the batch is
+sorted the same way and each step computes only the sequences still running (``shrinking_step``).
+Elsewhere a boolean step mask travels with the inputs through ``scan`` and a padded step keeps the
+carry (``where``, a select: exact). Either way outputs are zeroed after the scan in one multiply, and
+the backward direction reverses each sequence within its own length (``reverse_padded``). With no
+padding, none of this runs.
 """
 from __future__ import annotations
 
@@ -152,6 +155,18 @@ def masked_step(ops: Ops, step: Callable) -> Callable:
     return step_with_mask
 
 
+def shrinking_step(ops: Ops, step: Callable) -> Callable:
+    """Wrap a step to take (x_t, running_t) on a batch sorted longest first: only the first running_t
+    rows, the sequences still running, are computed; the others keep their carry. Padded steps cost
+    nothing, and a row's result is the same as in the whole batch (each row is its own matmul row)."""
+    def step_on_running(carry, x_and_running):
+        x, running = x_and_running
+        new_carry, _ = step(tuple(a[:running] for a in carry), x[:running])
+        kept = tuple(ops.concat([new, old[running:]], axis=0) for new, old in zip(new_carry, carry))
+        return kept, kept[0]
+    return step_on_running
+
+
 def projecting_step(ops: Ops, step: Callable, weight, bias) -> Callable:
     """A step that projects its raw input itself (backends whose ``hoist_input_projection`` is False)."""
     def step_with_projection(carry, x):
@@ -176,7 +191,10 @@ def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tup
     if padding is None:
         final, ys = ops.scan(step, tuple(state), xs, reverse=reverse)
         return ys, final
-    final, ys = ops.scan(masked_step(ops, step), tuple(state), (xs, padding.keep), reverse=reverse)
+    if shrinks(ops, padding, use_kernel=False):  # sorted longest first (run), never reversed here
+        final, ys = ops.scan(shrinking_step(ops, step), tuple(state), (xs, padding.plan.running))
+    else:
+        final, ys = ops.scan(masked_step(ops, step), tuple(state), (xs, padding.keep), reverse=reverse)
     return ys * padding.valid, final  # zero outputs at padded steps
 
 
@@ -195,11 +213,13 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
     if padding is not None and whole_batch(ops, model, padding, use_kernel):
         padding = padding._replace(plan=packed.WHOLE_BATCH)
     elif padding is not None and padding.plan is not None:
-        if not use_kernel:  # the generic path masks its steps instead
+        if not shrinks(ops, padding, use_kernel):  # the generic path masks its steps instead
             padding = padding._replace(plan=None)
         else:  # sorted longest first: the sequences still running are a prefix of the batch
             xs, flat_state, masks = packed.sort_batch(ops, padding.plan, xs, flat_state, masks)
-            padding = padding._replace(lengths=padding.plan.sorted_lengths)
+            padding = padding._replace(lengths=padding.plan.sorted_lengths,
+                                       keep=ops.take(padding.keep, padding.plan.order, 1),
+                                       valid=ops.take(padding.valid, padding.plan.order, 1))
     units, finals, layer_in = list(model.units()), [], xs
     per_layer = len(model.directions)
     for layer in range(model.num_layers):
@@ -234,7 +254,16 @@ def whole_batch(ops: Ops, model: RecurrentSpec, padding: Padding, use_kernel: bo
     whose calls cost µs, not MXNet's 1-3 ms), not for arbitrary masks (their masked outputs are read),
     and not with relu: its padded steps may overflow, and 0·inf would reach the gradients."""
     return (padding.outputs_only is True and padding.lengths is not None and model.nonlinearity != "relu"
-            and not (use_kernel and ops.segment_padded_batches))
+            and not (shrinks(ops, padding, use_kernel) and (ops.segment_padded_batches or not use_kernel)))
+
+
+def shrinks(ops: Ops, padding: Padding, use_kernel: bool) -> bool:
+    """Whether a padded batch runs sorted, computing only the sequences still running: in
+    multirnn.packed's kernel segments (``use_kernel``), or in a shrinking scan (``shrinking_step``)."""
+    plan = padding.plan
+    if not isinstance(plan, packed.Plan):
+        return False
+    return bool(plan.sizes) if use_kernel else (ops.shrinking_scan and plan.running is not None)
 
 
 def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: Array, state: tuple,
@@ -247,14 +276,15 @@ def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: 
         return (ys if realign else ops.flip_time(ys)), final  # else: last step first, handed on so
     # each sequence reversed within its own length, not the whole padded block
     seq = ops.reverse_padded(layer_in, padding.lengths) if reverse else layer_in
+    use_kernel = fused_path(ops, model, ops.dtype_of(seq))
     if padding.plan is packed.WHOLE_BATCH:  # unmasked: padded steps are computed, and not read
-        if fused_path(ops, model, ops.dtype_of(seq)):
+        if use_kernel:
             ys, final = ops.fused_kernel(model, [p])(seq, [state])[0], None
         else:
             ys, final = run_direction(ops, model, p, seq, state)[0], None
-    elif padding.plan is not None:
+    elif use_kernel and padding.plan is not None:
         ys, final = packed.run_unit(ops, ops.fused_kernel(model, [p]), padding.plan, seq, state)
-    else:
+    else:  # the shrinking scan where padding has a plan (run kept it), else the masked one
         ys, final = run_direction(ops, model, p, seq, state, padding=padding)
     return (ops.reverse_padded(ys, padding.lengths) if reverse and realign else ys), final
 

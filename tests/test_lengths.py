@@ -42,12 +42,13 @@ def test_lengths_with_ties_and_short_batches(backend, lengths):
 
 
 def test_packed_plan():
-    order, inverse, ordered, sizes, active = packed.make_plan([3, 1, 3, 0, 2], steps=5)
+    order, inverse, ordered, sizes, active, running = packed.make_plan([3, 1, 3, 0, 2], steps=5)
     assert order == [0, 2, 4, 1, 3] and ordered == [3, 3, 2, 1, 0]  # longest first, ties in batch order
     assert [order[i] for i in inverse] == [0, 1, 2, 3, 4]
     assert sizes == (1, 1, 1) and active == (4, 3, 2)  # steps [0,1) [1,2) [2,3): 4, 3, 2 running
-    assert packed.make_plan([0, 0], steps=2)[3:] == ((), ())
-    assert packed.make_plan([4, 4], steps=4)[3:] == ((4,), (2,))
+    assert running == [4, 3, 2, 0, 0]  # per step: the sorted sequences longer than t
+    assert packed.make_plan([0, 0], steps=2)[3:] == ((), (), [0, 0])
+    assert packed.make_plan([4, 4], steps=4)[3:] == ((4,), (2,), [2, 2, 2, 2])
 
 
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
