@@ -44,16 +44,14 @@ def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple, list
     for position, row in enumerate(order):
         inverse[row] = position
     ordered = [lengths[b] for b in order]
-    sizes, active, start = [], [], 0
-    for end in sorted({n for n in lengths if n > 0}):
-        sizes.append(end - start)
-        active.append(sum(n >= end for n in ordered))
-        start = end
     running, remaining = [], len(ordered)
     for t in range(steps):  # ordered is non-increasing: drop the sequences of length t
         while remaining and ordered[remaining - 1] <= t:
             remaining -= 1
         running.append(remaining)
+    ends = sorted({n for n in lengths if n > 0})
+    sizes = [end - start for start, end in zip([0] + ends, ends)]
+    active = [running[end - 1] for end in ends]  # at least `end` long: longer than end - 1
     return order, inverse, ordered, tuple(sizes), tuple(active), running
 
 

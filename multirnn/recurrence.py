@@ -193,6 +193,8 @@ def run_direction(ops: Ops, model: RecurrentSpec, p: dict, xs: Array, state: tup
         return ys, final
     if shrinks(ops, padding, use_kernel=False):  # sorted longest first (run), never reversed here
         final, ys = ops.scan(shrinking_step(ops, step), tuple(state), (xs, padding.plan.running))
+        if padding.outputs_only:  # padded steps hold a finished row's carry, finite and not read
+            return ys, final
     else:
         final, ys = ops.scan(masked_step(ops, step), tuple(state), (xs, padding.keep), reverse=reverse)
     return ys * padding.valid, final  # zero outputs at padded steps
