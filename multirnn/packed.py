@@ -5,9 +5,11 @@ The batch is sorted longest first and cut in time wherever a sequence ends; each
 call on the sequences still running, a prefix of the sorted batch that shrinks segment by segment. So a
 padded step is never computed, and a sequence's final state is the carry after its own last step. The
 backward direction runs the same segments on each sequence reversed within its own length. The plan is
-made from host lengths (NumPy), which only the eager fused-kernel backends have (torch, MXNet): traced
-backends run the masked scan of multirnn.recurrence instead (and gradient passes, which read only the
-valid steps, may run the whole padded batch unmasked: recurrence.whole_batch).
+made from host lengths (NumPy) for the eager fused-kernel backends (torch, MXNet). The same sort, with
+per-step ``running`` counts instead of segments, serves a scan whose batch shrinks step by step
+(TensorFlow: recurrence.shrinking_step); the other traced backends run the masked scan of
+multirnn.recurrence (and gradient passes, which read only the valid steps, may run the whole padded
+batch unmasked: recurrence.whole_batch).
 
 Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64): 0.85x (1 thread) and 0.91x (2 threads)
 the full-length batch, where torch's own packed LSTM costs 2.3-2.4x (benchmarks/run.py --suite padded).
