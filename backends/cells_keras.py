@@ -2,8 +2,11 @@
 ``output, states = cell(x_t, states)``). Imported only through multirnn.native_cell."""
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
+import tensorflow as tf
 
 from multirnn import stepping
 from multirnn.backends import get
@@ -46,7 +49,13 @@ class RecurrentCell(keras.layers.Layer):
         per_unit = self.model.state_arrays
         flat = [tuple(states[k:k + per_unit]) for k in range(0, len(states), per_unit)]
         params = {name: weight.value for name, weight in self.canonical.items()}
-        output, finals = stepping.step_network(get("tensorflow"), self.model, params, inputs, flat)
+        impl = get("tensorflow")
+        # Called eagerly (a hand loop, as Keras's own cells are), one tf.function call per step instead
+        # of an op per weight concatenation (1.14-1.26x Keras's LSTMCell eagerly, 0.87-0.95x compiled);
+        # inside a graph (keras.layers.RNN, a tf.function) the ops are traced in place.
+        run = impl.compiled_step(self.model) if tf.executing_eagerly() else functools.partial(
+            stepping.step_network, impl, self.model)
+        output, finals = run(params, inputs, flat)
         return output, [a for unit in finals for a in unit]
 
     def get_config(self):
