@@ -152,13 +152,11 @@ class AbstractBackend:
                             self.asarray(cotangent.astype(xs.dtype, copy=False)))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
-    def compiled_step(self, model):
-        return self._once("step", model,
-                          lambda: self.compile(functools.partial(stepping.step_network, self, model)))
-
     def step(self, model, params, x_t, flat_state, masks=None):
         with self.precision(x_t.dtype):
-            y, finals = self.compiled_step(model)(*self._to_framework(params, x_t, flat_state, masks))
+            run = self._once("step", model,
+                             lambda: self.compile(functools.partial(stepping.step_network, self, model)))
+            y, finals = run(*self._to_framework(params, x_t, flat_state, masks))
             return self.to_numpy(y), tree_map(self.to_numpy, finals)
 
     def run_user(self, model, params, inputs, state=None, lengths=None, dropout_seed=None, padding=None):

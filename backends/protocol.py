@@ -137,10 +137,6 @@ class BackendProtocol(Protocol):
                   lengths=None, step_mask=None) -> dict:
         """NumPy in, d sum(outputs * cotangent) / d params NumPy out."""
 
-    def compiled_step(self, model) -> Callable:
-        """multirnn.stepping.step_network for ``model``, compiled once per spec (``compile``): framework
-        arrays (params, x_t, flat state, masks) in and out. ``step`` calls it; so does an eager cell."""
-
     def step(self, model, params: dict, x_t, flat_state: list, masks=None) -> tuple:
         """One time step of every layer of a unidirectional model, compiled once per spec: NumPy
         x_t (batch, in), flat state and ``masks`` (one (batch, units) array per layer after the
