@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import (CELL_VARIANTS, assert_close, check_padded_against_reference, flat_arrays, make_case,
-                      random_state)
+from conftest import (CELL_VARIANTS, assert_close, check_padded_against_reference, flat_arrays, load_backend,
+                      make_case, random_state)
 
 import multirnn
 from multirnn import packed
@@ -171,3 +171,38 @@ def test_padded_kernel_calls(monkeypatch, name):
     padded = [block for key, block in backend._graphs.blocks.items()
               if key[0] == model and key[2] == (5, 5, 3) and key[-1]]
     assert len(padded) == 1 and padded[0].padded
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_tensorflow_lengths_in_a_trace_that_knows_no_shape(cell):
+    """The TensorFlow backend's plan built in graph ops (padding_of: sorted longest first, per-step
+    running counts, for the shrinking scan), as the Keras layer meets it in model.fit: one tf.function
+    traced for unknown batch and steps, then called with two shapes; outputs, final states and
+    gradients against the per-sequence NumPy reference."""
+    impl = load_backend("tensorflow")
+    import tensorflow as tf
+
+    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, cell=cell)
+    params, _ = make_case(model, steps=1, batch=1)
+    weights = {k: tf.Variable(v) for k, v in params.items()}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float64),
+                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None, 8], tf.float64)])
+    def run(xs, lengths, cotangent):
+        with tf.GradientTape() as tape:
+            ys, state = impl.run_user(model, dict(weights), xs, lengths=lengths)
+            loss = tf.reduce_sum(ys * cotangent)
+        return ys, state, tape.gradient(loss, weights)
+
+    for steps, lengths in ((5, np.array([2, 5, 0, 5, 3])), (7, np.array([7, 1, 4]))):
+        _, xs = make_case(model, steps=steps, batch=len(lengths))
+        cotangent = np.random.default_rng(steps).normal(size=(steps, len(lengths), 8))
+        ys, state, grads = run(xs, lengths.astype(np.int32), cotangent)
+        want_ys, want_state = multirnn.forward(model, params, xs, lengths=lengths)
+        assert_close(ys.numpy(), want_ys, "float64", "outputs")
+        for got, want in zip(flat_arrays(model, state), flat_arrays(model, want_state)):
+            assert_close(got, want, "float64", "final state")
+        want_grads = multirnn.gradients(model, params, xs, cotangent=cotangent, lengths=lengths)
+        for name in want_grads:
+            assert_close(grads[name].numpy(), want_grads[name], "float64", name)
+    assert run.experimental_get_tracing_count() == 1
