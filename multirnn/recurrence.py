@@ -219,9 +219,9 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             padding = padding._replace(plan=None)
         else:  # sorted longest first: the sequences still running are a prefix of the batch
             xs, flat_state, masks = packed.sort_batch(ops, padding.plan, xs, flat_state, masks)
-            padding = padding._replace(lengths=padding.plan.sorted_lengths,
-                                       keep=ops.take(padding.keep, padding.plan.order, 1),
-                                       valid=ops.take(padding.valid, padding.plan.order, 1))
+            # keep is not read once sorted; valid only by the shrinking scan (segments pad with zeros)
+            valid = None if use_kernel else ops.take(padding.valid, padding.plan.order, 1)
+            padding = padding._replace(lengths=padding.plan.sorted_lengths, keep=None, valid=valid)
     units, finals, layer_in = list(model.units()), [], xs
     per_layer = len(model.directions)
     for layer in range(model.num_layers):
