@@ -252,11 +252,13 @@ def whole_batch(ops: Ops, model: RecurrentSpec, padding: Padding, use_kernel: bo
     path (no select per step). The valid steps are exact (a step sees only the past; a reversed unit
     reads each sequence reversed within its length, so padding stays at the end), and the padded
     steps add exact zeros to every gradient; their final states are another sequence's and are not
-    returned. Not where the kernel's segments are cheaper still (``segment_padded_batches``: torch,
-    whose calls cost µs, not MXNet's 1-3 ms), not for arbitrary masks (their masked outputs are read),
-    and not with relu: its padded steps may overflow, and 0·inf would reach the gradients."""
+    returned. Not where computing only the running sequences is cheaper still: the kernel's segments
+    where ``segment_padded_batches`` (torch, whose calls cost µs, not MXNet's 1-3 ms), or a shrinking
+    scan (TensorFlow). Not for arbitrary masks (their masked outputs are read), and not with relu: its
+    padded steps may overflow, and 0·inf would reach the gradients."""
+    running_only = shrinks(ops, padding, use_kernel) and (ops.segment_padded_batches or not use_kernel)
     return (padding.outputs_only is True and padding.lengths is not None and model.nonlinearity != "relu"
-            and not (shrinks(ops, padding, use_kernel) and (ops.segment_padded_batches or not use_kernel)))
+            and not running_only)
 
 
 def shrinks(ops: Ops, padding: Padding, use_kernel: bool) -> bool:
