@@ -18,7 +18,7 @@ from multirnn import recurrence  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import AbstractBackend, tree_leaves, tree_map  # noqa: E402
-from .mxnet_graph import GraphCache, fused_kernel, fused_kernel_accepts  # noqa: E402
+from .mxnet_graph import GraphCache, fused_kernel, fused_kernel_accepts, take  # noqa: E402
 
 
 class Backend(AbstractBackend):
@@ -55,8 +55,9 @@ class Backend(AbstractBackend):
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels)
         if masks is None and padding is not None and recurrence.whole_batch(
                 self, model, padding, recurrence.fused_path(self, model, self.dtype_of(xs))):
-            # a padded gradient pass: unmasked, so it runs in a cached graph too
-            return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels, padding.lengths)
+            # a padded gradient pass: it may run past each sequence's end, so it runs in a cached graph
+            # too, in a few coarse segments (packed.coarse_segments: a few shapes, few kernel calls)
+            return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels, padding)
         # dropout and the rest of padded batches take the eager NDArray path (not graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)
 
@@ -95,7 +96,7 @@ class Backend(AbstractBackend):
         return mx.nd.zeros(shape, dtype=like.dtype, ctx=like.context)
 
     def take(self, x, indices, axis):
-        return mx.nd.take(x, indices, axis=axis)
+        return take(mx.nd, x, indices, axis)
 
     def split_sizes(self, x, sizes, axis):
         ends = np.cumsum(sizes)

@@ -25,12 +25,13 @@ def fused_kernel_accepts(model, dtype) -> bool:
 
 
 class _Sym:
-    """A Symbol whose + - * broadcast like NDArray's (Symbol's own operators demand equal shapes)."""
+    """A Symbol whose + - * broadcast like NDArray's (Symbol's own operators demand equal shapes), with
+    its static ``shape`` where the ops that multirnn.packed's segments use know it (else None)."""
 
-    __slots__ = ("sym",)
+    __slots__ = ("sym", "shape")
 
-    def __init__(self, sym):
-        self.sym = sym
+    def __init__(self, sym, shape=None):
+        self.sym, self.shape = sym, shape
 
     def _apply(self, other, broadcast, scalar):
         if isinstance(other, _Sym):
@@ -82,13 +83,22 @@ def fused_kernel(F, model, kernel_units: list):
     return run
 
 
+def take(F, x, indices, axis: int):
+    """``F.take`` along ``axis`` as a take along axis 0 between two swapaxes: MXNet 1.9.1's take along
+    axis 1 of a (T, B, D) batch, forward and backward, cost 0.23x a full LSTM pass of the issue's size;
+    this way 0.04x (measured)."""
+    if axis == 0:
+        return F.take(x, indices, axis=0)
+    return F.swapaxes(F.take(F.swapaxes(x, 0, axis), indices, axis=0), 0, axis)
+
+
 class SymbolOps(AbstractBackend):
     """multirnn.recurrence's Ops on wrapped Symbols, for a sequence of ``steps`` steps (a tracer, not a
     registered backend: what it lacks raises the base class's NotImplementedError)."""
 
     name = "mxnet-symbol"
     has_fused_kernel = True
-    segment_padded_batches = False  # a padded graph is Unrolled's gradient pass: whole batches
+    segment_padded_batches = False  # a padded graph is Unrolled's gradient pass (its own segments)
     fused_kernel_accepts = staticmethod(fused_kernel_accepts)
 
     def __init__(self, steps: int, hidden: int, dtype, use_fused_kernels: bool = True):
@@ -106,7 +116,9 @@ class SymbolOps(AbstractBackend):
 
         def run_symbols(xs, states):
             ys, finals = run(xs.sym, [tuple(map(raw, s)) for s in states])
-            return _Sym(ys), [tuple(map(_Sym, s)) for s in finals]
+            shape = None if xs.shape is None else (*xs.shape[:2], model.num_hiddens * len(units))
+            state_shape = None if xs.shape is None else (xs.shape[1], model.num_hiddens)
+            return _Sym(ys, shape), [tuple(_Sym(a, state_shape) for a in s) for s in finals]
         return run_symbols
 
     @staticmethod
@@ -128,16 +140,40 @@ class SymbolOps(AbstractBackend):
     @staticmethod
     def concat(xs, axis):
         parts = [x.sym for x in xs]
-        if axis == 0 or len(parts) == 1:
-            return _Sym(mx.sym.concat(*parts, dim=axis))
+        shape = None
+        if all(x.shape is not None for x in xs):
+            shape = list(xs[0].shape)
+            shape[axis] = sum(x.shape[axis] for x in xs)
+            shape = tuple(shape)
+        # without a shape, axis 1 is a 2-D weight's last axis (the recurrence's gate concatenations)
+        last = axis == -1 or axis == (1 if xs[0].shape is None else len(xs[0].shape) - 1)
+        if not last or len(parts) == 1:
+            return _Sym(mx.sym.concat(*parts, dim=axis), shape)
         # The recurrence joins along the last axis (axis=1 of 2-D weights, -1 of outputs) parts of one
         # width. MXNet's concat there is ~8x slower than stacking them on a new axis before the last
         # and merging the two (right-aligned reshape: -3 merges, -2 keeps the rest).
-        return _Sym(mx.sym.reshape(mx.sym.stack(*parts, axis=-2), shape=(-2, -3), reverse=True))
+        return _Sym(mx.sym.reshape(mx.sym.stack(*parts, axis=-2), shape=(-2, -3), reverse=True), shape)
+
+    @staticmethod
+    def take(x, indices, axis):
+        return _Sym(take(mx.sym, x.sym, indices.sym, axis), x.shape)
+
+    @staticmethod
+    def split_sizes(x, sizes, axis):
+        parts, begin = [], 0
+        for size in sizes:
+            shape = None if x.shape is None else x.shape[:axis] + (size,) + x.shape[axis + 1:]
+            parts.append(_Sym(mx.sym.slice_axis(x.sym, axis=axis, begin=begin, end=begin + size), shape))
+            begin += size
+        return parts
+
+    def zeros(self, shape, like):
+        return _Sym(mx.sym.zeros(shape, dtype=self.dtype), tuple(shape))
 
     @staticmethod
     def reverse_padded(x, lengths):  # lengths: the graph's input, in x's dtype (GraphCache.run)
-        return _Sym(mx.sym.SequenceReverse(x.sym, sequence_length=lengths.sym, use_sequence_length=True))
+        return _Sym(mx.sym.SequenceReverse(x.sym, sequence_length=lengths.sym, use_sequence_length=True),
+                    x.shape)
 
     @staticmethod
     def flip_time(x):
@@ -164,53 +200,72 @@ class SymbolOps(AbstractBackend):
 
 class Unrolled(mx.gluon.HybridBlock):
     """``block(xs, *params in canonical order, *flat state arrays) -> (ys, *final state arrays)``;
-    ``padded``: ``block(..., lengths) -> ys`` for a gradient pass over a padded batch (each layer's
-    whole batch unmasked, recurrence.whole_batch; no final state)."""
+    with ``segments`` (a gradient pass over a padded batch, recurrence.whole_batch; no final state):
+    ``()``: ``block(..., lengths) -> ys``, each layer's whole batch unmasked; (sizes, active) of
+    multirnn.packed.coarse_segments: ``block(..., sorted lengths, order, inverse) -> ys``, the batch
+    sorted and each segment one kernel call on the sequences still running."""
 
-    def __init__(self, model, names, steps, dtype, use_fused_kernels=True, padded=False):
+    def __init__(self, model, names, shape, dtype, use_fused_kernels=True, segments=None):
         super().__init__()
-        self.model, self.names, self.steps, self.dtype = model, tuple(names), steps, dtype
-        self.use_fused_kernels, self.padded = use_fused_kernels, padded
+        self.model, self.names, self.shape, self.dtype = model, tuple(names), shape, dtype
+        self.use_fused_kernels, self.segments = use_fused_kernels, segments
 
     def hybrid_forward(self, F, xs, *arrays):
+        steps, batch = self.shape[:2]
         arrays = [_Sym(a) for a in arrays]
+        ops = SymbolOps(steps, self.model.num_hiddens, self.dtype, self.use_fused_kernels)
         padding = None
-        if self.padded:
+        if self.segments == ():
             padding = recurrence.Padding(arrays.pop(), None, None, packed.WHOLE_BATCH, outputs_only=True)
+        elif self.segments is not None:
+            lengths, order, inverse = arrays[-3:]
+            arrays = arrays[:-3]
+            plan = packed.Plan(order, inverse, lengths, *self.segments)
+            padding = recurrence.Padding(lengths, None, None, plan, outputs_only=True)
+            ops.segment_padded_batches = True  # the segments this graph was built for
         params = dict(zip(self.names, arrays[:len(self.names)]))
         state, width = arrays[len(self.names):], self.model.state_arrays
+        state = [_Sym(a.sym, (batch, self.model.num_hiddens)) for a in state]  # shapes for the segments
         flat = [tuple(state[i:i + width]) for i in range(0, len(state), width)]
-        ops = SymbolOps(self.steps, self.model.num_hiddens, self.dtype, self.use_fused_kernels)
-        ys, finals = recurrence.run(ops, self.model, params, _Sym(xs), flat, padding=padding)
-        if self.padded:
+        ys, finals = recurrence.run(ops, self.model, params, _Sym(xs, self.shape), flat, padding=padding)
+        if self.segments is not None:
             return ys.sym
         return (ys.sym,) + tuple(a.sym for unit in finals for a in unit)
 
 
 class GraphCache:
-    """Hybridized Unrolled blocks by (spec, parameter names, input shape, dtype); least recently used
-    dropped past ``size`` (each holds its own preallocated buffers)."""
+    """Hybridized Unrolled blocks by (spec, parameter names, input shape, dtype, segments); least
+    recently used dropped past ``size`` (each holds its own preallocated buffers)."""
 
     def __init__(self, size: int = 32):
         self.size, self.blocks = size, OrderedDict()
 
-    def run(self, model, params: dict, xs, flat_state, use_fused_kernels=True, lengths=None):
-        """(ys, flat final state); with ``lengths``, Unrolled's padded gradient pass: (ys, None per unit)."""
+    def run(self, model, params: dict, xs, flat_state, use_fused_kernels=True, padding=None):
+        """(ys, flat final state); with ``padding`` (recurrence.Padding with host lengths' plan),
+        Unrolled's gradient pass over the padded batch: (ys, None per unit)."""
         # a learned h_0/c_0 reaches the graph inside flat_state (AbstractBackend._run), not as a param
         learned = set(model.initial_state_names)
         params = {k: v for k, v in params.items() if k.rsplit(".", 1)[-1] not in learned}
-        padded = lengths is not None
-        key = (model, tuple(params), xs.shape, xs.dtype, use_fused_kernels, padded)
+        segments, extra = None, []
+        if padding is not None:  # segments where each layer runs in the kernel, else the plain scan
+            plan, kernel = padding.plan, use_fused_kernels and recurrence.kernel_computes(model) \
+                and fused_kernel_accepts(model, xs.dtype)
+            segments = () if plan is None or not kernel else packed.coarse_segments(
+                plan.sizes, plan.active, xs.shape[0], xs.shape[1])
+            if segments == () or segments[1] == (xs.shape[1],):  # one call on the whole batch
+                segments, extra = (), [padding.lengths.astype(xs.dtype)]
+            else:
+                extra = [plan.sorted_lengths.astype(xs.dtype), plan.order, plan.inverse]
+        key = (model, tuple(params), xs.shape, xs.dtype, use_fused_kernels, segments)
         block = self.blocks.pop(key, None)
         if block is None:
-            block = Unrolled(model, params, xs.shape[0], xs.dtype, use_fused_kernels, padded)
+            block = Unrolled(model, params, xs.shape, xs.dtype, use_fused_kernels, segments)
             block.hybridize(static_alloc=True, static_shape=True)
         self.blocks[key] = block
         while len(self.blocks) > self.size:
             self.blocks.popitem(last=False)
-        out = block(xs, *params.values(), *(a for unit in flat_state for a in unit),
-                    *([lengths.astype(xs.dtype)] if padded else []))
-        if padded:
+        out = block(xs, *params.values(), *(a for unit in flat_state for a in unit), *extra)
+        if padding is not None:
             return out, [None] * len(flat_state)
         out = out if isinstance(out, (list, tuple)) else [out]
         width = model.state_arrays

@@ -93,3 +93,35 @@ def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
     if steps > longest:  # outputs are zero from the longest length on; h's width is the outputs'
         outputs.append(ops.zeros((steps - longest, batch, state[0].shape[1]), state[0]))
     return (ops.concat(outputs, axis=0) if len(outputs) > 1 else outputs[0]), final
+
+
+def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum: int = 8,
+                    call_cost: float = 0.025) -> tuple[tuple, tuple]:
+    """At most three segments covering an exact plan's (``sizes``, ``active``), for a gradient pass,
+    which reads only the valid steps (recurrence.whole_batch: a sequence may run past its end): each
+    starts at a multiple of ``quantum`` steps on the sequences still running then, rounded up to a
+    multiple of ``quantum`` rows, so a few shapes serve every batch (MXNet compiles a graph per
+    shape). Chosen to minimise the steps × rows computed plus ``call_cost`` × steps × batch per extra
+    kernel call (MXNet's RNN operator in a graph: about 2.5% of a full call each, measured). A single
+    segment of the whole batch when nothing cheaper exists."""
+    ends, start = [], 0
+    for size in sizes:
+        start += size
+        ends.append(start)
+    longest = min(steps, -(-ends[-1] // quantum) * quantum)
+
+    def rows_from(t):  # the sequences longer than t, rounded up
+        count = next((n for end, n in zip(ends, active) if end > t), 0)
+        return min(batch, -(-count // quantum) * quantum)
+
+    candidates = range(quantum, longest, quantum)
+    best = ((longest,), (rows_from(0),))
+    best_cost = longest * best[1][0]
+    for cuts in [(b,) for b in candidates] + [(a, b) for a in candidates for b in candidates if a < b]:
+        bounds = (0,) + cuts + (longest,)
+        seg_sizes = tuple(e - s for s, e in zip(bounds, bounds[1:]))
+        seg_rows = tuple(rows_from(s) for s in bounds[:-1])
+        cost = sum(s * r for s, r in zip(seg_sizes, seg_rows)) + call_cost * len(cuts) * steps * batch
+        if cost < best_cost:
+            best, best_cost = (seg_sizes, seg_rows), cost
+    return best

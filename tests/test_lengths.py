@@ -167,10 +167,35 @@ def test_padded_kernel_calls(monkeypatch, name):
     if name == "torch":
         assert calls == [(1, 4, 3), (1, 3, 3), (1, 2, 3)] * 2
         return
-    assert calls == []  # not eager: the graph of mxnet_graph.Unrolled(padded=True)
+    assert calls == []  # not eager: the graph of mxnet_graph.Unrolled, a batch too small to cut
     padded = [block for key, block in backend._graphs.blocks.items()
-              if key[0] == model and key[2] == (5, 5, 3) and key[-1]]
-    assert len(padded) == 1 and padded[0].padded
+              if key[0] == model and key[2] == (5, 5, 3) and key[-1] is not None]
+    assert len(padded) == 1 and padded[0].segments == ()
+
+
+def test_coarse_segments():
+    """packed.coarse_segments, worked by hand: batch 24 of lengths 20 (4), 12 (8) and 5 (12) in 20 steps.
+    One call: 20 x 24 = 480 row-steps. Cut at 8 and 16: 8 x 24 + 8 x 16 (12 running, rounded up to 16)
+    + 4 x 8 (4 running) = 352, plus 2 x 2.5% of 480 = 376, the cheapest (at 8 alone: 396, at 16: 428)."""
+    sizes, active = packed.make_plan([20] * 4 + [12] * 8 + [5] * 12, 20)[3:5]
+    assert packed.coarse_segments(sizes, active, steps=20, batch=24) == ((8, 8, 4), (24, 16, 8))
+    assert packed.coarse_segments(*packed.make_plan([3, 1, 3, 0, 2], 5)[3:5], steps=5, batch=5) == ((5,), (5,))
+    assert packed.coarse_segments(*packed.make_plan([64] * 64, 64)[3:5], steps=64, batch=64) == ((64,), (64,))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_mxnet_gradient_pass_in_coarse_segments(bidirectional):
+    """A padded gradient pass on MXNet big enough to cut (test_coarse_segments' batch, shuffled): its
+    cached graph sorts the batch and runs three kernel calls per unit; every gradient against the
+    per-sequence NumPy reference."""
+    from conftest import load_backend
+
+    backend = load_backend("mxnet")
+    model = multirnn.RecurrentSpec(3, 4, cell="lstm", num_layers=2, bidirectional=bidirectional)
+    lengths = np.array([20] * 4 + [12] * 8 + [5] * 12)[np.random.default_rng(0).permutation(24)]
+    check_padded_against_reference(model, "mxnet", "float64", 24, 20, lengths=lengths)
+    used = [key[-1] for key in backend._graphs.blocks if key[0] == model and key[2] == (20, 24, 3)]
+    assert ((8, 8, 4), (24, 16, 8)) in used
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
