@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from conftest import (FUSED_KERNEL_BACKENDS, assert_close, check_against_reference, load_backend, make_case,
                       random_state)
-from test_parity import check_against_reference
 from test_reference import finite_difference_check
 
 import multirnn

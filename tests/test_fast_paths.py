@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FUSED_KERNEL_BACKENDS, assert_close, load_backend, make_case, random_state, to_float64
-from test_parity import check_against_reference
+from conftest import (FUSED_KERNEL_BACKENDS, assert_close, check_against_reference, load_backend, make_case,
+                      random_state, to_float64)
 
 import multirnn
 from multirnn import compare, recurrence, reference
