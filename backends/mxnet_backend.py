@@ -53,10 +53,12 @@ class Backend(AbstractBackend):
     def run_recurrence(self, model, params, xs, flat_state, masks=None, padding=None):
         if masks is None and padding is None:
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels)
-        if masks is None and padding is not None and recurrence.whole_batch(
-                self, model, padding, recurrence.fused_path(self, model, self.dtype_of(xs))):
+        use_kernel = recurrence.fused_path(self, model, self.dtype_of(xs))
+        if masks is None and padding is not None and recurrence.whole_batch(self, model, padding, use_kernel):
             # a padded gradient pass: it may run past each sequence's end, so it runs in a cached graph
-            # too, in a few coarse segments (packed.coarse_segments: a few shapes, few kernel calls)
+            # too, in a few coarse segments where the kernel runs (packed.coarse_segments: a few
+            # shapes, few kernel calls), else as the plain scan of the whole batch
+            padding = padding if use_kernel else padding._replace(plan=None)
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels, padding)
         # dropout and the rest of padded batches take the eager NDArray path (not graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)

@@ -241,16 +241,16 @@ class GraphCache:
         self.size, self.blocks = size, OrderedDict()
 
     def run(self, model, params: dict, xs, flat_state, use_fused_kernels=True, padding=None):
-        """(ys, flat final state); with ``padding`` (recurrence.Padding with host lengths' plan),
-        Unrolled's gradient pass over the padded batch: (ys, None per unit)."""
+        """(ys, flat final state); with ``padding`` (recurrence.Padding; its host lengths' plan where
+        each layer runs in the kernel, else None), Unrolled's gradient pass over the padded batch:
+        (ys, None per unit)."""
         # a learned h_0/c_0 reaches the graph inside flat_state (AbstractBackend._run), not as a param
         learned = set(model.initial_state_names)
         params = {k: v for k, v in params.items() if k.rsplit(".", 1)[-1] not in learned}
         segments, extra = None, []
-        if padding is not None:  # segments where each layer runs in the kernel, else the plain scan
-            plan, kernel = padding.plan, use_fused_kernels and recurrence.kernel_computes(model) \
-                and fused_kernel_accepts(model, xs.dtype)
-            segments = () if plan is None or not kernel else packed.coarse_segments(
+        if padding is not None:
+            plan = padding.plan
+            segments = () if plan is None else packed.coarse_segments(
                 plan.sizes, plan.active, xs.shape[0], xs.shape[1])
             if segments == () or segments[1] == (xs.shape[1],):  # one call on the whole batch
                 segments, extra = (), [padding.lengths.astype(xs.dtype)]

@@ -236,7 +236,7 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             continue
         outputs = []
         for i, unit in zip(mine, params_of):
-            ys, final = run_unit(ops, model, unit, units[i][1], layer_in, flat_state[i], padding)
+            ys, final = run_unit(ops, model, unit, units[i][1], layer_in, flat_state[i], padding, use_kernel)
             outputs.append(ys)
             finals.append(final)
         layer_in = merge_directions(ops, model, outputs)
@@ -271,8 +271,9 @@ def shrinks(ops: Ops, padding: Padding, use_kernel: bool) -> bool:
 
 
 def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: Array, state: tuple,
-             padding: Padding | None):
-    """One (layer, direction) unit: (outputs in the order the next layer reads them, final state)."""
+             padding: Padding | None, use_kernel: bool):
+    """One (layer, direction) unit: (outputs in the order the next layer reads them, final state);
+    ``use_kernel``: run's ``fused_path``."""
     reverse = direction == "bwd" or model.reverse
     realign = direction == "bwd" or model.keep_order  # outputs back in input order
     if padding is None or padding.lengths is None:  # no padding, or a mask: whole-sequence reversal
@@ -280,7 +281,6 @@ def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: 
         return (ys if realign else ops.flip_time(ys)), final  # else: last step first, handed on so
     # each sequence reversed within its own length, not the whole padded block
     seq = ops.reverse_padded(layer_in, padding.lengths) if reverse else layer_in
-    use_kernel = fused_path(ops, model, ops.dtype_of(seq))
     if padding.plan is packed.WHOLE_BATCH:  # unmasked: padded steps are computed, and not read
         if use_kernel:
             ys, final = ops.fused_kernel(model, [p])(seq, [state])[0], None
