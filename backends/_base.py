@@ -46,7 +46,7 @@ class AbstractBackend:
     use_fused_kernels = True
     has_fused_kernel = False
     hoist_input_projection = True
-    segment_padded_batches = True  # multirnn.packed's segments even where only outputs are read
+    coarse_gradient_segments = True  # packed.coarse_plan where only the valid steps are read
     shrinking_scan = False  # scan takes a carry whose batch changes from step to step
     is_reference = False
 

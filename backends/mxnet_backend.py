@@ -27,9 +27,6 @@ class Backend(AbstractBackend):
     name = "mxnet"
     version = mx.__version__
     has_fused_kernel = True
-    # its RNN operator costs 1-3 ms a call on CPU (a new batch size each segment): a gradient pass runs
-    # each padded layer in one call (recurrence.whole_batch)
-    segment_padded_batches = False
     fused_kernel_accepts = staticmethod(fused_kernel_accepts)
     matmul = staticmethod(mx.nd.dot)  # contracts a's last axis with b's first, any rank
 
@@ -54,12 +51,13 @@ class Backend(AbstractBackend):
         if masks is None and padding is None:
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels)
         use_kernel = recurrence.fused_path(self, model, self.dtype_of(xs))
-        if masks is None and padding is not None and recurrence.whole_batch(self, model, padding, use_kernel):
+        if masks is None and padding is not None and recurrence.reads_valid_steps_only(model, padding):
             # a padded gradient pass: it may run past each sequence's end, so it runs in a cached graph
-            # too, in a few coarse segments where the kernel runs (packed.coarse_segments: a few
-            # shapes, few kernel calls), else as the plain scan of the whole batch
-            padding = padding if use_kernel else padding._replace(plan=None)
-            return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels, padding)
+            # too, built for recurrence.schedule's plan (a few coarse segments where the kernel runs:
+            # a few shapes, few kernel calls; else the plain scan of the whole batch)
+            plan = recurrence.schedule(self, model, padding, use_kernel, xs)
+            return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels,
+                                    padding._replace(plan=plan))
         # dropout and the rest of padded batches take the eager NDArray path (not graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)
 

@@ -98,7 +98,7 @@ class SymbolOps(AbstractBackend):
 
     name = "mxnet-symbol"
     has_fused_kernel = True
-    segment_padded_batches = False  # a padded graph is Unrolled's gradient pass (its own segments)
+    coarse_gradient_segments = False  # a padded graph is built for its plan's segments, coarse already
     fused_kernel_accepts = staticmethod(fused_kernel_accepts)
 
     def __init__(self, steps: int, hidden: int, dtype, use_fused_kernels: bool = True):
@@ -200,10 +200,10 @@ class SymbolOps(AbstractBackend):
 
 class Unrolled(mx.gluon.HybridBlock):
     """``block(xs, *params in canonical order, *flat state arrays) -> (ys, *final state arrays)``;
-    with ``segments`` (a gradient pass over a padded batch, recurrence.whole_batch; no final state):
-    ``()``: ``block(..., lengths) -> ys``, each layer's whole batch unmasked; (sizes, active) of
-    multirnn.packed.coarse_segments: ``block(..., sorted lengths, order, inverse) -> ys``, the batch
-    sorted and each segment one kernel call on the sequences still running."""
+    with ``segments`` (a gradient pass over a padded batch, recurrence.reads_valid_steps_only; no final
+    state): ``()``: ``block(..., lengths) -> ys``, each layer's whole batch unmasked; (sizes, active) of
+    multirnn.packed.coarse_plan: ``block(..., sorted lengths, order, inverse) -> ys``, the batch sorted
+    and each segment one kernel call on the sequences still running."""
 
     def __init__(self, model, names, shape, dtype, use_fused_kernels=True, segments=None):
         super().__init__()
@@ -222,7 +222,6 @@ class Unrolled(mx.gluon.HybridBlock):
             arrays = arrays[:-3]
             plan = packed.Plan(order, inverse, lengths, *self.segments)
             padding = recurrence.Padding(lengths, None, None, plan, outputs_only=True)
-            ops.segment_padded_batches = True  # the segments this graph was built for
         params = dict(zip(self.names, arrays[:len(self.names)]))
         state, width = arrays[len(self.names):], self.model.state_arrays
         state = [_Sym(a.sym, (batch, self.model.num_hiddens)) for a in state]  # shapes for the segments
@@ -241,20 +240,19 @@ class GraphCache:
         self.size, self.blocks = size, OrderedDict()
 
     def run(self, model, params: dict, xs, flat_state, use_fused_kernels=True, padding=None):
-        """(ys, flat final state); with ``padding`` (recurrence.Padding; its host lengths' plan where
-        each layer runs in the kernel, else None), Unrolled's gradient pass over the padded batch:
-        (ys, None per unit)."""
+        """(ys, flat final state); with ``padding`` (recurrence.Padding, its plan recurrence.schedule's
+        for a gradient pass: WHOLE_BATCH or coarse segments), Unrolled's gradient pass over the padded
+        batch: (ys, None per unit)."""
         # a learned h_0/c_0 reaches the graph inside flat_state (AbstractBackend._run), not as a param
         learned = set(model.initial_state_names)
         params = {k: v for k, v in params.items() if k.rsplit(".", 1)[-1] not in learned}
         segments, extra = None, []
         if padding is not None:
             plan = padding.plan
-            segments = () if plan is None else packed.coarse_segments(
-                plan.sizes, plan.active, xs.shape[0], xs.shape[1])
-            if segments == () or segments[1] == (xs.shape[1],):  # one call on the whole batch
+            if plan is packed.WHOLE_BATCH:
                 segments, extra = (), [padding.lengths.astype(xs.dtype)]
             else:
+                segments = (plan.sizes, plan.active)
                 extra = [plan.sorted_lengths.astype(xs.dtype), plan.order, plan.inverse]
         key = (model, tuple(params), xs.shape, xs.dtype, use_fused_kernels, segments)
         block = self.blocks.pop(key, None)

@@ -33,6 +33,9 @@ class Backend(AbstractBackend):
     name = "torch"
     version = torch.__version__
     has_fused_kernel = True
+    # cells no kernel computes (d2l's GRU, hard sigmoid gates, ...): an eager step may slice off the
+    # sequences that ended (0.78-0.97x the full batch forward, where the masked scan cost 0.94-1.17x)
+    shrinking_scan = True
     matmul = staticmethod(torch.matmul)
     tanh = staticmethod(torch.tanh)
     relu = staticmethod(torch.relu)

@@ -8,11 +8,13 @@ backward direction runs the same segments on each sequence reversed within its o
 made from host lengths (NumPy) for the eager fused-kernel backends (torch, MXNet). The same sort, with
 per-step ``running`` counts instead of segments, serves a scan whose batch shrinks step by step
 (TensorFlow: recurrence.shrinking_step); the other traced backends run the masked scan of
-multirnn.recurrence (and gradient passes, which read only the valid steps, may run the whole padded
-batch unmasked: recurrence.whole_batch).
+multirnn.recurrence. A gradient pass reads only the valid steps, so a sequence may run past its end:
+on the kernel it runs at most three coarse segments (``coarse_plan``), elsewhere the whole padded batch
+unmasked or the shrinking scan (recurrence.schedule).
 
-Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64): 0.85x (1 thread) and 0.91x (2 threads)
-the full-length batch, where torch's own packed LSTM costs 2.3-2.4x (benchmarks/run.py --suite padded).
+Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.70x (1 thread) and
+0.67x (2 threads) the full-length batch in coarse segments, 0.88x and 1.06x in this exact plan's 26
+calls, where torch's own packed LSTM costs 2.3-2.4x (benchmarks/run.py --suite padded).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from typing import Any, NamedTuple
 Array = Any
 
 
-WHOLE_BATCH = "whole batch"  # the plan recurrence.whole_batch chooses instead of a Plan
+WHOLE_BATCH = "whole batch"  # the plan recurrence.schedule chooses instead of a Plan: unmasked
 
 
 class Plan(NamedTuple):
@@ -95,14 +97,24 @@ def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
     return (ops.concat(outputs, axis=0) if len(outputs) > 1 else outputs[0]), final
 
 
+def coarse_plan(plan: Plan, steps: int, batch: int):
+    """``plan`` with ``coarse_segments`` for its segments (a gradient pass: recurrence.schedule), or
+    WHOLE_BATCH where they are one call on every step of the whole batch (then nothing is sorted)."""
+    sizes, active = coarse_segments(plan.sizes, plan.active, steps, batch)
+    if sizes == (steps,) and active == (batch,):
+        return WHOLE_BATCH
+    return plan._replace(sizes=sizes, active=active)
+
+
 def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum: int = 8,
                     call_cost: float = 0.025) -> tuple[tuple, tuple]:
     """At most three segments covering an exact plan's (``sizes``, ``active``), for a gradient pass,
-    which reads only the valid steps (recurrence.whole_batch: a sequence may run past its end): each
-    starts at a multiple of ``quantum`` steps on the sequences still running then, rounded up to a
+    which reads only the valid steps (recurrence.reads_valid_steps_only: a sequence may run past its
+    end): each starts at a multiple of ``quantum`` steps on the sequences still running then, rounded up to a
     multiple of ``quantum`` rows, so a few shapes serve every batch (MXNet compiles a graph per
     shape). Chosen to minimise the steps × rows computed plus ``call_cost`` × steps × batch per extra
-    kernel call (MXNet's RNN operator in a graph: about 2.5% of a full call each, measured). A single
+    kernel call (MXNet's RNN operator in a graph: about 2.5% of a full call each, measured; torch's
+    LSTM picks the same cuts for call costs of 1-5%). A single
     segment of the whole batch when nothing cheaper exists."""
     ends, start = [], 0
     for size in sizes:

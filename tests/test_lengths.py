@@ -145,9 +145,9 @@ def test_lengths_as_list_is_accepted():
 @pytest.mark.parametrize("name", ["torch", "mxnet"])
 def test_padded_kernel_calls(monkeypatch, name):
     """Forward runs multirnn.packed's segments (one call per distinct length and unit); a gradient pass
-    on MXNet, whose kernel calls are dear, runs each unit's whole padded batch in one call
-    (recurrence.whole_batch) inside its cached graph, torch keeps the segments. Numbers: the
-    tests above."""
+    reads only the valid steps, and a batch this small is not worth cutting (packed.coarse_plan): each
+    unit's whole padded batch in one call, on torch eagerly, on MXNet inside its cached graph. Numbers:
+    the tests above."""
     from conftest import load_backend
 
     backend = load_backend(name)
@@ -165,12 +165,31 @@ def test_padded_kernel_calls(monkeypatch, name):
     calls.clear()
     multirnn.gradients(model, params, inputs, backend=name, lengths=lengths)
     if name == "torch":
-        assert calls == [(1, 4, 3), (1, 3, 3), (1, 2, 3)] * 2
+        assert calls == [(5, 5, 3)] * 2
         return
     assert calls == []  # not eager: the graph of mxnet_graph.Unrolled, a batch too small to cut
     padded = [block for key, block in backend._graphs.blocks.items()
               if key[0] == model and key[2] == (5, 5, 3) and key[-1] is not None]
     assert len(padded) == 1 and padded[0].segments == ()
+
+
+def test_generic_path_shrinks_where_the_scan_can(monkeypatch, backend):
+    """A cell no kernel computes (d2l's GRU) runs a padded batch in the shrinking scan where the
+    backend's scan takes a batch that changes size (torch eagerly, TensorFlow in its while loop):
+    forward and gradients, each unit once; elsewhere the masked scan (forward) or the whole batch
+    (gradients). Numbers: test_lengths_match_reference."""
+    from multirnn import recurrence
+
+    impl = load_backend(backend)
+    impl._compiled.clear()  # a compiled function traced before would not trace its steps again
+    wrapped, original = [], recurrence.shrinking_step
+    monkeypatch.setattr(recurrence, "shrinking_step", lambda ops, step: wrapped.append(1) or original(ops, step))
+    model = multirnn.RecurrentSpec(3, 4, cell="gru", bidirectional=True)
+    params, inputs = make_case(model, steps=5, batch=5)
+    lengths = np.array([3, 1, 3, 0, 2])
+    multirnn.forward(model, params, inputs, backend=backend, lengths=lengths)
+    multirnn.gradients(model, params, inputs, backend=backend, lengths=lengths)
+    assert len(wrapped) == (4 if backend in ("torch", "tensorflow") else 0)
 
 
 def test_coarse_segments():
@@ -184,20 +203,21 @@ def test_coarse_segments():
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-def test_mxnet_gradient_pass_in_coarse_segments(monkeypatch, bidirectional):
-    """A padded gradient pass on MXNet big enough to cut (test_coarse_segments' batch, shuffled): its
-    cached graph sorts the batch and runs three kernel calls per unit; every gradient against the
-    per-sequence NumPy reference."""
+@pytest.mark.parametrize("name", ["torch", "mxnet"])
+def test_gradient_pass_in_coarse_segments(monkeypatch, name, bidirectional):
+    """A padded gradient pass big enough to cut (test_coarse_segments' batch, shuffled): the batch is
+    sorted and each unit runs three kernel calls (on MXNet inside its cached graph); every gradient
+    against the per-sequence NumPy reference."""
     from conftest import load_backend
 
-    load_backend("mxnet")
+    load_backend(name)
     seen, original = [], packed.run_unit
     monkeypatch.setattr(packed, "run_unit", lambda ops, kernel, plan, xs, state: seen.append(
         (plan.sizes, plan.active)) or original(ops, kernel, plan, xs, state))
     model = multirnn.RecurrentSpec(3, 4, cell="lstm", num_layers=2, bidirectional=bidirectional)
     lengths = np.array([20] * 4 + [12] * 8 + [5] * 12)[np.random.default_rng(0).permutation(24)]
-    check_padded_against_reference(model, "mxnet", "float64", 24, 20, lengths=lengths)
-    # once per unit, where the graph is built (the forward runs the exact segments, eagerly)
+    check_padded_against_reference(model, name, "float64", 24, 20, lengths=lengths)
+    # once per unit (on MXNet where the graph is built; the forward runs the exact segments)
     assert seen.count(((8, 8, 4), (24, 16, 8))) == len(list(model.units()))
 
 
