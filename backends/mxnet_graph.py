@@ -203,7 +203,8 @@ class Unrolled(mx.gluon.HybridBlock):
     with ``segments`` (a gradient pass over a padded batch, recurrence.reads_valid_steps_only; no final
     state): ``()``: ``block(..., lengths) -> ys``, each layer's whole batch unmasked; (sizes, active) of
     multirnn.packed.coarse_plan: ``block(..., sorted lengths, order, inverse) -> ys``, the batch sorted
-    and each segment one kernel call on the sequences still running."""
+    and each segment one kernel call on the sequences still running. Lengths are passed only where a
+    unit reverses each sequence within its length (else Gluon warns of an unused input)."""
 
     def __init__(self, model, names, shape, dtype, use_fused_kernels=True, segments=None):
         super().__init__()
@@ -215,8 +216,9 @@ class Unrolled(mx.gluon.HybridBlock):
         arrays = [_Sym(a) for a in arrays]
         ops = SymbolOps(steps, self.model.num_hiddens, self.dtype, self.use_fused_kernels)
         padding = None
-        if self.segments == ():
-            padding = recurrence.Padding(arrays.pop(), None, None, packed.WHOLE_BATCH, outputs_only=True)
+        if self.segments == ():  # without a reversed unit the plain graph: lengths only reverse
+            if _reverses(self.model):
+                padding = recurrence.Padding(arrays.pop(), None, None, packed.WHOLE_BATCH, outputs_only=True)
         elif self.segments is not None:
             lengths, order, inverse = arrays[-3:]
             arrays = arrays[:-3]
@@ -230,6 +232,11 @@ class Unrolled(mx.gluon.HybridBlock):
         if self.segments is not None:
             return ys.sym
         return (ys.sym,) + tuple(a.sym for unit in finals for a in unit)
+
+
+def _reverses(model) -> bool:
+    """Whether a unit reads each sequence reversed within its length (recurrence.run_unit)."""
+    return model.bidirectional or model.reverse
 
 
 class GraphCache:
@@ -250,7 +257,7 @@ class GraphCache:
         if padding is not None:
             plan = padding.plan
             if plan is packed.WHOLE_BATCH:
-                segments, extra = (), [padding.lengths.astype(xs.dtype)]
+                segments, extra = (), [padding.lengths.astype(xs.dtype)] if _reverses(model) else []
             else:
                 segments = (plan.sizes, plan.active)
                 extra = [plan.sorted_lengths.astype(xs.dtype), plan.order, plan.inverse]

@@ -192,6 +192,21 @@ def test_generic_path_shrinks_where_the_scan_can(monkeypatch, backend):
     assert len(wrapped) == (4 if backend in ("torch", "tensorflow") else 0)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_mxnet_padded_graph_uses_every_input(bidirectional):
+    """The whole-batch gradient graph takes lengths only where a unit reverses each sequence: Gluon
+    warns of any input no computation uses, and a user would see that warning on every new shape."""
+    import warnings
+
+    load_backend("mxnet")
+    model = multirnn.RecurrentSpec(3, 4, cell="lstm", bidirectional=bidirectional)
+    params, inputs = make_case(model, steps=5, batch=5, dtype="float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        multirnn.gradients(model, params, inputs, backend="mxnet", lengths=np.array([3, 1, 3, 0, 2]))
+    assert not [w for w in caught if "not used by any computation" in str(w.message)]
+
+
 def test_coarse_segments():
     """packed.coarse_segments, worked by hand: batch 24 of lengths 20 (4), 12 (8) and 5 (12) in 20 steps.
     One call: 20 x 24 = 480 row-steps. Cut at 8 and 16: 8 x 24 + 8 x 16 (12 running, rounded up to 16)
