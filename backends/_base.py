@@ -46,7 +46,6 @@ class AbstractBackend:
     use_fused_kernels = True
     has_fused_kernel = False
     hoist_input_projection = True
-    coarse_gradient_segments = True  # packed.coarse_plan where only the valid steps are read
     shrinking_scan = False  # scan takes a carry whose batch changes from step to step
     is_reference = False
 
@@ -223,12 +222,16 @@ class AbstractBackend:
         plan = None
         if (self.has_fused_kernel or self.shrinking_scan) and lengths.max() > 0:  # no step to run:
             # the masked scan's outputs still hang on the params (zero gradients), a plan's zeros not
-            order, inverse, ordered, sizes, active, running = packed.make_plan(lengths, xs.shape[0])
+            steps, batch = xs.shape[:2]
+            order, inverse, ordered, sizes, active, running = packed.make_plan(lengths, steps)
+            coarse = packed.coarse_segments(sizes, active, steps, batch)
+            coarse = None if coarse == ((steps,), (batch,)) else coarse  # then one whole-batch call
+            if not self.has_fused_kernel:  # traced: host ints would retrace for each new batch's (its
+                # gradient passes run the shrinking scan: coarse scans measured no faster there)
+                sizes, active, coarse = (), (), None
             index = lambda a: self.asindex(np.asarray(a, np.int64))  # noqa: E731
-            segments = (sizes, active) if self.has_fused_kernel else ((), ())  # host ints: a traced
-            # backend would retrace for each new batch's
             plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
-                               *segments, self.asarray(np.asarray(running, np.int32))
-                               if self.shrinking_scan else None)
+                               sizes, active, self.asarray(np.asarray(running, np.int32))
+                               if self.shrinking_scan else None, coarse)
         return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
                                   self.asarray(keep.astype(dtype)), plan)

@@ -55,7 +55,7 @@ class Backend(AbstractBackend):
             # a padded gradient pass: it may run past each sequence's end, so it runs in a cached graph
             # too, built for recurrence.schedule's plan (a few coarse segments where the kernel runs:
             # a few shapes, few kernel calls; else the plain scan of the whole batch)
-            plan = recurrence.schedule(self, model, padding, use_kernel, xs)
+            plan = recurrence.schedule(self, model, padding, use_kernel)
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels,
                                     padding._replace(plan=plan))
         # dropout and the rest of padded batches take the eager NDArray path (not graph-compiled)

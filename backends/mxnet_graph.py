@@ -6,6 +6,7 @@ switched off) the time loop is unrolled into the graph, step by step. Imported o
 backend."""
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 
 import mxnet as mx
@@ -34,9 +35,11 @@ class _Sym:
         self.sym, self.shape = sym, shape
 
     def _apply(self, other, broadcast, scalar):
+        # the left operand's shape: the recurrence adds and multiplies by no larger operands (biases,
+        # gates, masks), and a wrong static shape would fail the graph's binding, not pass silently
         if isinstance(other, _Sym):
-            return _Sym(broadcast(self.sym, other.sym))
-        return _Sym(scalar(self.sym, other))
+            return _Sym(broadcast(self.sym, other.sym), self.shape)
+        return _Sym(scalar(self.sym, other), self.shape)
 
     def __add__(self, other):
         return self._apply(other, mx.sym.broadcast_add, lambda a, b: a + b)
@@ -98,7 +101,6 @@ class SymbolOps(AbstractBackend):
 
     name = "mxnet-symbol"
     has_fused_kernel = True
-    coarse_gradient_segments = False  # a padded graph is built for its plan's segments, coarse already
     fused_kernel_accepts = staticmethod(fused_kernel_accepts)
 
     def __init__(self, steps: int, hidden: int, dtype, use_fused_kernels: bool = True):
@@ -122,8 +124,9 @@ class SymbolOps(AbstractBackend):
         return run_symbols
 
     @staticmethod
-    def matmul(a, b):
-        return _Sym(mx.sym.dot(a.sym, b.sym))  # contracts a's last axis with b's first, any rank
+    def matmul(a, b):  # contracts a's last axis with b's first, any rank; the width a weight's
+        shape = None if a.shape is None else a.shape[:-1] + (None if b.shape is None else b.shape[-1],)
+        return _Sym(mx.sym.dot(a.sym, b.sym), shape)
 
     @staticmethod
     def tanh(x):
@@ -141,7 +144,7 @@ class SymbolOps(AbstractBackend):
     def concat(xs, axis):
         parts = [x.sym for x in xs]
         shape = None
-        if all(x.shape is not None for x in xs):
+        if all(x.shape is not None and x.shape[axis] is not None for x in xs):
             shape = list(xs[0].shape)
             shape[axis] = sum(x.shape[axis] for x in xs)
             shape = tuple(shape)
@@ -186,24 +189,27 @@ class SymbolOps(AbstractBackend):
                 for k in range(n)] if n > 1 else [x]
 
     def scan(self, step, carry, xs, reverse=False):
-        if self.steps == 1:
+        steps = xs.shape[0] if xs.shape is not None else self.steps  # a segment's, or the sequence's
+        if steps == 1:
             inputs = [mx.sym.squeeze(xs.sym, axis=0)]
         else:
-            parts = mx.sym.split(xs.sym, num_outputs=self.steps, axis=0, squeeze_axis=True)
-            inputs = [parts[t] for t in range(self.steps)]
-        ys = []
+            parts = mx.sym.split(xs.sym, num_outputs=steps, axis=0, squeeze_axis=True)
+            inputs = [parts[t] for t in range(steps)]
+        ys, shapes = [], [a.shape for a in carry]  # a step keeps the carry's shapes; y is its first
         for x in (reversed(inputs) if reverse else inputs):
             carry, y = step(carry, _Sym(x))
             ys.append(y.sym)
-        return carry, _Sym(mx.sym.stack(*(ys[::-1] if reverse else ys), axis=0))
+        carry = tuple(_Sym(a.sym, shape) for a, shape in zip(carry, shapes))
+        return carry, _Sym(mx.sym.stack(*(ys[::-1] if reverse else ys), axis=0),
+                           None if shapes[0] is None else (steps,) + tuple(shapes[0]))
 
 
 class Unrolled(mx.gluon.HybridBlock):
     """``block(xs, *params in canonical order, *flat state arrays) -> (ys, *final state arrays)``;
     with ``segments`` (a gradient pass over a padded batch, recurrence.reads_valid_steps_only; no final
-    state): ``()``: ``block(..., lengths) -> ys``, each layer's whole batch unmasked; (sizes, active) of
-    multirnn.packed.coarse_plan: ``block(..., sorted lengths, order, inverse) -> ys``, the batch sorted
-    and each segment one kernel call on the sequences still running. Lengths are passed only where a
+    state): ``()``: ``block(..., lengths) -> ys``, each layer's whole batch unmasked; a plan's coarse
+    (sizes, rows): ``block(..., sorted lengths, order, inverse) -> ys``, the batch sorted and each
+    segment one kernel call on the sequences still running (multirnn.packed.run_past_ends). Lengths are passed only where a
     unit reverses each sequence within its length (else Gluon warns of an unused input)."""
 
     def __init__(self, model, names, shape, dtype, use_fused_kernels=True, segments=None):
@@ -222,7 +228,7 @@ class Unrolled(mx.gluon.HybridBlock):
         elif self.segments is not None:
             lengths, order, inverse = arrays[-3:]
             arrays = arrays[:-3]
-            plan = packed.Plan(order, inverse, lengths, *self.segments)
+            plan = packed.Plan(order, inverse, lengths, (), (), None, self.segments)
             padding = recurrence.Padding(lengths, None, None, plan, outputs_only=True)
         params = dict(zip(self.names, arrays[:len(self.names)]))
         state, width = arrays[len(self.names):], self.model.state_arrays
@@ -259,7 +265,7 @@ class GraphCache:
             if plan is packed.WHOLE_BATCH:
                 segments, extra = (), [padding.lengths.astype(xs.dtype)] if _reverses(model) else []
             else:
-                segments = (plan.sizes, plan.active)
+                segments = plan.coarse
                 extra = [plan.sorted_lengths.astype(xs.dtype), plan.order, plan.inverse]
         key = (model, tuple(params), xs.shape, xs.dtype, use_fused_kernels, segments)
         block = self.blocks.pop(key, None)
@@ -269,7 +275,10 @@ class GraphCache:
         self.blocks[key] = block
         while len(self.blocks) > self.size:
             self.blocks.popitem(last=False)
-        out = block(xs, *params.values(), *(a for unit in flat_state for a in unit), *extra)
+        with warnings.catch_warnings():
+            if segments and not _reverses(model):  # its sorted lengths only mark a padded batch there
+                warnings.filterwarnings("ignore", "The .*-th input to HybridBlock is not used", UserWarning)
+            out = block(xs, *params.values(), *(a for unit in flat_state for a in unit), *extra)
         if padding is not None:
             return out, [None] * len(flat_state)
         out = out if isinstance(out, (list, tuple)) else [out]

@@ -20,7 +20,6 @@ class BackendProtocol(Protocol):
     use_fused_kernels: bool  # switch: False runs every layer through the generic scan
     has_fused_kernel: bool  # whether fused_layer exists (torch, MXNet)
     hoist_input_projection: bool  # X·W for the whole sequence before the loop (False: per step)
-    coarse_gradient_segments: bool  # a gradient pass coarsens the plan's kernel segments (recurrence.schedule)
     shrinking_scan: bool  # scan's step may compute a prefix of the batch (recurrence.shrinking_step)
     is_reference: bool  # forward/gradients/step are the NumPy oracle, not the recurrence (numpy only)
 

@@ -9,12 +9,13 @@ made from host lengths (NumPy) for the eager fused-kernel backends (torch, MXNet
 per-step ``running`` counts instead of segments, serves a scan whose batch shrinks step by step
 (TensorFlow: recurrence.shrinking_step); the other traced backends run the masked scan of
 multirnn.recurrence. A gradient pass reads only the valid steps, so a sequence may run past its end:
-on the kernel it runs at most three coarse segments (``coarse_plan``), elsewhere the whole padded batch
-unmasked or the shrinking scan (recurrence.schedule).
+on the eager backends it runs at most three coarse segments (``coarse_segments``, ``run_past_ends``),
+elsewhere the whole padded batch unmasked or the shrinking scan (recurrence.schedule).
 
-Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.70x (1 thread) and
-0.67x (2 threads) the full-length batch in coarse segments, 0.88x and 1.06x in this exact plan's 26
-calls, where torch's own packed LSTM costs 2.3-2.4x (benchmarks/run.py --suite padded).
+Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.84-0.89x (1 thread)
+and 0.84-0.90x (2 threads) the full-length batch in coarse segments, 0.88-0.93x and 1.04-1.18x in
+this plan's 26 exact ones, where torch's own packed LSTM costs 2.6-3.1x (benchmarks/run.py --suite
+padded).
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class Plan(NamedTuple):
     active: tuple  # sequences running in each segment (non-increasing); () without a fused kernel
     running: Array = None  # (steps,) framework ints: sequences running at each step, for a scan whose
     # batch shrinks (backends with ``shrinking_scan``: recurrence.shrinking_step); else None
-
+    coarse: tuple = None  # (sizes, rows) of coarse_segments, host ints, for a gradient pass on the
+    # eager backends (run_past_ends; MXNet's graph is built for them); None: one whole-batch call
 
 def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple, list]:
     """(order, inverse, sorted lengths, sizes, active, running) for host ``lengths``: segment k runs
@@ -68,7 +70,7 @@ def sort_batch(ops, plan: Plan, xs, flat_state: list, masks):
 
 def unsort_batch(ops, plan: Plan, ys, finals: list):
     return (ops.take(ys, plan.inverse, 1),
-            [tuple(ops.take(a, plan.inverse, 0) for a in unit) for unit in finals])
+            [None if unit is None else tuple(ops.take(a, plan.inverse, 0) for a in unit) for unit in finals])
 
 
 def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
@@ -95,15 +97,6 @@ def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
     if steps > longest:  # outputs are zero from the longest length on; h's width is the outputs'
         outputs.append(ops.zeros((steps - longest, batch, state[0].shape[1]), state[0]))
     return (ops.concat(outputs, axis=0) if len(outputs) > 1 else outputs[0]), final
-
-
-def coarse_plan(plan: Plan, steps: int, batch: int):
-    """``plan`` with ``coarse_segments`` for its segments (a gradient pass: recurrence.schedule), or
-    WHOLE_BATCH where they are one call on every step of the whole batch (then nothing is sorted)."""
-    sizes, active = coarse_segments(plan.sizes, plan.active, steps, batch)
-    if sizes == (steps,) and active == (batch,):
-        return WHOLE_BATCH
-    return plan._replace(sizes=sizes, active=active)
 
 
 def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum: int = 8,
@@ -137,3 +130,32 @@ def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum
         if cost < best_cost:
             best, best_cost = (seg_sizes, seg_rows), cost
     return best
+
+
+def run_past_ends(ops, runner, coarse: tuple, xs, state: tuple):
+    """One direction of one layer over sorted, time-major ``xs`` (T, B, in) in coarse segments, for a
+    gradient pass, which reads only the valid steps (recurrence.reads_valid_steps_only): segment k
+    runs ``sizes[k]`` steps on the first ``rows[k]`` sequences, from the carry the segment before
+    left. Returns ys (T, B, H): zero beyond each segment's rows and after the last segment, anything
+    finite where a sequence ran past its end; no final state. ``runner(xs, [state]) -> (ys, [state])``
+    is a kernel call (or a scan: recurrence.scan_runner)."""
+    sizes, rows = coarse
+    steps, batch, width = xs.shape[0], xs.shape[1], state[0].shape[1]
+    tail = steps - sum(sizes)  # after the longest sequence: zeros
+    pieces = ops.split_sizes(xs, sizes + ((tail,) if tail else ()), 0)
+    carry, previous, outputs = tuple(state), batch, []  # the carry's rows: the segment before's
+    for piece, size, count in zip(pieces, sizes, rows):
+        carry = tuple(_first(ops, a, count, previous, 0) for a in carry)
+        ys, (carry,) = runner(_first(ops, piece, count, batch, 1), [carry])
+        if count < batch:
+            ys = ops.concat([ys, ops.zeros((size, batch - count, width), ys)], axis=1)
+        outputs.append(ys)
+        previous = count
+    if tail:
+        outputs.append(ops.zeros((tail, batch, width), state[0]))
+    return ops.concat(outputs, axis=0) if len(outputs) > 1 else outputs[0]
+
+
+def _first(ops, x, count: int, total: int, axis: int):
+    """The first ``count`` of ``x``'s ``total`` slices along ``axis``."""
+    return x if count == total else ops.split_sizes(x, (count, total - count), axis)[0]

@@ -214,12 +214,13 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
     use_kernel = fused_path(ops, model, ops.dtype_of(xs))
     flat_state = initial_state(ops, model, params, xs, flat_state)
     if padding is not None:
-        padding = padding._replace(plan=schedule(ops, model, padding, use_kernel, xs))
+        padding = padding._replace(plan=schedule(ops, model, padding, use_kernel))
         if isinstance(padding.plan, packed.Plan):  # sorted longest first: the running sequences are
             # a prefix of the batch
             xs, flat_state, masks = packed.sort_batch(ops, padding.plan, xs, flat_state, masks)
             # keep is not read once sorted; valid only by the shrinking scan (segments pad with zeros)
-            valid = None if use_kernel else ops.take(padding.valid, padding.plan.order, 1)
+            shrinking = not use_kernel and padding.plan.coarse is None
+            valid = ops.take(padding.valid, padding.plan.order, 1) if shrinking else None
             padding = padding._replace(lengths=padding.plan.sorted_lengths, keep=None, valid=valid)
     units, finals, layer_in = list(model.units()), [], xs
     per_layer = len(model.directions)
@@ -255,29 +256,29 @@ def reads_valid_steps_only(model: RecurrentSpec, padding: Padding) -> bool:
     return padding.outputs_only is True and padding.lengths is not None and model.nonlinearity != "relu"
 
 
-def schedule(ops: Ops, model: RecurrentSpec, padding: Padding, use_kernel: bool, xs: Array):
+def schedule(ops: Ops, model: RecurrentSpec, padding: Padding, use_kernel: bool):
     """The one decision how ``run`` computes a padded batch: a multirnn.packed.Plan (the batch sorted
-    longest first; the kernel's segments, or the shrinking scan's running counts), WHOLE_BATCH (each
-    layer's whole padded batch unmasked: one kernel call, or the generic path's plain scan), or None
-    (the masked scan).
+    longest first), WHOLE_BATCH (each layer's whole padded batch unmasked: one kernel call, or the
+    plain scan), or None (the masked scan).
 
-    Exact (forward): the plan where the sorted batch shrinks (``shrinks``), else the masked scan.
-    Where only the valid steps are read (``reads_valid_steps_only``): the kernel in at most three
-    coarse segments (packed.coarse_plan: a few calls on the running sequences rounded up, 0.70x the
-    full batch on torch's LSTM where the exact plan's 26 calls cost 0.88-1.06x), or the plan's own
-    segments where they already are what runs (``coarse_gradient_segments`` False: MXNet's graph, built
-    for coarse ones); without the kernel, the shrinking scan where the backend has one (only running
-    sequences are computed), else the plain scan of the whole batch (no select per step)."""
+    Exact (forward): the plan where the sorted batch shrinks (``shrinks``: the kernel's segments, or
+    the shrinking scan), else the masked scan. Where only the valid steps are read
+    (``reads_valid_steps_only``): the plan's coarse segments where it has them (packed.run_past_ends:
+    at most three kernel calls or scans on the running sequences rounded up; measured on torch's LSTM
+    0.84-0.90x the full batch, where the exact plan's 26 calls cost 0.88-1.09x), else the shrinking
+    scan (TensorFlow, whose plan has no host segments: coarse scans measured no faster there), else
+    the whole batch. A Plan keeps ``coarse`` only where its coarse segments are what runs."""
     plan = padding.plan
-    if plan is packed.WHOLE_BATCH:
-        return plan
-    if not reads_valid_steps_only(model, padding):
-        return plan if shrinks(ops, padding, use_kernel) else None
-    if not shrinks(ops, padding, use_kernel):
+    if not isinstance(plan, packed.Plan):
+        if plan is packed.WHOLE_BATCH or not reads_valid_steps_only(model, padding):
+            return plan  # WHOLE_BATCH as chosen before (MXNet's graph), or no plan: the masked scan
         return packed.WHOLE_BATCH
-    if use_kernel and ops.coarse_gradient_segments:
-        return packed.coarse_plan(plan, xs.shape[0], xs.shape[1])
-    return plan
+    exact = plan._replace(coarse=None)
+    if not reads_valid_steps_only(model, padding):
+        return exact if shrinks(ops, padding, use_kernel) else None
+    if plan.coarse is not None:
+        return plan
+    return exact if shrinks(ops, padding, use_kernel) and not use_kernel else packed.WHOLE_BATCH
 
 
 def shrinks(ops: Ops, padding: Padding, use_kernel: bool) -> bool:
@@ -305,11 +306,23 @@ def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: 
             ys, final = ops.fused_kernel(model, [p])(seq, [state])[0], None
         else:
             ys, final = run_direction(ops, model, p, seq, state)[0], None
+    elif padding.plan is not None and padding.plan.coarse is not None:  # a gradient pass (schedule)
+        runner = ops.fused_kernel(model, [p]) if use_kernel else scan_runner(ops, model, p)
+        ys, final = packed.run_past_ends(ops, runner, padding.plan.coarse, seq, state), None
     elif use_kernel and padding.plan is not None:
         ys, final = packed.run_unit(ops, ops.fused_kernel(model, [p]), padding.plan, seq, state)
     else:  # the shrinking scan where padding has a plan (run kept it), else the masked one
         ys, final = run_direction(ops, model, p, seq, state, padding=padding)
     return (ops.reverse_padded(ys, padding.lengths) if reverse and realign else ys), final
+
+
+def scan_runner(ops: Ops, model: RecurrentSpec, p: dict) -> Callable:
+    """One unit's plain scan with a fused kernel's interface, ``(xs, [state]) -> (ys, [final])``, for
+    multirnn.packed's segments."""
+    def run(xs, states):
+        ys, final = run_direction(ops, model, p, xs, states[0])
+        return ys, [final]
+    return run
 
 
 def initial_state(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: list) -> list:

@@ -145,7 +145,7 @@ def test_lengths_as_list_is_accepted():
 @pytest.mark.parametrize("name", ["torch", "mxnet"])
 def test_padded_kernel_calls(monkeypatch, name):
     """Forward runs multirnn.packed's segments (one call per distinct length and unit); a gradient pass
-    reads only the valid steps, and a batch this small is not worth cutting (packed.coarse_plan): each
+    reads only the valid steps, and a batch this small is not worth cutting (packed.coarse_segments): each
     unit's whole padded batch in one call, on torch eagerly, on MXNet inside its cached graph. Numbers:
     the tests above."""
     from conftest import load_backend
@@ -193,17 +193,20 @@ def test_generic_path_shrinks_where_the_scan_can(monkeypatch, backend):
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-def test_mxnet_padded_graph_uses_every_input(bidirectional):
-    """The whole-batch gradient graph takes lengths only where a unit reverses each sequence: Gluon
-    warns of any input no computation uses, and a user would see that warning on every new shape."""
+@pytest.mark.parametrize("batch", [5, 24], ids=["whole", "segments"])
+def test_mxnet_padded_graph_warns_of_no_unused_input(batch, bidirectional):
+    """Gluon warns of any graph input no computation uses, which a user would see on every new shape:
+    the whole-batch gradient graph takes lengths only where a unit reverses each sequence, and the
+    segmented one's unidirectional sorted lengths are known to go unread."""
     import warnings
 
     load_backend("mxnet")
     model = multirnn.RecurrentSpec(3, 4, cell="lstm", bidirectional=bidirectional)
-    params, inputs = make_case(model, steps=5, batch=5, dtype="float32")
+    params, inputs = make_case(model, steps=20, batch=batch, dtype="float32")
+    lengths = np.array([3, 1, 3, 0, 2]) if batch == 5 else np.array([20] * 4 + [12] * 8 + [5] * 12)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        multirnn.gradients(model, params, inputs, backend="mxnet", lengths=np.array([3, 1, 3, 0, 2]))
+        multirnn.gradients(model, params, inputs, backend="mxnet", lengths=lengths)
     assert not [w for w in caught if "not used by any computation" in str(w.message)]
 
 
@@ -218,22 +221,21 @@ def test_coarse_segments():
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("cell", ["lstm", "gru-reset-before"])
 @pytest.mark.parametrize("name", ["torch", "mxnet"])
-def test_gradient_pass_in_coarse_segments(monkeypatch, name, bidirectional):
+def test_gradient_pass_in_coarse_segments(monkeypatch, name, cell, bidirectional):
     """A padded gradient pass big enough to cut (test_coarse_segments' batch, shuffled): the batch is
-    sorted and each unit runs three kernel calls (on MXNet inside its cached graph); every gradient
-    against the per-sequence NumPy reference."""
-    from conftest import load_backend
-
+    sorted and each unit runs three kernel calls, or three scans for the cell no kernel computes (on
+    MXNet inside its cached graph); every gradient against the per-sequence NumPy reference."""
     load_backend(name)
-    seen, original = [], packed.run_unit
-    monkeypatch.setattr(packed, "run_unit", lambda ops, kernel, plan, xs, state: seen.append(
-        (plan.sizes, plan.active)) or original(ops, kernel, plan, xs, state))
-    model = multirnn.RecurrentSpec(3, 4, cell="lstm", num_layers=2, bidirectional=bidirectional)
+    seen, original = [], packed.run_past_ends
+    monkeypatch.setattr(packed, "run_past_ends", lambda ops, runner, coarse, xs, state: seen.append(
+        coarse) or original(ops, runner, coarse, xs, state))
+    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=bidirectional, **CELL_VARIANTS[cell])
     lengths = np.array([20] * 4 + [12] * 8 + [5] * 12)[np.random.default_rng(0).permutation(24)]
     check_padded_against_reference(model, name, "float64", 24, 20, lengths=lengths)
-    # once per unit (on MXNet where the graph is built; the forward runs the exact segments)
-    assert seen.count(((8, 8, 4), (24, 16, 8))) == len(list(model.units()))
+    # once per unit (on MXNet where the graph is built; the forward runs exact segments or shrinks)
+    assert seen == [((8, 8, 4), (24, 16, 8))] * len(list(model.units()))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
