@@ -209,8 +209,9 @@ class Unrolled(mx.gluon.HybridBlock):
     with ``segments`` (a gradient pass over a padded batch, recurrence.reads_valid_steps_only; no final
     state): ``()``: ``block(..., lengths) -> ys``, each layer's whole batch unmasked; a plan's coarse
     (sizes, rows): ``block(..., sorted lengths, order, inverse) -> ys``, the batch sorted and each
-    segment one kernel call on the sequences still running (multirnn.packed.run_past_ends). Lengths are passed only where a
-    unit reverses each sequence within its length (else Gluon warns of an unused input)."""
+    segment one kernel call (or scan) on the sequences still running (multirnn.packed.run_past_ends).
+    The whole-batch graph takes lengths only where a unit reverses each sequence within its length
+    (Gluon warns of an unused input); without one it is the plain graph."""
 
     def __init__(self, model, names, shape, dtype, use_fused_kernels=True, segments=None):
         super().__init__()
