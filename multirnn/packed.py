@@ -7,14 +7,15 @@ padded step is never computed, and a sequence's final state is the carry after i
 backward direction runs the same segments on each sequence reversed within its own length. The plan is
 made from host lengths (NumPy) for the eager fused-kernel backends (torch, MXNet). The same sort, with
 per-step ``running`` counts instead of segments, serves a scan whose batch shrinks step by step
-(TensorFlow: recurrence.shrinking_step); the other traced backends run the masked scan of
-multirnn.recurrence. A gradient pass reads only the valid steps, so a sequence may run past its end:
-on the eager backends it runs at most three coarse segments (``coarse_segments``, ``run_past_ends``),
-elsewhere the whole padded batch unmasked or the shrinking scan (recurrence.schedule).
+(TensorFlow, torch's generic path: recurrence.shrinking_step); the other traced backends run the
+masked scan of multirnn.recurrence. A gradient pass reads only the valid steps, so a sequence may run
+past its end: on the eager backends it runs at most three coarse segments (``coarse_segments``,
+``run_past_ends``), elsewhere the whole padded batch unmasked or the shrinking scan
+(recurrence.schedule).
 
-Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.84-0.89x (1 thread)
-and 0.84-0.90x (2 threads) the full-length batch in coarse segments, 0.88-0.93x and 1.04-1.18x in
-this plan's 26 exact ones, where torch's own packed LSTM costs 2.6-3.1x (benchmarks/run.py --suite
+Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.84-0.90x (1 thread)
+and 0.76-0.90x (2 threads) the full-length batch in coarse segments, 0.87-0.96x and 1.04-1.18x in
+this plan's 26 exact ones, where torch's own packed LSTM costs 2.5-3.2x (benchmarks/run.py --suite
 padded).
 """
 from __future__ import annotations
@@ -103,12 +104,12 @@ def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum
                     call_cost: float = 0.025) -> tuple[tuple, tuple]:
     """At most three segments covering an exact plan's (``sizes``, ``active``), for a gradient pass,
     which reads only the valid steps (recurrence.reads_valid_steps_only: a sequence may run past its
-    end): each starts at a multiple of ``quantum`` steps on the sequences still running then, rounded up to a
-    multiple of ``quantum`` rows, so a few shapes serve every batch (MXNet compiles a graph per
-    shape). Chosen to minimise the steps × rows computed plus ``call_cost`` × steps × batch per extra
-    kernel call (MXNet's RNN operator in a graph: about 2.5% of a full call each, measured; torch's
-    LSTM picks the same cuts for call costs of 1-5%). A single
-    segment of the whole batch when nothing cheaper exists."""
+    end): each starts at a multiple of ``quantum`` steps on the sequences still running then, rounded
+    up to a multiple of ``quantum`` rows, so a few shapes serve every batch (MXNet compiles a graph
+    per shape). Chosen to minimise the steps × rows computed plus ``call_cost`` × steps × batch per
+    extra kernel call (MXNet's RNN operator in a graph: about 2.5% of a full call each, measured;
+    torch's LSTM picks the same cuts for call costs of 1-5%). A single segment of the whole batch
+    when nothing cheaper exists."""
     ends, start = [], 0
     for size in sizes:
         start += size
