@@ -40,12 +40,6 @@ def _lacks(member):
     return missing
 
 
-def _sorted_batch(order, xs, flat_state, masks, cotangent, lengths):
-    """Host arrays of a padded batch (NumPy, time-major) with their sequences in ``order``."""
-    return (xs[:, order], [None if unit is None else tuple(a[order] for a in unit) for unit in flat_state],
-            None if masks is None else [m[:, order] for m in masks], cotangent[:, order], lengths[order])
-
-
 class AbstractBackend:
     name = ""
     version = ""
@@ -152,11 +146,6 @@ class AbstractBackend:
                 self.value_and_grad(functools.partial(self._outputs, model), seeded=True)))
             if lengths is not None:  # padded steps' outputs are not read (see Padding.outputs_only)
                 cotangent = cotangent * valid_steps(xs.shape[0], lengths)
-                if self._plans(lengths):  # sorted longest first here, as the plan would sort them:
-                    # NumPy takes, not gathers and their gradients in the graph; the parameters'
-                    # gradients do not depend on the batch's order
-                    xs, flat_state, masks, cotangent, lengths = _sorted_batch(
-                        np.argsort(-lengths, kind="stable"), xs, flat_state, masks, cotangent, lengths)
             _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
                             self._padding(model, xs, lengths, step_mask),
                             self.asarray(cotangent.astype(xs.dtype, copy=False)))
@@ -218,12 +207,6 @@ class AbstractBackend:
                 [None if unit is None else tuple(self.asarray(a) for a in unit) for unit in flat_state],
                 None if masks is None else [self.asarray(m) for m in masks])
 
-    def _plans(self, lengths) -> bool:
-        """Whether ``_padding`` makes a multirnn.packed plan for host ``lengths``: where a fused kernel
-        or a shrinking scan runs it, and some sequence has a step (else the masked scan's outputs still
-        hang on the params, zero gradients; a plan's zeros would not)."""
-        return (self.has_fused_kernel or self.shrinking_scan) and lengths.max() > 0
-
     def _padding(self, model, xs, lengths, step_mask=None):
         """numpy lengths or a time-major (T, B) step mask (or neither) -> recurrence.Padding of
         framework arrays (or None); lengths with the multirnn.packed plan where this backend has a
@@ -237,7 +220,8 @@ class AbstractBackend:
             return None
         keep = valid_steps(xs.shape[0], lengths)
         plan = None
-        if self._plans(lengths):
+        if (self.has_fused_kernel or self.shrinking_scan) and lengths.max() > 0:  # no step to run:
+            # the masked scan's outputs still hang on the params (zero gradients), a plan's zeros not
             steps, batch = xs.shape[:2]
             order, inverse, ordered, sizes, active, running = packed.make_plan(lengths, steps)
             coarse = packed.coarse_segments(sizes, active, steps, batch)
@@ -245,9 +229,7 @@ class AbstractBackend:
             if not self.has_fused_kernel:  # traced: host ints would retrace for each new batch's (its
                 # gradient passes run the shrinking scan: coarse scans measured no faster there)
                 sizes, active, coarse = (), (), None
-            # sorted already (gradients sorts on the host): no order to gather by
-            index = lambda a: None if order == inverse == list(range(batch)) else self.asindex(  # noqa: E731
-                np.asarray(a, np.int64))
+            index = lambda a: self.asindex(np.asarray(a, np.int64))  # noqa: E731
             plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
                                sizes, active, self.asarray(np.asarray(running, np.int32))
                                if self.shrinking_scan else None, coarse)

@@ -31,10 +31,8 @@ WHOLE_BATCH = "whole batch"  # the plan recurrence.schedule chooses instead of a
 class Plan(NamedTuple):
     """Host-side schedule of a padded batch (plain ints, from ``make_plan``) plus its framework arrays."""
 
-    order: Array  # (batch,) framework ints: sorted position -> original row, longest first; None
-    # where the batch came sorted (multirnn.gradients sorts it on the host: a NumPy take, not a gather
-    # and its gradient in the graph)
-    inverse: Array  # (batch,) framework ints: original row -> sorted position; None with order
+    order: Array  # (batch,) framework ints: sorted position -> original row, longest first
+    inverse: Array  # (batch,) framework ints: original row -> sorted position
     sorted_lengths: Array  # (batch,) framework ints, non-increasing (for reverse_padded)
     sizes: tuple  # steps of each segment (summing to the longest length); () without a fused kernel
     active: tuple  # sequences running in each segment (non-increasing); () without a fused kernel
@@ -65,18 +63,13 @@ def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple, list
 
 
 def sort_batch(ops, plan: Plan, xs, flat_state: list, masks):
-    """Inputs (batch axis 1), state units (axis 0) and dropout masks (axis 1) in the plan's order (as
-    they are where it has none: sorted already)."""
-    if plan.order is None:
-        return xs, flat_state, masks
+    """Inputs (batch axis 1), state units (axis 0) and dropout masks (axis 1) in the plan's order."""
     state = [tuple(ops.take(a, plan.order, 0) for a in unit) for unit in flat_state]
     return (ops.take(xs, plan.order, 1), state,
             None if masks is None else [ops.take(m, plan.order, 1) for m in masks])
 
 
 def unsort_batch(ops, plan: Plan, ys, finals: list):
-    if plan.inverse is None:
-        return ys, finals
     return (ops.take(ys, plan.inverse, 1),
             [None if unit is None else tuple(ops.take(a, plan.inverse, 0) for a in unit) for unit in finals])
 

@@ -219,10 +219,8 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             # a prefix of the batch
             xs, flat_state, masks = packed.sort_batch(ops, padding.plan, xs, flat_state, masks)
             # keep is not read once sorted; valid only by the shrinking scan (segments pad with zeros)
-            valid = None
-            if not use_kernel and padding.plan.coarse is None:  # the shrinking scan
-                order = padding.plan.order
-                valid = padding.valid if order is None else ops.take(padding.valid, order, 1)
+            shrinking = not use_kernel and padding.plan.coarse is None
+            valid = ops.take(padding.valid, padding.plan.order, 1) if shrinking else None
             padding = padding._replace(lengths=padding.plan.sorted_lengths, keep=None, valid=valid)
     units, finals, layer_in = list(model.units()), [], xs
     per_layer = len(model.directions)
