@@ -14,7 +14,7 @@ past its end: on the eager backends it runs at most three coarse segments (``coa
 (recurrence.schedule).
 
 Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.84-0.90x (1 thread)
-and 0.76-0.90x (2 threads) the full-length batch in coarse segments, 0.87-0.96x and 1.04-1.18x in
+and 0.76-0.97x (2 threads) the full-length batch in coarse segments, 0.87-0.96x and 1.04-1.18x in
 this plan's 26 exact ones, where torch's own packed LSTM costs 2.5-3.2x (benchmarks/run.py --suite
 padded).
 """

@@ -265,7 +265,7 @@ def schedule(ops: Ops, model: RecurrentSpec, padding: Padding, use_kernel: bool)
     the shrinking scan), else the masked scan. Where only the valid steps are read
     (``reads_valid_steps_only``): the plan's coarse segments where it has them (packed.run_past_ends:
     at most three kernel calls or scans on the running sequences rounded up; measured on torch's LSTM
-    0.76-0.90x the full batch, where the exact plan's 26 calls cost 0.87-1.18x), else the shrinking
+    0.76-0.97x the full batch, where the exact plan's 26 calls cost 0.87-1.18x), else the shrinking
     scan (TensorFlow, whose plan has no host segments: coarse scans measured no faster there), else
     the whole batch. A Plan keeps ``coarse`` only where its coarse segments are what runs."""
     plan = padding.plan
