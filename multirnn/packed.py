@@ -41,6 +41,7 @@ class Plan(NamedTuple):
     coarse: tuple = None  # (sizes, rows) of coarse_segments, host ints, for a gradient pass on the
     # eager backends (run_past_ends; MXNet's graph is built for them); None: one whole-batch call
 
+
 def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple, list]:
     """(order, inverse, sorted lengths, sizes, active, running) for host ``lengths``: segment k runs
     from one distinct length to the next, on the ``active[k]`` sequences at least that long; step t

@@ -145,9 +145,9 @@ def test_lengths_as_list_is_accepted():
 @pytest.mark.parametrize("name", ["torch", "mxnet"])
 def test_padded_kernel_calls(monkeypatch, name):
     """Forward runs multirnn.packed's segments (one call per distinct length and unit); a gradient pass
-    reads only the valid steps, and a batch this small is not worth cutting (packed.coarse_segments): each
-    unit's whole padded batch in one call, on torch eagerly, on MXNet inside its cached graph. Numbers:
-    the tests above."""
+    reads only the valid steps, and a batch this small is not worth cutting (packed.coarse_segments):
+    each unit's whole padded batch in one call, on torch eagerly, on MXNet inside its cached graph.
+    Numbers: the tests above."""
     from conftest import load_backend
 
     backend = load_backend(name)
@@ -200,14 +200,17 @@ def test_mxnet_padded_graph_warns_of_no_unused_input(batch, bidirectional):
     segmented one's unidirectional sorted lengths are known to go unread."""
     import warnings
 
-    load_backend("mxnet")
+    backend = load_backend("mxnet")
+    backend._graphs.blocks.clear()
     model = multirnn.RecurrentSpec(3, 4, cell="lstm", bidirectional=bidirectional)
-    params, inputs = make_case(model, steps=20, batch=batch, dtype="float32")
     lengths = np.array([3, 1, 3, 0, 2]) if batch == 5 else np.array([20] * 4 + [12] * 8 + [5] * 12)
+    params, inputs = make_case(model, steps=max(lengths), batch=batch, dtype="float32")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         multirnn.gradients(model, params, inputs, backend="mxnet", lengths=lengths)
     assert not [w for w in caught if "not used by any computation" in str(w.message)]
+    (segments,) = [block.segments for block in backend._graphs.blocks.values()]
+    assert segments == (() if batch == 5 else ((8, 8, 4), (24, 16, 8)))
 
 
 def test_coarse_segments():
