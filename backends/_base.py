@@ -224,11 +224,13 @@ class AbstractBackend:
             # the masked scan's outputs still hang on the params (zero gradients), a plan's zeros not
             steps, batch = xs.shape[:2]
             order, inverse, ordered, sizes, active, running = packed.make_plan(lengths, steps)
-            coarse = packed.coarse_segments(sizes, active, steps, batch)
-            coarse = None if coarse == ((steps,), (batch,)) else coarse  # then one whole-batch call
-            if not self.has_fused_kernel:  # traced: host ints would retrace for each new batch's (its
-                # gradient passes run the shrinking scan: coarse scans measured no faster there)
-                sizes, active, coarse = (), (), None
+            coarse = None
+            if self.has_fused_kernel:  # eager: segments as host ints (a gradient pass's coarse ones)
+                coarse = packed.coarse_segments(sizes, active, steps, batch)
+                coarse = None if coarse == ((steps,), (batch,)) else coarse  # then one whole-batch call
+            else:  # traced: host ints would retrace for each new batch's (its gradient passes run the
+                # shrinking scan: coarse scans measured no faster there)
+                sizes, active = (), ()
             index = lambda a: self.asindex(np.asarray(a, np.int64))  # noqa: E731
             plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
                                sizes, active, self.asarray(np.asarray(running, np.int32))

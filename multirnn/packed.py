@@ -78,8 +78,8 @@ def unsort_batch(ops, plan: Plan, ys, finals: list):
 def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
     """One direction of one layer over sorted, time-major ``xs`` (T, B, in): (ys (T, B, H) zero at
     padded steps, final state). ``kernel`` is ops.fused_kernel's runner for this one unit."""
-    steps, batch, longest = xs.shape[0], xs.shape[1], sum(plan.sizes)
-    pieces = ops.split_sizes(xs, plan.sizes + ((steps - longest,) if steps > longest else ()), 0)
+    batch, width = xs.shape[1], state[0].shape[1]
+    pieces, tail = _split_steps(ops, xs, plan.sizes)
     carry, finished, outputs = tuple(state), [], []
     for piece, size, running in zip(pieces, plan.sizes, plan.active):
         rows = carry[0].shape[0]
@@ -87,18 +87,12 @@ def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
             parts = [ops.split_sizes(a, (running, rows - running), 0) for a in carry]
             finished.append(tuple(p[1] for p in parts))
             carry = tuple(p[0] for p in parts)
-        if running < batch:
-            piece = ops.split_sizes(piece, (running, batch - running), 1)[0]
-        ys, (carry,) = kernel(piece, [carry])
-        if running < batch:
-            ys = ops.concat([ys, ops.zeros((size, batch - running, ys.shape[2]), ys)], axis=1)
+        ys, carry = _run_segment(ops, kernel, piece, carry, size, running, batch, width)
         outputs.append(ys)
     finished.append(carry)
     final = tuple(ops.concat([unit[i] for unit in reversed(finished)], axis=0) if len(finished) > 1
                   else finished[0][i] for i in range(len(state)))
-    if steps > longest:  # outputs are zero from the longest length on; h's width is the outputs'
-        outputs.append(ops.zeros((steps - longest, batch, state[0].shape[1]), state[0]))
-    return (ops.concat(outputs, axis=0) if len(outputs) > 1 else outputs[0]), final
+    return _stack_steps(ops, outputs, tail, batch, width, state[0]), final
 
 
 def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum: int = 8,
@@ -142,19 +136,37 @@ def run_past_ends(ops, runner, coarse: tuple, xs, state: tuple):
     finite where a sequence ran past its end; no final state. ``runner(xs, [state]) -> (ys, [state])``
     is a kernel call (or a scan: recurrence.scan_runner)."""
     sizes, rows = coarse
-    steps, batch, width = xs.shape[0], xs.shape[1], state[0].shape[1]
-    tail = steps - sum(sizes)  # after the longest sequence: zeros
-    pieces = ops.split_sizes(xs, sizes + ((tail,) if tail else ()), 0)
+    batch, width = xs.shape[1], state[0].shape[1]
+    pieces, tail = _split_steps(ops, xs, sizes)
     carry, previous, outputs = tuple(state), batch, []  # the carry's rows: the segment before's
     for piece, size, count in zip(pieces, sizes, rows):
         carry = tuple(_first(ops, a, count, previous, 0) for a in carry)
-        ys, (carry,) = runner(_first(ops, piece, count, batch, 1), [carry])
-        if count < batch:
-            ys = ops.concat([ys, ops.zeros((size, batch - count, width), ys)], axis=1)
+        ys, carry = _run_segment(ops, runner, piece, carry, size, count, batch, width)
         outputs.append(ys)
         previous = count
+    return _stack_steps(ops, outputs, tail, batch, width, state[0])
+
+
+def _split_steps(ops, xs, sizes: tuple):
+    """``xs`` cut into the segments' steps, and the number of steps after them (whose outputs are
+    zeros: no sequence is that long)."""
+    tail = xs.shape[0] - sum(sizes)
+    return ops.split_sizes(xs, tuple(sizes) + ((tail,) if tail else ()), 0), tail
+
+
+def _run_segment(ops, runner, piece, carry: tuple, size: int, count: int, batch: int, width: int):
+    """``runner`` over one segment's steps on its first ``count`` sequences, from ``carry`` (theirs):
+    (outputs (size, batch, width), zero for the other sequences; the carry after the segment)."""
+    ys, (carry,) = runner(_first(ops, piece, count, batch, 1), [carry])
+    if count < batch:
+        ys = ops.concat([ys, ops.zeros((size, batch - count, width), ys)], axis=1)
+    return ys, carry
+
+
+def _stack_steps(ops, outputs: list, tail: int, batch: int, width: int, like):
+    """The segments' outputs joined in time, zeros for the ``tail`` steps after them."""
     if tail:
-        outputs.append(ops.zeros((tail, batch, width), state[0]))
+        outputs = outputs + [ops.zeros((tail, batch, width), like)]
     return ops.concat(outputs, axis=0) if len(outputs) > 1 else outputs[0]
 
 
