@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import validate
 from . import text
-from ..clipping import clip_by_global_norm, global_norm
+from ..clipping import global_norm, scaled
 from .model import LanguageModel, check_lm, check_lm_params, time_major_loss_and_grads
 
 
@@ -43,11 +43,12 @@ def clip_gradients(grads: dict, max_norm: float | None) -> tuple[dict, float]:
     norm = global_norm(grads)
     if max_norm is None or norm <= max_norm:
         return grads, norm
-    return clip_by_global_norm(grads, max_norm), norm
+    return scaled(grads, max_norm / norm), norm
 
 
 def sgd_step(params: dict, grads: dict, lr: float) -> dict:
-    return {name: (value - lr * grads[name]).astype(value.dtype) for name, value in params.items()}
+    return {name: (value - lr * grads[name]).astype(value.dtype, copy=False)
+            for name, value in params.items()}
 
 
 @dataclass
