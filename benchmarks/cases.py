@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import functools
 import types
 
 import numpy as np
@@ -48,7 +49,8 @@ def _torch(model, params, xs):
 
     x = torch.from_numpy(xs)
     layer = multirnn.native_layer(model, params, backend="torch")
-    kind = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[model.cell]
+    kind = {"rnn": functools.partial(torch.nn.RNN, nonlinearity=model.nonlinearity), "gru": torch.nn.GRU,
+            "lstm": torch.nn.LSTM}[model.cell]
     native = kind(model.num_inputs, model.num_hiddens, bidirectional=model.bidirectional)
 
     def train_step(module):
@@ -58,7 +60,7 @@ def _torch(model, params, xs):
         return step
 
     weights = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    ops = types.SimpleNamespace(matmul=torch.matmul, tanh=torch.tanh, sigmoid=torch.sigmoid,
+    ops = types.SimpleNamespace(matmul=torch.matmul, tanh=torch.tanh, relu=torch.relu, sigmoid=torch.sigmoid,
                                 stack=torch.stack, concat=lambda xs: torch.cat(xs, -1))
     zeros = torch.zeros(xs.shape[1], model.num_hiddens)
 
@@ -78,7 +80,8 @@ def _tensorflow(model, params, xs):
     import tensorflow as tf
 
     layer = multirnn.native_layer(model, params, backend="tensorflow")
-    kind = {"rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[model.cell]
+    kind = {"rnn": functools.partial(keras.layers.SimpleRNN, activation=model.nonlinearity),
+            "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[model.cell]
     native = kind(model.num_hiddens, return_sequences=True)
     if model.bidirectional:
         native = keras.layers.Bidirectional(native)
@@ -96,8 +99,8 @@ def _tensorflow(model, params, xs):
 
     weights = [tf.Variable(v) for v in params.values()]
     names = list(params)
-    ops = types.SimpleNamespace(matmul=tf.matmul, tanh=tf.tanh, sigmoid=tf.sigmoid, stack=tf.stack,
-                                concat=lambda xs: tf.concat(xs, -1))
+    ops = types.SimpleNamespace(matmul=tf.matmul, tanh=tf.tanh, relu=tf.nn.relu, sigmoid=tf.sigmoid,
+                                stack=tf.stack, concat=lambda xs: tf.concat(xs, -1))
     zeros = tf.zeros((xs.shape[1], model.num_hiddens))
 
     def eager():
@@ -121,7 +124,8 @@ def _jax(model, params, xs):
     unbound, variables = multirnn.native_layer(model, params, backend="jax").unbind()
     x_time = jnp.asarray(xs)
     x_batch = jnp.asarray(xs.swapaxes(0, 1))  # Flax nn.RNN is batch-major by default
-    cell = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}[model.cell]
+    cell = {"rnn": functools.partial(nn.SimpleCell, activation_fn=getattr(nn, model.nonlinearity)),
+            "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}[model.cell]
     native = nn.RNN(cell(model.num_hiddens))
     if model.bidirectional:
         native = nn.Bidirectional(native, nn.RNN(cell(model.num_hiddens)))
@@ -132,7 +136,7 @@ def _jax(model, params, xs):
         return lambda: jax.block_until_ready(grad(variables, x))
 
     weights = {k: jnp.asarray(v) for k, v in params.items()}
-    ops = types.SimpleNamespace(matmul=jnp.matmul, tanh=jnp.tanh, sigmoid=jax.nn.sigmoid,
+    ops = types.SimpleNamespace(matmul=jnp.matmul, tanh=jnp.tanh, relu=jax.nn.relu, sigmoid=jax.nn.sigmoid,
                                 stack=jnp.stack, concat=lambda xs: jnp.concatenate(xs, -1))
     zeros = jnp.zeros((xs.shape[1], model.num_hiddens))
     steps = list(x_time)
@@ -154,7 +158,7 @@ def _mxnet(model, params, xs):
     # Unhybridized, the block runs the backend's cached graph: 6% faster here than hybridize(), which the
     # block offers for export (measured 21.5 vs 22.9 ms, tanh RNN T=64 B=64 D=128 H=256, 1 thread).
     layer = multirnn.native_layer(model, params, backend="mxnet")
-    kind = {"rnn": lambda h, **kw: rnn.RNN(h, activation="tanh", **kw), "gru": rnn.GRU,
+    kind = {"rnn": lambda h, **kw: rnn.RNN(h, activation=model.nonlinearity, **kw), "gru": rnn.GRU,
             "lstm": rnn.LSTM}[model.cell]
     native = kind(model.num_hiddens, bidirectional=model.bidirectional, input_size=model.num_inputs)
     native.initialize()
@@ -172,7 +176,7 @@ def _mxnet(model, params, xs):
     weights = {k: mx.nd.array(v) for k, v in params.items()}
     for w in weights.values():
         w.attach_grad()
-    ops = types.SimpleNamespace(matmul=mx.nd.dot, tanh=mx.nd.tanh, sigmoid=mx.nd.sigmoid,
+    ops = types.SimpleNamespace(matmul=mx.nd.dot, tanh=mx.nd.tanh, relu=mx.nd.relu, sigmoid=mx.nd.sigmoid,
                                 stack=lambda xs: mx.nd.stack(*xs),
                                 concat=lambda xs: mx.nd.concat(*xs, dim=-1))
     zeros = mx.nd.zeros((xs.shape[1], model.num_hiddens))

@@ -6,12 +6,12 @@ Deliberately independent of multirnn.recurrence: it is the "what people write by
 from __future__ import annotations
 
 
-def d2l_direction(ops, cell, p, steps, h, c=None):
+def d2l_direction(ops, cell, p, steps, h, c=None, nonlinearity="tanh"):
     """One direction over a list of (B, D) steps; returns the list of (B, H) outputs."""
     outputs = []
     for x in steps:
         if cell == "rnn":
-            h = ops.tanh(ops.matmul(x, p["W_xh"]) + ops.matmul(h, p["W_hh"]) + p["b_h"])
+            h = getattr(ops, nonlinearity)(ops.matmul(x, p["W_xh"]) + ops.matmul(h, p["W_hh"]) + p["b_h"])
         elif cell == "gru":  # d2l GRUScratch: reset before the recurrent matmul
             z = ops.sigmoid(ops.matmul(x, p["W_xz"]) + ops.matmul(h, p["W_hz"]) + p["b_xz"])
             r = ops.sigmoid(ops.matmul(x, p["W_xr"]) + ops.matmul(h, p["W_hr"]) + p["b_xr"])
@@ -35,7 +35,7 @@ def d2l_forward(ops, model, params, steps, zeros):
     for prefix in prefixes:
         p = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
         seq = steps[::-1] if prefix == "bwd." else steps
-        ys = d2l_direction(ops, model.cell, p, seq, zeros, zeros)
+        ys = d2l_direction(ops, model.cell, p, seq, zeros, zeros, model.nonlinearity)
         per_direction.append(ys[::-1] if prefix == "bwd." else ys)
     outputs = ops.stack(per_direction[0]) if len(per_direction) == 1 else ops.concat(
         [ops.stack(ys) for ys in per_direction])

@@ -34,9 +34,9 @@ SIZES = {  # name: (steps T, batch B, inputs D, hiddens H)
     "d2l-lm": (32, 1024, 28, 32),  # d2l's language model: 28 one-hot chars, 32 hiddens
     "issue": (64, 64, 128, 256),   # the size of the issue's measurements
 }
-CELLS = ("rnn", "gru", "lstm")
+CELLS = ("rnn", "relu", "gru", "lstm")  # rnn: tanh; relu: the relu RNN (cell "rnn" too)
 PATHS = ("multirnn", "generic", "api", "native", "eager")
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+GATES = {"rnn": 1, "relu": 1, "gru": 3, "lstm": 4}
 
 
 def flops(cell, bidirectional, steps, batch, inputs, hiddens) -> float:
@@ -49,6 +49,9 @@ def flops(cell, bidirectional, steps, batch, inputs, hiddens) -> float:
 
 def spec(cell, bidirectional, inputs, hiddens):
     # reset_after=True: the GRU every fused layer here implements (torch, Keras, Flax, Gluon).
+    if cell == "relu":
+        return multirnn.RecurrentSpec(inputs, hiddens, cell="rnn", nonlinearity="relu",
+                                      bidirectional=bidirectional)
     return multirnn.RecurrentSpec(inputs, hiddens, cell=cell, bidirectional=bidirectional,
                                   reset_after=(cell == "gru"))
 
