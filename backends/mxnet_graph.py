@@ -208,8 +208,8 @@ class Unrolled(mx.gluon.HybridBlock):
     """``block(xs, *params in canonical order, *flat state arrays) -> (ys, *final state arrays)``;
     with ``segments`` (a gradient pass over a padded batch, recurrence.reads_valid_steps_only; no final
     state): ``()``: ``block(..., lengths) -> ys``, each layer's whole batch unmasked; a plan's coarse
-    (sizes, rows): ``block(..., sorted lengths, order, inverse) -> ys``, the batch sorted and each
-    segment one kernel call (or scan) on the sequences still running (multirnn.packed.run_past_ends).
+    (sizes, rows): ``block(..., sorted lengths) -> ys`` on a batch sorted on the host, each segment one
+    kernel call (or scan) on the sequences still running (multirnn.packed.run_past_ends).
     The whole-batch graph takes lengths only where a unit reverses each sequence within its length
     (Gluon warns of an unused input); without one it is the plain graph."""
 
@@ -226,10 +226,9 @@ class Unrolled(mx.gluon.HybridBlock):
         if self.segments == ():  # without a reversed unit the plain graph: lengths only reverse
             if _reverses(self.model):
                 padding = recurrence.Padding(arrays.pop(), None, None, packed.WHOLE_BATCH, outputs_only=True)
-        elif self.segments is not None:
-            lengths, order, inverse = arrays[-3:]
-            arrays = arrays[:-3]
-            plan = packed.Plan(order, inverse, lengths, (), (), None, self.segments)
+        elif self.segments is not None:  # the batch sorted on the host (AbstractBackend.gradients)
+            lengths = arrays.pop()
+            plan = packed.Plan(None, None, lengths, (), (), None, self.segments)
             padding = recurrence.Padding(lengths, None, None, plan, outputs_only=True)
         params = dict(zip(self.names, arrays[:len(self.names)]))
         state, width = arrays[len(self.names):], self.model.state_arrays
@@ -265,9 +264,11 @@ class GraphCache:
             plan = padding.plan
             if plan is packed.WHOLE_BATCH:
                 segments, extra = (), [padding.lengths.astype(xs.dtype)] if _reverses(model) else []
+            elif plan.order is None:  # sorted on the host (AbstractBackend.gradients)
+                segments, extra = plan.coarse, [plan.sorted_lengths.astype(xs.dtype)]
             else:
-                segments = plan.coarse
-                extra = [plan.sorted_lengths.astype(xs.dtype), plan.order, plan.inverse]
+                raise RuntimeError("the segmented gradient graph runs a batch sorted longest first on "
+                                   "the host (AbstractBackend.gradients); this plan has an order")
         key = (model, tuple(params), xs.shape, xs.dtype, use_fused_kernels, segments)
         block = self.blocks.pop(key, None)
         if block is None:

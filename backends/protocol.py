@@ -59,6 +59,10 @@ class BackendProtocol(Protocol):
     def split_sizes(self, x: Array, sizes: Sequence[int], axis: int) -> Sequence[Array]:
         """Consecutive parts of x along ``axis`` with the given sizes (summing to x.shape[axis]), in one op."""
 
+    def size(self, x: Array, axis: int):
+        """x's length along ``axis``: an int, or a traced int32 scalar where the trace does not know it
+        (TensorFlow under a relaxed signature): multirnn.packed's segments may be traced."""
+
     def reverse_padded(self, x: Array, lengths: Array) -> Array:
         """y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]."""
 

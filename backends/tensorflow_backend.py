@@ -36,7 +36,11 @@ class Backend(AbstractBackend):
         return np.dtype(x.dtype.as_numpy_dtype)
 
     def compile(self, fn):
-        return tf.function(fn, reduce_retracing=True)
+        # No AutoGraph: the recurrence's Python control flow reads host values only (packed._known
+        # keeps traced segment sizes out of it), so converting it would only hide a mistake as a
+        # tf.cond; and converting it once called run_unit's converted code for recurrence.scan_runner
+        # (in the full test suite, test_gradient_pass_in_coarse_segments; not alone).
+        return tf.function(fn, reduce_retracing=True, autograph=False)
 
     def value_and_grad(self, fn, seeded=False):
         def value_and_grad_fn(wrt, *rest):
@@ -68,6 +72,9 @@ class Backend(AbstractBackend):
 
     def split_sizes(self, x, sizes, axis):
         return tf.split(x, list(sizes), axis=axis)
+
+    def size(self, x, axis):
+        return x.shape[axis] if x.shape[axis] is not None else tf.shape(x)[axis]
 
     def padding_of(self, model, xs, lengths):
         """In graph ops, so a tf.function takes symbolic lengths (checked when they are eager)."""

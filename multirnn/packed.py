@@ -9,13 +9,14 @@ made from host lengths (NumPy) for the eager fused-kernel backends (torch, MXNet
 per-step ``running`` counts instead of segments, serves a scan whose batch shrinks step by step
 (TensorFlow, torch's generic path: recurrence.shrinking_step); the other traced backends run the
 masked scan of multirnn.recurrence. A gradient pass reads only the valid steps, so a sequence may run
-past its end: on the eager backends it runs at most three coarse segments (``coarse_segments``,
-``run_past_ends``), elsewhere the whole padded batch unmasked or the shrinking scan
-(recurrence.schedule).
+past its end: where a plan is made (torch, MXNet, TensorFlow) it runs at most three coarse segments
+(``coarse_segments``, ``run_past_ends``; on TensorFlow inside one trace, the sizes traced scalars),
+on JAX the whole padded batch unmasked (recurrence.schedule). multirnn.gradients sorts such a batch
+on the host, so its plan has no order to gather by.
 
-Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.84-0.90x (1 thread)
+Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.82-0.90x (1 thread)
 and 0.76-0.97x (2 threads) the full-length batch in coarse segments, 0.87-0.96x and 1.04-1.18x in
-this plan's 26 exact ones, where torch's own packed LSTM costs 2.5-3.2x (benchmarks/run.py --suite
+this plan's 26 exact ones, where torch's own packed LSTM costs 2.5-3.4x (benchmarks/run.py --suite
 padded).
 """
 from __future__ import annotations
@@ -31,15 +32,18 @@ WHOLE_BATCH = "whole batch"  # the plan recurrence.schedule chooses instead of a
 class Plan(NamedTuple):
     """Host-side schedule of a padded batch (plain ints, from ``make_plan``) plus its framework arrays."""
 
-    order: Array  # (batch,) framework ints: sorted position -> original row, longest first
-    inverse: Array  # (batch,) framework ints: original row -> sorted position
+    order: Array  # (batch,) framework ints: sorted position -> original row, longest first; None
+    # where the batch came sorted (multirnn.gradients sorts it on the host: a NumPy take, not a gather
+    # and its gradient in the graph)
+    inverse: Array  # (batch,) framework ints: original row -> sorted position; None with order
     sorted_lengths: Array  # (batch,) framework ints, non-increasing (for reverse_padded)
     sizes: tuple  # steps of each segment (summing to the longest length); () without a fused kernel
     active: tuple  # sequences running in each segment (non-increasing); () without a fused kernel
     running: Array = None  # (steps,) framework ints: sequences running at each step, for a scan whose
     # batch shrinks (backends with ``shrinking_scan``: recurrence.shrinking_step); else None
-    coarse: tuple = None  # (sizes, rows) of coarse_segments, host ints, for a gradient pass on the
-    # eager backends (run_past_ends; MXNet's graph is built for them); None: one whole-batch call
+    coarse: tuple = None  # (sizes, rows) of coarse_segments for a gradient pass (run_past_ends): host
+    # ints on the eager backends (MXNet's graph is built for them), framework scalars where a trace
+    # runs them (TensorFlow: one trace serves every plan with as many segments); None: none
 
 
 def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple, list]:
@@ -64,13 +68,18 @@ def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple, list
 
 
 def sort_batch(ops, plan: Plan, xs, flat_state: list, masks):
-    """Inputs (batch axis 1), state units (axis 0) and dropout masks (axis 1) in the plan's order."""
+    """Inputs (batch axis 1), state units (axis 0) and dropout masks (axis 1) in the plan's order (as
+    they are where it has none: sorted already)."""
+    if plan.order is None:
+        return xs, flat_state, masks
     state = [tuple(ops.take(a, plan.order, 0) for a in unit) for unit in flat_state]
     return (ops.take(xs, plan.order, 1), state,
             None if masks is None else [ops.take(m, plan.order, 1) for m in masks])
 
 
 def unsort_batch(ops, plan: Plan, ys, finals: list):
+    if plan.inverse is None:
+        return ys, finals
     return (ops.take(ys, plan.inverse, 1),
             [None if unit is None else tuple(ops.take(a, plan.inverse, 0) for a in unit) for unit in finals])
 
@@ -136,7 +145,7 @@ def run_past_ends(ops, runner, coarse: tuple, xs, state: tuple):
     finite where a sequence ran past its end; no final state. ``runner(xs, [state]) -> (ys, [state])``
     is a kernel call (or a scan: recurrence.scan_runner)."""
     sizes, rows = coarse
-    batch, width = xs.shape[1], state[0].shape[1]
+    batch, width = ops.size(xs, 1), state[0].shape[1]
     pieces, tail = _split_steps(ops, xs, sizes)
     carry, previous, outputs = tuple(state), batch, []  # the carry's rows: the segment before's
     for piece, size, count in zip(pieces, sizes, rows):
@@ -149,27 +158,34 @@ def run_past_ends(ops, runner, coarse: tuple, xs, state: tuple):
 
 def _split_steps(ops, xs, sizes: tuple):
     """``xs`` cut into the segments' steps, and the number of steps after them (whose outputs are
-    zeros: no sequence is that long)."""
-    tail = xs.shape[0] - sum(sizes)
-    return ops.split_sizes(xs, tuple(sizes) + ((tail,) if tail else ()), 0), tail
+    zeros: no sequence is that long). Sizes may be traced scalars (``_known``)."""
+    tail = ops.size(xs, 0) - sum(sizes)
+    return ops.split_sizes(xs, tuple(sizes) + ((tail,) if not _known(tail, 0) else ()), 0), tail
 
 
 def _run_segment(ops, runner, piece, carry: tuple, size: int, count: int, batch: int, width: int):
     """``runner`` over one segment's steps on its first ``count`` sequences, from ``carry`` (theirs):
     (outputs (size, batch, width), zero for the other sequences; the carry after the segment)."""
     ys, (carry,) = runner(_first(ops, piece, count, batch, 1), [carry])
-    if count < batch:
+    if not _known(count, batch):
         ys = ops.concat([ys, ops.zeros((size, batch - count, width), ys)], axis=1)
     return ys, carry
 
 
 def _stack_steps(ops, outputs: list, tail: int, batch: int, width: int, like):
     """The segments' outputs joined in time, zeros for the ``tail`` steps after them."""
-    if tail:
+    if not _known(tail, 0):
         outputs = outputs + [ops.zeros((tail, batch, width), like)]
     return ops.concat(outputs, axis=0) if len(outputs) > 1 else outputs[0]
 
 
 def _first(ops, x, count: int, total: int, axis: int):
     """The first ``count`` of ``x``'s ``total`` slices along ``axis``."""
-    return x if count == total else ops.split_sizes(x, (count, total - count), axis)[0]
+    return x if _known(count, total) else ops.split_sizes(x, (count, total - count), axis)[0]
+
+
+def _known(n, value: int) -> bool:
+    """Whether a segment's size or row count ``n`` is the host int ``value``; a traced scalar
+    (TensorFlow's coarse segments) is never known, so its split and zero padding always run (empty
+    where they are not needed)."""
+    return isinstance(n, int) and n == value

@@ -219,8 +219,10 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
             # a prefix of the batch
             xs, flat_state, masks = packed.sort_batch(ops, padding.plan, xs, flat_state, masks)
             # keep is not read once sorted; valid only by the shrinking scan (segments pad with zeros)
-            shrinking = not use_kernel and padding.plan.coarse is None
-            valid = ops.take(padding.valid, padding.plan.order, 1) if shrinking else None
+            valid = None
+            if not use_kernel and padding.plan.coarse is None:  # the shrinking scan
+                order = padding.plan.order
+                valid = padding.valid if order is None else ops.take(padding.valid, order, 1)
             padding = padding._replace(lengths=padding.plan.sorted_lengths, keep=None, valid=valid)
     units, finals, layer_in = list(model.units()), [], xs
     per_layer = len(model.directions)
@@ -265,9 +267,10 @@ def schedule(ops: Ops, model: RecurrentSpec, padding: Padding, use_kernel: bool)
     the shrinking scan), else the masked scan. Where only the valid steps are read
     (``reads_valid_steps_only``): the plan's coarse segments where it has them (packed.run_past_ends:
     at most three kernel calls or scans on the running sequences rounded up; measured on torch's LSTM
-    0.76-0.97x the full batch, where the exact plan's 26 calls cost 0.87-1.18x), else the shrinking
-    scan (TensorFlow, whose plan has no host segments: coarse scans measured no faster there), else
-    the whole batch. A Plan keeps ``coarse`` only where its coarse segments are what runs."""
+    0.76-0.97x the full batch, where the exact plan's 26 calls cost 0.87-1.18x; TensorFlow's three
+    scans 0.95-0.96x and 1.01-1.04x at 2 threads, where the shrinking scan cost 0.96-1.00x and
+    1.08-1.17x), else the shrinking scan (the native layers' plans, which have no coarse segments),
+    else the whole batch. A Plan keeps ``coarse`` only where its coarse segments are what runs."""
     plan = padding.plan
     if not isinstance(plan, packed.Plan):
         if plan is packed.WHOLE_BATCH or not reads_valid_steps_only(model, padding):

@@ -95,6 +95,7 @@ def test_select_gather_and_split(backend):
     order = backend.asindex(np.array([1, 0]))
     near(backend, backend.take(x, order, 1), A[:, ::-1])
     near(backend, backend.take(x[0], order, 0), A[0, ::-1])
+    assert [backend.size(x, axis) for axis in range(3)] == list(A.shape)
     for sizes, axis in [((1, 2), 0), ((3,), 0), ((1, 1), 1)]:
         parts = backend.split_sizes(x, sizes, axis)
         assert len(parts) == len(sizes)

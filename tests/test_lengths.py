@@ -225,20 +225,53 @@ def test_coarse_segments():
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("cell", ["lstm", "gru-reset-before"])
-@pytest.mark.parametrize("name", ["torch", "mxnet"])
+@pytest.mark.parametrize("name", ["torch", "mxnet", "tensorflow"])
 def test_gradient_pass_in_coarse_segments(monkeypatch, name, cell, bidirectional):
     """A padded gradient pass big enough to cut (test_coarse_segments' batch, shuffled): the batch is
-    sorted and each unit runs three kernel calls, or three scans for the cell no kernel computes (on
-    MXNet inside its cached graph); every gradient against the per-sequence NumPy reference."""
-    load_backend(name)
+    sorted on the host and each unit runs three kernel calls, or three scans for the cell no kernel
+    computes (on MXNet inside its cached graph; on TensorFlow inside one trace, the segments traced
+    scalars); every gradient against the per-sequence NumPy reference."""
+    impl = load_backend(name)
+    impl._compiled.clear()  # TensorFlow: a function traced before would not run the segments again
     seen, original = [], packed.run_past_ends
     monkeypatch.setattr(packed, "run_past_ends", lambda ops, runner, coarse, xs, state: seen.append(
         coarse) or original(ops, runner, coarse, xs, state))
+    planned, plan = [], packed.coarse_segments
+    monkeypatch.setattr(packed, "coarse_segments", lambda *args: planned.append(plan(*args)) or planned[-1])
     model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=bidirectional, **CELL_VARIANTS[cell])
     lengths = np.array([20] * 4 + [12] * 8 + [5] * 12)[np.random.default_rng(0).permutation(24)]
     check_padded_against_reference(model, name, "float64", 24, 20, lengths=lengths)
-    # once per unit (on MXNet where the graph is built; the forward runs exact segments or shrinks)
-    assert seen == [((8, 8, 4), (24, 16, 8))] * len(list(model.units()))
+    assert planned == [((8, 8, 4), (24, 16, 8))]  # for the gradient pass only (forward: exact)
+    # once per unit (on MXNet where the graph is built, on TensorFlow where the function is traced)
+    units = len(list(model.units()))
+    if name == "tensorflow":
+        assert len(seen) == units and all(len(part) == 3 for coarse in seen for part in coarse)
+    else:
+        assert seen == [((8, 8, 4), (24, 16, 8))] * units
+
+
+def test_tensorflow_coarse_segments_in_a_relaxed_trace(monkeypatch):
+    """TensorFlow's gradient function relaxes its signature once shapes change (reduce_retracing):
+    the coarse segments then run on inputs of unknown steps and batch, their sizes read in the graph
+    (Ops.size). Three shapes, two to three segments each; every gradient against the reference."""
+    impl = load_backend("tensorflow")
+    impl._compiled.clear()
+    shapes, original = [], packed.run_past_ends
+    monkeypatch.setattr(packed, "run_past_ends", lambda ops, runner, coarse, xs, state: shapes.append(
+        tuple(xs.shape)) or original(ops, runner, coarse, xs, state))
+    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, cell="lstm")
+    for steps, batch in ((20, 24), (22, 26), (19, 30)):
+        params, inputs = make_case(model, seed=steps, steps=steps, batch=batch)
+        lengths = np.random.default_rng(steps).integers(1, steps + 1, size=batch)
+        lengths[0] = steps
+        assert len(packed.coarse_segments(*packed.make_plan(lengths, steps)[3:5], steps, batch)[0]) > 1
+        cotangent = np.random.default_rng(batch).normal(size=(steps, batch, 8))
+        got = multirnn.gradients(model, params, inputs, backend="tensorflow", cotangent=cotangent,
+                                 lengths=lengths)
+        want = multirnn.gradients(model, params, inputs, cotangent=cotangent, lengths=lengths)
+        for name in want:
+            assert_close(got[name], want[name], "float64", name)
+    assert (None, None, 3) in shapes  # the relaxed trace ran the segments
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
