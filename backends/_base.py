@@ -234,12 +234,6 @@ class AbstractBackend:
                 [None if unit is None else tuple(self.asarray(a) for a in unit) for unit in flat_state],
                 None if masks is None else [self.asarray(m) for m in masks])
 
-    def _plans(self, lengths) -> bool:
-        """Whether ``_padding`` makes a multirnn.packed plan for host ``lengths``: where a fused kernel
-        or a shrinking scan runs it, and some sequence has a step (else the masked scan's outputs still
-        hang on the params, zero gradients; a plan's zeros would not)."""
-        return (self.has_fused_kernel or self.shrinking_scan) and lengths.max() > 0
-
     def _padding(self, model, xs, lengths, step_mask=None, gradient=False):
         """numpy lengths or a time-major (T, B) step mask (or neither) -> recurrence.Padding of
         framework arrays (or None); lengths with the multirnn.packed plan where this backend has a
@@ -254,7 +248,8 @@ class AbstractBackend:
             return None
         keep = valid_steps(xs.shape[0], lengths)
         plan = None
-        if self._plans(lengths):
+        if (self.has_fused_kernel or self.shrinking_scan) and lengths.max() > 0:  # no step to run:
+            # the masked scan's outputs still hang on the params (zero gradients), a plan's zeros not
             steps, batch = xs.shape[:2]
             order, inverse, ordered, sizes, active, running = packed.make_plan(lengths, steps)
             coarse = packed.coarse_segments(sizes, active, steps, batch) if gradient else None

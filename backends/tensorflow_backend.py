@@ -115,7 +115,7 @@ class Backend(AbstractBackend):
         arrays = xs if isinstance(xs, tuple) else (xs,)
         # A static length where the trace knows it, as Keras does: the outputs' shape is then static and
         # Grappler folds a constant output cotangent (a sum loss's) through the stack's gradient.
-        steps = arrays[0].shape[0] if arrays[0].shape[0] is not None else tf.shape(arrays[0])[0]
+        steps = self.size(arrays[0], 0)
         # Read steps from a TensorArray, not xs[t]: the gradient of a slice inside the loop would be a
         # full-size (T, B, width) tensor per step (quadratic in T); a TensorArray read's is one write.
         inputs = [tf.TensorArray(a.dtype, size=steps, element_shape=a.shape[1:]).unstack(a) for a in arrays]
