@@ -10,7 +10,7 @@ per-step ``running`` counts instead of segments, serves a scan whose batch shrin
 (TensorFlow, torch's generic path: recurrence.shrinking_step); the other traced backends run the
 masked scan of multirnn.recurrence. A gradient pass reads only the valid steps, so a sequence may run
 past its end: where a plan is made (torch, MXNet, TensorFlow) it runs at most three coarse segments
-(``coarse_segments``, ``run_past_ends``; on TensorFlow inside one trace, the sizes traced scalars),
+(``coarse_segments``, ``run_past_ends``; on TensorFlow the sizes traced scalars, the rows host ints),
 on JAX the whole padded batch unmasked (recurrence.schedule). multirnn.gradients sorts such a batch
 on the host, so its plan has no order to gather by.
 
@@ -42,8 +42,9 @@ class Plan(NamedTuple):
     running: Array = None  # (steps,) framework ints: sequences running at each step, for a scan whose
     # batch shrinks (backends with ``shrinking_scan``: recurrence.shrinking_step); else None
     coarse: tuple = None  # (sizes, rows) of coarse_segments for a gradient pass (run_past_ends): host
-    # ints on the eager backends (MXNet's graph is built for them), framework scalars where a trace
-    # runs them (TensorFlow: one trace serves every plan with as many segments); None: none
+    # ints on the eager backends (MXNet's graph is built for them); where a trace runs them
+    # (TensorFlow) sizes as framework scalars and rows in quarters of the batch, host ints (one trace
+    # per row pattern and segment count); None: none
 
 
 def make_plan(lengths, steps: int) -> tuple[list, list, list, tuple, tuple, list]:
@@ -105,12 +106,13 @@ def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
 
 
 def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum: int = 8,
-                    call_cost: float = 0.025) -> tuple[tuple, tuple]:
+                    call_cost: float = 0.025, row_quantum: int | None = None) -> tuple[tuple, tuple]:
     """At most three segments covering an exact plan's (``sizes``, ``active``), for a gradient pass,
     which reads only the valid steps (recurrence.reads_valid_steps_only: a sequence may run past its
     end): each starts at a multiple of ``quantum`` steps on the sequences still running then, rounded
-    up to a multiple of ``quantum`` rows, so a few shapes serve every batch (MXNet compiles a graph
-    per shape). Chosen to minimise the steps × rows computed plus ``call_cost`` × steps × batch per
+    up to a multiple of ``row_quantum`` rows (default ``quantum``; ``quarter_rows`` where each row
+    count is a trace of its own), so a few shapes serve every batch (MXNet compiles a graph per
+    shape). Chosen to minimise the steps × rows computed plus ``call_cost`` × steps × batch per
     extra kernel call (MXNet's RNN operator in a graph: about 2.5% of a full call each, measured;
     torch's LSTM picks the same cuts for call costs of 1-5%). A single segment of the whole batch
     when nothing cheaper exists."""
@@ -119,10 +121,11 @@ def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum
         start += size
         ends.append(start)
     longest = min(steps, -(-ends[-1] // quantum) * quantum)
+    row_quantum = row_quantum or quantum
 
     def rows_from(t):  # the sequences longer than t, rounded up
         count = next((n for end, n in zip(ends, active) if end > t), 0)
-        return min(batch, -(-count // quantum) * quantum)
+        return min(batch, -(-count // row_quantum) * row_quantum)
 
     candidates = range(quantum, longest, quantum)
     best = ((longest,), (rows_from(0),))
@@ -135,6 +138,13 @@ def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum
         if cost < best_cost:
             best, best_cost = (seg_sizes, seg_rows), cost
     return best
+
+
+def quarter_rows(batch: int, quantum: int = 8) -> int:
+    """A row quantum of a quarter of ``batch`` (rounded up to ``quantum``): segments then run on one
+    to four quarters of the batch, so at most 20 row patterns exist for any batch of that size (3-4
+    in 500 batches of lengths drawn from 1..64 or 32..64 at B=64, against 13-15 at 8 rows)."""
+    return max(quantum, -(-batch // (4 * quantum)) * quantum)
 
 
 def run_past_ends(ops, runner, coarse: tuple, xs, state: tuple):
@@ -184,8 +194,8 @@ def _first(ops, x, count: int, total: int, axis: int):
     return x if _known(count, total) else ops.split_sizes(x, (count, total - count), axis)[0]
 
 
-def _known(n, value: int) -> bool:
+def _known(n, value) -> bool:
     """Whether a segment's size or row count ``n`` is the host int ``value``; a traced scalar
-    (TensorFlow's coarse segments) is never known, so its split and zero padding always run (empty
-    where they are not needed)."""
-    return isinstance(n, int) and n == value
+    (TensorFlow's segment sizes, or its batch in a relaxed trace) is never known, so its split and
+    zero padding always run (empty where they are not needed)."""
+    return isinstance(n, int) and isinstance(value, int) and n == value

@@ -221,6 +221,10 @@ def test_coarse_segments():
     assert packed.coarse_segments(sizes, active, steps=20, batch=24) == ((8, 8, 4), (24, 16, 8))
     assert packed.coarse_segments(*packed.make_plan([3, 1, 3, 0, 2], 5)[3:5], steps=5, batch=5) == ((5,), (5,))
     assert packed.coarse_segments(*packed.make_plan([64] * 64, 64)[3:5], steps=64, batch=64) == ((64,), (64,))
+    # rows rounded up to 16 (a trace per row pattern, TensorFlow): cut at 8 and 16, 8 x 24 + 8 x 16 +
+    # 4 x 16 + 2 x 12 = 408; at 8 alone, 8 x 24 + 12 x 16 + 12 = 396, the cheapest (at 16: 460)
+    assert packed.coarse_segments(sizes, active, steps=20, batch=24, row_quantum=16) == ((8, 12), (24, 16))
+    assert [packed.quarter_rows(batch) for batch in (5, 24, 64, 100)] == [8, 8, 16, 32]
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
@@ -229,7 +233,7 @@ def test_coarse_segments():
 def test_gradient_pass_in_coarse_segments(monkeypatch, name, cell, bidirectional):
     """A padded gradient pass big enough to cut (test_coarse_segments' batch, shuffled): the batch is
     sorted on the host and each unit runs three kernel calls, or three scans for the cell no kernel
-    computes (on MXNet inside its cached graph; on TensorFlow inside one trace, the segments traced
+    computes (on MXNet inside its cached graph; on TensorFlow inside one trace, the sizes traced
     scalars); every gradient against the per-sequence NumPy reference."""
     impl = load_backend(name)
     impl._compiled.clear()  # TensorFlow: a function traced before would not run the segments again
@@ -237,15 +241,16 @@ def test_gradient_pass_in_coarse_segments(monkeypatch, name, cell, bidirectional
     monkeypatch.setattr(packed, "run_past_ends", lambda ops, runner, coarse, xs, state: seen.append(
         coarse) or original(ops, runner, coarse, xs, state))
     planned, plan = [], packed.coarse_segments
-    monkeypatch.setattr(packed, "coarse_segments", lambda *args: planned.append(plan(*args)) or planned[-1])
+    monkeypatch.setattr(packed, "coarse_segments", lambda *args, **kwargs: planned.append(
+        plan(*args, **kwargs)) or planned[-1])
     model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=bidirectional, **CELL_VARIANTS[cell])
     lengths = np.array([20] * 4 + [12] * 8 + [5] * 12)[np.random.default_rng(0).permutation(24)]
     check_padded_against_reference(model, name, "float64", 24, 20, lengths=lengths)
     assert planned == [((8, 8, 4), (24, 16, 8))]  # for the gradient pass only (forward: exact)
     # once per unit (on MXNet where the graph is built, on TensorFlow where the function is traced)
     units = len(list(model.units()))
-    if name == "tensorflow":
-        assert len(seen) == units and all(len(part) == 3 for coarse in seen for part in coarse)
+    if name == "tensorflow":  # the sizes traced scalars, the rows host ints (packed.Plan.coarse)
+        assert len(seen) == units and all(len(sizes) == 3 and rows == (24, 16, 8) for sizes, rows in seen)
     else:
         assert seen == [((8, 8, 4), (24, 16, 8))] * units
 
@@ -253,25 +258,26 @@ def test_gradient_pass_in_coarse_segments(monkeypatch, name, cell, bidirectional
 def test_tensorflow_coarse_segments_in_a_relaxed_trace(monkeypatch):
     """TensorFlow's gradient function relaxes its signature once shapes change (reduce_retracing):
     the coarse segments then run on inputs of unknown steps and batch, their sizes read in the graph
-    (Ops.size). Three shapes, two to three segments each; every gradient against the reference."""
+    (Ops.size). Three shapes whose segments run on the same rows (24, 16, 8: host ints, so one trace
+    serves them; two or four sequences of length 0 keep the first segment at 24 rows), the batch
+    shuffled; every gradient against the reference."""
     impl = load_backend("tensorflow")
     impl._compiled.clear()
     shapes, original = [], packed.run_past_ends
     monkeypatch.setattr(packed, "run_past_ends", lambda ops, runner, coarse, xs, state: shapes.append(
-        tuple(xs.shape)) or original(ops, runner, coarse, xs, state))
+        (tuple(xs.shape), coarse[1])) or original(ops, runner, coarse, xs, state))
     model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, cell="lstm")
-    for steps, batch in ((20, 24), (22, 26), (19, 30)):
+    for steps, batch in ((20, 24), (22, 26), (21, 28)):
         params, inputs = make_case(model, seed=steps, steps=steps, batch=batch)
-        lengths = np.random.default_rng(steps).integers(1, steps + 1, size=batch)
-        lengths[0] = steps
-        assert len(packed.coarse_segments(*packed.make_plan(lengths, steps)[3:5], steps, batch)[0]) > 1
+        lengths = np.array([steps] * 4 + [12] * 8 + [5] * 12 + [0] * (batch - 24))
+        lengths = lengths[np.random.default_rng(steps).permutation(batch)]
         cotangent = np.random.default_rng(batch).normal(size=(steps, batch, 8))
         got = multirnn.gradients(model, params, inputs, backend="tensorflow", cotangent=cotangent,
                                  lengths=lengths)
         want = multirnn.gradients(model, params, inputs, cotangent=cotangent, lengths=lengths)
         for name in want:
             assert_close(got[name], want[name], "float64", name)
-    assert (None, None, 3) in shapes  # the relaxed trace ran the segments
+    assert ((None, None, 3), (24, 16, 8)) in shapes  # the relaxed trace ran the segments
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
