@@ -268,7 +268,7 @@ def schedule(ops: Ops, model: RecurrentSpec, padding: Padding, use_kernel: bool)
     (``reads_valid_steps_only``): the plan's coarse segments where it has them (packed.run_past_ends:
     at most three kernel calls or scans on the running sequences rounded up; measured on torch's LSTM
     0.76-0.97x the full batch, where the exact plan's 26 calls cost 0.87-1.18x; TensorFlow's three
-    scans 0.95-0.96x and 1.01-1.04x at 2 threads, where the shrinking scan cost 0.96-1.00x and
+    scans 0.90-0.97x and 0.95-1.01x at 2 threads, where the shrinking scan cost 0.96-1.00x and
     1.08-1.17x), else the shrinking scan (the native layers' plans, which have no coarse segments),
     else the whole batch. A Plan keeps ``coarse`` only where its coarse segments are what runs."""
     plan = padding.plan
