@@ -142,8 +142,9 @@ def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum
 
 def quarter_rows(batch: int, quantum: int = 8) -> int:
     """A row quantum of a quarter of ``batch`` (rounded up to ``quantum``): segments then run on one
-    to four quarters of the batch, so at most 20 row patterns exist for any batch of that size (3-4
-    in 500 batches of lengths drawn from 1..64 or 32..64 at B=64, against 13-15 at 8 rows)."""
+    to four quarters of the batch, so at most 14 row patterns exist for any batch of that size (the
+    rows strictly decrease: two equal segments cost a call more than one; 3-4 patterns in 500
+    batches of lengths drawn from 1..64 or 32..64 at B=64, against 13-15 at 8 rows)."""
     return max(quantum, -(-batch // (4 * quantum)) * quantum)
 
 
