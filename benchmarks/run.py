@@ -88,10 +88,15 @@ def available(names):
 
 
 def measure_suite(module, args) -> list[dict]:
-    """A suite module's rows: ``calls(backend)`` timed interleaved, one ``row`` per backend."""
+    """A suite module's rows: ``calls(backend)`` timed interleaved, one ``row`` per backend; a module's
+    ``GROUPS`` (names of calls) are timed one group after the other, each interleaved within itself."""
     rows = []
     for backend in available(args.backends):
-        seconds = time_interleaved(module.calls(backend), args.warmup, args.repeats)
+        calls = module.calls(backend)
+        seconds = {}
+        for group in getattr(module, "GROUPS", (tuple(calls),)):
+            seconds.update(time_interleaved({name: calls[name] for name in group if name in calls},
+                                            args.warmup, args.repeats))
         rows.append(module.row(backend, seconds))
         print(module.format_row(rows[-1]), flush=True)
     return rows
