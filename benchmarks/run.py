@@ -16,6 +16,7 @@ interleaved (A, B, C, A, B, C, ...), after warm-up calls that also pay compilati
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -235,7 +236,8 @@ def parse(argv=None):
     parser.add_argument("--threads", type=int, default=0,
                         help="cap every framework's compute threads (default: each framework's own)")
     parser.add_argument("--out", default=str(HERE / "results"))
-    parser.add_argument("--markdown", metavar="JSON", help="print a saved bench.json as a Markdown table")
+    parser.add_argument("--markdown", metavar="JSON",
+                        help="print a saved bench.json (or a suite's padded/lm/step.json) as a Markdown table")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.cells, args.directions, args.repeats = "issue", "rnn", "uni", 3
@@ -272,8 +274,12 @@ def run_meta(args) -> dict:
 def main(argv=None) -> int:
     args = parse(argv)
     if args.markdown:  # re-render a saved run, measure nothing
-        rows = json.loads(Path(args.markdown).read_text())["rows"]
-        print(markdown(rows) + "\n\n" + summary(rows))
+        path = Path(args.markdown)
+        rows = json.loads(path.read_text())["rows"]
+        if SUITES.get(path.stem):  # a suite's run, saved as {suite}.json
+            print(importlib.import_module(SUITES[path.stem]).markdown(rows))
+        else:
+            print(markdown(rows) + "\n\n" + summary(rows))
         return 0
     if args.threads:
         limit_threads(args.threads)
@@ -283,8 +289,6 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.suite != "layers":
-        import importlib
-
         module = importlib.import_module(SUITES[args.suite])
         rows = measure_suite(module, args)
         (out / f"{args.suite}.json").write_text(json.dumps({"meta": run_meta(args), "rows": rows}, indent=2))
