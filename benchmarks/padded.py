@@ -67,9 +67,8 @@ def row(backend: str, seconds: dict) -> dict:
 
 def format_row(r: dict) -> str:
     own = f"  torch packed / full {r['torch_packed_ratio']:.2f}" if "torch_packed_ratio" in r else ""
-    forward = f"  forward {r['forward_ratio']:.2f}" if "forward_ratio" in r else ""
     return (f"{r['backend']:<10} padded {r['padded_ms']:7.1f} ms  full {r['full_ms']:7.1f} ms  "
-            f"padded / full {r['padded_ratio']:.2f}{forward}{own}")
+            f"padded / full {r['padded_ratio']:.2f}  forward {r['forward_ratio']:.2f}{own}")
 
 
 def markdown(rows) -> str:
