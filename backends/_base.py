@@ -41,16 +41,23 @@ def _lacks(member):
 
 
 def _sorted_batch(order, xs, flat_state, masks, cotangent, lengths):
-    """Host arrays of a padded batch (NumPy, time-major) with their sequences in ``order`` (copies)."""
-    rows = lambda a, axis: np.take(a, order, axis=axis)  # noqa: E731
+    """Host arrays of a padded batch (NumPy, time-major) with their sequences in ``order`` (copies;
+    the cotangent None in a forward pass)."""
+    rows = lambda a, axis: None if a is None else np.take(a, order, axis=axis)  # noqa: E731
     return (rows(xs, 1), [None if unit is None else tuple(rows(a, 0) for a in unit) for unit in flat_state],
             None if masks is None else [rows(m, 1) for m in masks], rows(cotangent, 1), lengths[order])
 
 
+def _unsorted(order, ys, finals):
+    """A forward pass's host outputs (T, B, ...) and flat final state back in the batch's order."""
+    inverse = np.argsort(order)
+    return ys[:, inverse], [None if unit is None else tuple(a[inverse] for a in unit) for unit in finals]
+
+
 def _zero_padded_steps(cotangent, lengths) -> None:
-    """``cotangent`` (T, B, ...) zeroed in place at each sequence's padded steps, ``lengths`` sorted
-    longest first: one slice per run of equal lengths (a broadcast multiply by the (T, B, 1) mask cost
-    5x as much at T=64, B=64, H=256)."""
+    """``cotangent`` (T, B, ...; or inputs) zeroed in place at each sequence's padded steps, ``lengths``
+    sorted longest first: one slice per run of equal lengths (a broadcast multiply by the (T, B, 1)
+    mask cost 5x as much at T=64, B=64, H=256)."""
     lengths = [int(n) for n in lengths]
     start = 0
     for row in range(1, len(lengths) + 1):
@@ -80,6 +87,7 @@ class AbstractBackend:
     take = _lacks("take")
     split_sizes = _lacks("split_sizes")
     reverse_padded = _lacks("reverse_padded")
+    mask_padded = _lacks("mask_padded")
     swap01 = _lacks("swap01")
     zeros_state = _lacks("zeros_state")
     one_hot = _lacks("one_hot")
@@ -97,6 +105,9 @@ class AbstractBackend:
 
     def flip_time(self, x):
         return x[::-1]  # NumPy, TensorFlow, JAX and MXNet NDArrays slice with a negative step
+
+    def last_valid(self, x, lengths):
+        return self.reverse_padded(x, lengths)[0]  # each sequence's last valid step, reversed to t=0
 
     def asindex(self, a):
         return self.asarray(a)
@@ -156,9 +167,18 @@ class AbstractBackend:
         with self.precision(xs.dtype):
             run = self._once("forward", model,
                              lambda: self.compile(functools.partial(self._run, model)))
+            order = None
+            if lengths is not None and self._plans(lengths):  # sorted longest first on the host, as
+                # gradients sorts (NumPy takes, not gathers in the graph), the outputs unsorted after;
+                # the padded steps' inputs are read by no valid step: zeros, which MXNet's graph needs
+                # to run past each sequence's end (multirnn.packed.run_to_ends)
+                order = np.argsort(-lengths, kind="stable")
+                xs, flat_state, masks, _, lengths = _sorted_batch(order, xs, flat_state, masks, None, lengths)
+                _zero_padded_steps(xs, lengths)
             ys, finals = run(*self._to_framework(params, xs, flat_state, masks),
                              self._padding(model, xs, lengths, step_mask))
-            return self.to_numpy(ys), tree_map(self.to_numpy, finals)
+            ys, finals = self.to_numpy(ys), tree_map(self.to_numpy, finals)
+            return (ys, finals) if order is None else _unsorted(order, ys, finals)
 
     def gradients(self, model, params, xs, flat_state, cotangent, masks=None, lengths=None,
                   step_mask=None):
@@ -210,6 +230,12 @@ class AbstractBackend:
                              f"built or traced, got shape {tuple(xs.shape)}")
         return [self.asarray(m) for m in dropout_masks(model, steps, batch, dropout_seed, self.dtype_of(xs))]
 
+    def _plans(self, lengths) -> bool:
+        """Whether ``_padding`` makes a multirnn.packed plan of host ``lengths``: where this backend has
+        a fused kernel or a shrinking scan, and a step to run (with none, the masked scan's outputs
+        still hang on the params, zero gradients; a plan's zeros not)."""
+        return (self.has_fused_kernel or self.shrinking_scan) and lengths.max() > 0
+
     def padding_of(self, model, xs, lengths):
         """recurrence.Padding of framework ``lengths`` (ints (batch,)) for time-major ``xs``: eager
         backends read them on the host (checked there, and with multirnn.packed's plan)."""
@@ -248,8 +274,7 @@ class AbstractBackend:
             return None
         keep = valid_steps(xs.shape[0], lengths)
         plan = None
-        if (self.has_fused_kernel or self.shrinking_scan) and lengths.max() > 0:  # no step to run:
-            # the masked scan's outputs still hang on the params (zero gradients), a plan's zeros not
+        if self._plans(lengths):
             steps, batch = xs.shape[:2]
             order, inverse, ordered, sizes, active, running = packed.make_plan(lengths, steps)
             traced = not self.has_fused_kernel  # TensorFlow: host ints retrace for each new value

@@ -90,6 +90,9 @@ class Backend(AbstractBackend):
         keep = (jnp.arange(xs.shape[0])[:, None] < jnp.asarray(lengths)[None, :])[:, :, None]
         return recurrence.Padding(jnp.asarray(lengths), keep, keep.astype(xs.dtype))
 
+    def mask_padded(self, x, lengths):
+        return jnp.where(jnp.arange(x.shape[0])[:, None, None] < lengths[:, None], x, 0)
+
     def reverse_padded(self, x, lengths):
         t = jnp.arange(x.shape[0])[:, None]
         index = jnp.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length

@@ -42,6 +42,9 @@ class NumpyOps(AbstractBackend):
     def split_sizes(self, x, sizes, axis):
         return np.split(x, np.cumsum(sizes)[:-1], axis=axis)
 
+    def mask_padded(self, x, lengths):
+        return np.where(np.arange(x.shape[0])[:, None, None] < lengths[:, None], x, 0)
+
     def reverse_padded(self, x, lengths):
         t = np.arange(x.shape[0])[:, None]
         index = np.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length

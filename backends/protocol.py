@@ -66,6 +66,13 @@ class BackendProtocol(Protocol):
     def reverse_padded(self, x: Array, lengths: Array) -> Array:
         """y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]."""
 
+    def mask_padded(self, x: Array, lengths: Array) -> Array:
+        """x with x[t, b] = 0 for t >= lengths[b] (a select: whatever x holds there)."""
+
+    def last_valid(self, x: Array, lengths: Array) -> Array:
+        """x[lengths[b] - 1, b] for each sequence b of positive length, (batch, ...); anything (read
+        in range) where lengths[b] is 0."""
+
     def flip_time(self, x: Array) -> Array:
         """x[::-1]: the first (time) axis reversed."""
 

@@ -90,6 +90,10 @@ class Backend(AbstractBackend):
         plan = packed.Plan(order, tf.argsort(order), ordered, (), (), running)
         return recurrence.Padding(lengths, keep, tf.cast(keep, xs.dtype), plan)
 
+    def mask_padded(self, x, lengths):  # sequence_mask: (B, T) True where t < lengths[b]
+        keep = tf.transpose(tf.sequence_mask(lengths, tf.shape(x)[0]))[:, :, None]
+        return tf.where(keep, x, tf.zeros_like(x))
+
     def reverse_padded(self, x, lengths):
         return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
 

@@ -97,6 +97,9 @@ class Backend(AbstractBackend):
     def split_sizes(self, x, sizes, axis):
         return torch.split(x, list(sizes), dim=axis)
 
+    def mask_padded(self, x, lengths):
+        return torch.where(torch.arange(x.shape[0])[:, None, None] < lengths[:, None], x, 0)
+
     def reverse_padded(self, x, lengths):
         t = torch.arange(x.shape[0])[:, None]
         index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B): each sequence within its length

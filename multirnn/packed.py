@@ -12,7 +12,11 @@ masked scan of multirnn.recurrence. A gradient pass reads only the valid steps, 
 past its end: where a plan is made (torch, MXNet, TensorFlow) it runs at most three coarse segments
 (``coarse_segments``, ``run_past_ends``; on TensorFlow the sizes traced scalars, the rows host ints),
 on JAX the whole padded batch unmasked (recurrence.schedule). multirnn.gradients sorts such a batch
-on the host, so its plan has no order to gather by.
+on the host, so its plan has no order to gather by, and so does multirnn.forward where a plan is
+made. MXNet's forward pass runs the coarse segments past each sequence's end as well, exactly
+(``run_to_ends``): a sequence's h is its output at its last valid step, and an LSTM's padded steps
+are frozen (one more input column drives its input gate to exactly 0 and its forget gate to exactly
+1, so c stays what the last valid step left).
 
 Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.82-0.90x (1 thread)
 and 0.76-0.97x (2 threads) the full-length batch in coarse segments, 0.87-0.96x and 1.04-1.18x in
@@ -140,6 +144,13 @@ def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum
     return best
 
 
+def forward_segments(sizes: tuple, active: tuple, steps: int, batch: int) -> tuple[tuple, tuple]:
+    """``coarse_segments`` for a forward pass (``run_to_ends``): no segment runs a sequence of length
+    0 (``active[0]`` counts those of positive length), so they keep h_0 and c_0."""
+    seg_sizes, rows = coarse_segments(sizes, active, steps, batch)
+    return seg_sizes, tuple(min(count, active[0]) for count in rows)
+
+
 def quarter_rows(batch: int, quantum: int = 8) -> int:
     """A row quantum of a quarter of ``batch`` (rounded up to ``quantum``): segments then run on one
     to four quarters of the batch, so at most 14 row patterns exist for any batch of that size (the
@@ -148,23 +159,95 @@ def quarter_rows(batch: int, quantum: int = 8) -> int:
     return max(quantum, -(-batch // (4 * quantum)) * quantum)
 
 
-def run_past_ends(ops, runner, coarse: tuple, xs, state: tuple):
+def run_past_ends(ops, runner, coarse: tuple, xs, state: tuple, finals: bool = False):
     """One direction of one layer over sorted, time-major ``xs`` (T, B, in) in coarse segments, for a
     gradient pass, which reads only the valid steps (recurrence.reads_valid_steps_only): segment k
     runs ``sizes[k]`` steps on the first ``rows[k]`` sequences, from the carry the segment before
     left. Returns ys (T, B, H): zero beyond each segment's rows and after the last segment, anything
-    finite where a sequence ran past its end; no final state. ``runner(xs, [state]) -> (ys, [state])``
-    is a kernel call (or a scan: recurrence.scan_runner)."""
+    finite where a sequence ran past its end; with ``finals`` also the carry each sequence had when
+    its last segment ended (``run_to_ends``), else no final state. ``runner(xs, [state]) -> (ys,
+    [state])`` is a kernel call (or a scan: recurrence.scan_runner)."""
     sizes, rows = coarse
     batch, width = ops.size(xs, 1), state[0].shape[1]
     pieces, tail = _split_steps(ops, xs, sizes)
-    carry, previous, outputs = tuple(state), batch, []  # the carry's rows: the segment before's
+    carry, previous, outputs, dropped = tuple(state), batch, [], []  # the carry's rows: the segment
+    # before's; dropped: the rows each cut leaves behind, last rows first
     for piece, size, count in zip(pieces, sizes, rows):
+        if finals and not _known(count, previous):
+            dropped.append(tuple(ops.split_sizes(a, (count, previous - count), 0)[1] for a in carry))
         carry = tuple(_first(ops, a, count, previous, 0) for a in carry)
         ys, carry = _run_segment(ops, runner, piece, carry, size, count, batch, width)
         outputs.append(ys)
         previous = count
-    return _stack_steps(ops, outputs, tail, batch, width, state[0])
+    ys = _stack_steps(ops, outputs, tail, batch, width, state[0])
+    if not finals:
+        return ys
+    parts = [carry] + dropped[::-1]
+    return ys, tuple(ops.concat([p[i] for p in parts], axis=0) if len(parts) > 1 else carry[i]
+                     for i in range(len(state)))
+
+
+def run_to_ends(ops, model, p: dict, coarse: tuple, xs, state: tuple, lengths, valid, margin):
+    """A forward pass of one direction of one layer in coarse segments (``coarse_segments``, its first
+    segment on exactly the sequences of positive length), each sequence running past its end, with
+    the exact outputs (zero at padded steps) and final state of each: (ys, final). ``xs`` sorted
+    longest first and zero at padded steps; an LSTM's ``valid`` (T, B, 1), 1 at valid steps and 0
+    at padded ones, and ``margin`` (``freeze_margin``) a (1, 1) array. A sequence's h (all of a GRU's or tanh RNN's state) is its
+    output at its last valid step (``last_valid``); an LSTM's c is not an output, so its padded
+    steps are frozen: one more input column, 1 at padded steps, drives the input gate to 0 and the
+    forget gate to 1 exactly (``frozen_gates``), and c = 1·c + 0·g stays what the last valid step
+    left (sequences of length 0 keep h_0 and c_0: they run in no segment)."""
+    lstm = model.cell == "lstm"
+    kernel = ops.fused_kernel(model, [frozen_gates(ops, model, p, margin) if lstm else p])
+    if lstm:
+        xs = ops.concat([xs, 1.0 - valid], axis=-1)
+    ys, carry = run_past_ends(ops, kernel, coarse, xs, state, finals=True)
+    ys = ops.mask_padded(ys, lengths)
+    running, batch = coarse[1][0], ops.size(xs, 1)
+    h = ops.last_valid(ys, lengths)
+    if not _known(running, batch):  # h_0 of the sequences of length 0, from the carry
+        h = ops.concat([_first(ops, h, running, batch, 0),
+                        ops.split_sizes(carry[0], (running, batch - running), 0)[1]], axis=0)
+    return ys, (h,) + carry[1:]
+
+
+FREEZE_SLACK = 1000.0  # sigmoid(x) is exactly 1 for x >= 1000 and exactly 0 for x <= -1000, in
+# float32 and float64 alike (exp(-1000) underflows to 0, exp(1000) overflows to inf)
+
+
+def freeze_margin(model, params: dict, state: list, to_numpy=None) -> float:
+    """The pre-activation ``frozen_gates`` adds at an LSTM's padded steps (host NumPy ``params`` and
+    initial ``state``): twice the largest |b_ih + b_hh + h·W_hh| an input or forget gate can reach,
+    plus FREEZE_SLACK, so either gate's pre-activation is beyond ±FREEZE_SLACK whatever h is. The
+    padded steps' inputs are zero and |h| < 1 after a step (h = o·tanh(c)); h_0 may be larger.
+    0.0 for the GRU and tanh RNN (nothing to freeze); inf where the weights are not finite.
+    ``to_numpy`` reads a framework array on the host (default: they are NumPy)."""
+    import numpy as np  # local: multirnn imports no NumPy at load time
+
+    if model.cell != "lstm":
+        return 0.0
+    if model.proj_size:  # a projected h has no bound
+        return float("inf")
+    host = to_numpy or np.asarray
+    scale = max([1.0] + [float(np.max(np.abs(host(unit[0])))) for unit in state if unit is not None])
+    bound = 0.0
+    for _, _, prefix, _ in model.units():
+        for gate in "if":
+            reach = scale * np.abs(host(params[f"{prefix}W_h{gate}"])).sum(axis=0)
+            if model.bias:
+                reach = reach + np.abs(host(params[f"{prefix}b_x{gate}"]) + host(params[f"{prefix}b_h{gate}"]))
+            bound = max(bound, float(np.max(reach)))
+    return 2.0 * bound + FREEZE_SLACK if np.isfinite(bound) else float("inf")
+
+
+def frozen_gates(ops, model, p: dict, margin):
+    """An LSTM unit's ``p`` with one more input row: -``margin`` into the input gate, +``margin``
+    into the forget gate, 0 into the others (``run_to_ends``). At a valid step its column is 0, and
+    0·margin adds an exact 0."""
+    width = model.num_hiddens
+    zero = ops.zeros((1, width), p["W_xi"])
+    rows = {"i": zero - margin, "f": zero + margin, "c": zero, "o": zero}
+    return dict(p, **{f"W_x{g}": ops.concat([p[f"W_x{g}"], row], axis=0) for g, row in rows.items()})
 
 
 def _split_steps(ops, xs, sizes: tuple):

@@ -49,6 +49,10 @@ class Padding(NamedTuple):
     # padded steps), so outputs at padded steps may be anything finite and final states None. Set
     # inside a trace, never passed in: None (not False) keeps it out of jax.jit's traced leaves.
     outputs_only: bool | None = None
+    # A forward pass that runs past each sequence's end in a plan's coarse segments, with exact
+    # outputs and final states (packed.run_to_ends; MXNet's graph): packed.freeze_margin as a (1, 1)
+    # framework array (an LSTM's) or 0.0 (nothing to freeze); None elsewhere.
+    freeze: Any = None
 
 
 def unit_params(params: dict, prefix: str) -> dict:
@@ -218,9 +222,11 @@ def run(ops: Ops, model: RecurrentSpec, params: dict, xs: Array, flat_state: lis
         if isinstance(padding.plan, packed.Plan):  # sorted longest first: the running sequences are
             # a prefix of the batch
             xs, flat_state, masks = packed.sort_batch(ops, padding.plan, xs, flat_state, masks)
-            # keep is not read once sorted; valid only by the shrinking scan (segments pad with zeros)
+            # keep is not read once sorted; valid only by the shrinking scan and run_to_ends (other
+            # segments pad with zeros)
             valid = None
-            if not use_kernel and padding.plan.coarse is None:  # the shrinking scan
+            if runs_to_ends(padding) or (not use_kernel and padding.plan.coarse is None):  # the
+                # shrinking scan, or packed.run_to_ends
                 order = padding.plan.order
                 valid = padding.valid if order is None else ops.take(padding.valid, order, 1)
             padding = padding._replace(lengths=padding.plan.sorted_lengths, keep=None, valid=valid)
@@ -270,18 +276,29 @@ def schedule(ops: Ops, model: RecurrentSpec, padding: Padding, use_kernel: bool)
     0.76-0.97x the full batch, where the exact plan's 26 calls cost 0.87-1.18x; TensorFlow's three
     scans 0.90-0.97x and 0.95-1.01x at 2 threads, where the shrinking scan cost 0.96-1.00x and
     1.08-1.17x), else the shrinking scan (the native layers' plans, which have no coarse segments),
-    else the whole batch. A Plan keeps ``coarse`` only where its coarse segments are what runs."""
+    else the whole batch. A forward pass given ``Padding.freeze`` (``runs_to_ends``) runs its plan's
+    coarse segments too, exactly (packed.run_to_ends). A Plan keeps ``coarse`` only where its coarse
+    segments are what runs."""
     plan = padding.plan
     if not isinstance(plan, packed.Plan):
         if plan is packed.WHOLE_BATCH or not reads_valid_steps_only(model, padding):
             return plan  # WHOLE_BATCH as chosen before (MXNet's graph), or no plan: the masked scan
         return packed.WHOLE_BATCH
+    if runs_to_ends(padding):
+        return plan
     exact = plan._replace(coarse=None)
     if not reads_valid_steps_only(model, padding):
         return exact if shrinks(ops, padding, use_kernel) else None
     if plan.coarse is not None:
         return plan
     return exact if shrinks(ops, padding, use_kernel) and not use_kernel else packed.WHOLE_BATCH
+
+
+def runs_to_ends(padding: Padding) -> bool:
+    """Whether a forward pass runs its plan's coarse segments past each sequence's end, exactly
+    (``Padding.freeze``: packed.run_to_ends)."""
+    return (padding.freeze is not None and not padding.outputs_only and isinstance(padding.plan, packed.Plan)
+            and padding.plan.coarse is not None)
 
 
 def shrinks(ops: Ops, padding: Padding, use_kernel: bool) -> bool:
@@ -309,6 +326,9 @@ def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: 
             ys, final = ops.fused_kernel(model, [p])(seq, [state])[0], None
         else:
             ys, final = run_direction(ops, model, p, seq, state)[0], None
+    elif runs_to_ends(padding):  # a forward pass in the fused kernel (schedule)
+        ys, final = packed.run_to_ends(ops, model, p, padding.plan.coarse, seq, state, padding.lengths,
+                                       padding.valid, padding.freeze)
     elif padding.plan is not None and padding.plan.coarse is not None:  # a gradient pass (schedule)
         runner = ops.fused_kernel(model, [p]) if use_kernel else scan_runner(ops, model, p)
         ys, final = packed.run_past_ends(ops, runner, padding.plan.coarse, seq, state), None

@@ -114,6 +114,10 @@ def test_indexing(backend):
     want[:3, 0] = A[2::-1, 0]  # sequence 0: all 3 steps reversed; sequence 1: its one step stays
     near(backend, flipped, want)
     near(backend, backend.flip_time(backend.asarray(A)), A[::-1])
+    masked = A.copy()
+    masked[1:, 1] = 0  # sequence 1 has one valid step
+    near(backend, backend.mask_padded(backend.asarray(A), backend.asarray(LENGTHS)), masked)
+    near(backend, backend.last_valid(backend.asarray(A), backend.asarray(LENGTHS)), np.stack([A[2, 0], A[0, 1]]))
 
 
 def test_scan_over_a_tuple(backend):

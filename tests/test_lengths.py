@@ -10,6 +10,7 @@ from conftest import (CELL_VARIANTS, assert_close, check_padded_against_referenc
 
 import multirnn
 from multirnn import packed
+from multirnn.backends._base import valid_steps
 from multirnn.backends.numpy_backend import NumpyOps
 from multirnn.state import flatten_state
 
@@ -144,13 +145,16 @@ def test_lengths_as_list_is_accepted():
 
 @pytest.mark.parametrize("name", ["torch", "mxnet"])
 def test_padded_kernel_calls(monkeypatch, name):
-    """Forward runs multirnn.packed's segments (one call per distinct length and unit); a gradient pass
-    reads only the valid steps, and a batch this small is not worth cutting (packed.coarse_segments):
-    each unit's whole padded batch in one call, on torch eagerly, on MXNet inside its cached graph.
-    Numbers: the tests above."""
+    """Forward runs multirnn.packed's segments (one call per distinct length and unit; on MXNet where
+    its LSTM's padded steps cannot be frozen: an absurd packed.freeze_margin, here any); a gradient
+    pass reads only the valid steps, and a batch this small is not worth cutting
+    (packed.coarse_segments): each unit's whole padded batch in one call, on torch eagerly, on MXNet
+    inside its cached graph. Numbers: the tests above."""
     from conftest import load_backend
 
     backend = load_backend(name)
+    if name == "mxnet":
+        monkeypatch.setattr("multirnn.backends.mxnet_backend.FREEZE_LIMIT", 0.0)
     calls, original = [], backend.fused_kernel
 
     def counting(model, units):
@@ -169,7 +173,7 @@ def test_padded_kernel_calls(monkeypatch, name):
         return
     assert calls == []  # not eager: the graph of mxnet_graph.Unrolled, a batch too small to cut
     padded = [block for key, block in backend._graphs.blocks.items()
-              if key[0] == model and key[2] == (5, 5, 3) and key[-1] is not None]
+              if key[0] == model and key[2] == (5, 5, 3) and block.segments is not None]
     assert len(padded) == 1 and padded[0].segments == ()
 
 
@@ -194,22 +198,26 @@ def test_generic_path_shrinks_where_the_scan_can(monkeypatch, backend):
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("batch", [5, 24], ids=["whole", "segments"])
-def test_mxnet_padded_graph_warns_of_no_unused_input(batch, bidirectional):
+@pytest.mark.parametrize("cell", ["lstm", "gru-reset-after"])
+def test_mxnet_padded_graph_warns_of_no_unused_input(batch, bidirectional, cell):
     """Gluon warns of any graph input no computation uses, which a user would see on every new shape:
     the whole-batch gradient graph takes lengths only where a unit reverses each sequence, and the
-    segmented one's unidirectional sorted lengths are known to go unread."""
+    segmented one's unidirectional sorted lengths are known to go unread; the forward graph
+    (packed.run_to_ends) takes the valid steps and margin only for the LSTM, which freezes."""
     import warnings
 
     backend = load_backend("mxnet")
     backend._graphs.blocks.clear()
-    model = multirnn.RecurrentSpec(3, 4, cell="lstm", bidirectional=bidirectional)
+    model = multirnn.RecurrentSpec(3, 4, bidirectional=bidirectional, **CELL_VARIANTS[cell])
     lengths = np.array([3, 1, 3, 0, 2]) if batch == 5 else np.array([20] * 4 + [12] * 8 + [5] * 12)
     params, inputs = make_case(model, steps=max(lengths), batch=batch, dtype="float32")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        multirnn.forward(model, params, inputs, backend="mxnet", lengths=lengths)
         multirnn.gradients(model, params, inputs, backend="mxnet", lengths=lengths)
     assert not [w for w in caught if "not used by any computation" in str(w.message)]
-    (segments,) = [block.segments for block in backend._graphs.blocks.values()]
+    assert [block.frozen for block in backend._graphs.blocks.values()] == [True, False]
+    segments = [block.segments for block in backend._graphs.blocks.values()][1]
     assert segments == (() if batch == 5 else ((8, 8, 4), (24, 16, 8)))
 
 
@@ -238,21 +246,73 @@ def test_gradient_pass_in_coarse_segments(monkeypatch, name, cell, bidirectional
     impl = load_backend(name)
     impl._compiled.clear()  # TensorFlow: a function traced before would not run the segments again
     seen, original = [], packed.run_past_ends
-    monkeypatch.setattr(packed, "run_past_ends", lambda ops, runner, coarse, xs, state: seen.append(
-        coarse) or original(ops, runner, coarse, xs, state))
+
+    def recording(ops, runner, coarse, xs, state, finals=False):
+        if not finals:  # a gradient pass's (finals: packed.run_to_ends, a forward pass's)
+            seen.append(coarse)
+        return original(ops, runner, coarse, xs, state, finals)
+    monkeypatch.setattr(packed, "run_past_ends", recording)
     planned, plan = [], packed.coarse_segments
     monkeypatch.setattr(packed, "coarse_segments", lambda *args, **kwargs: planned.append(
         plan(*args, **kwargs)) or planned[-1])
     model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=bidirectional, **CELL_VARIANTS[cell])
     lengths = np.array([20] * 4 + [12] * 8 + [5] * 12)[np.random.default_rng(0).permutation(24)]
     check_padded_against_reference(model, name, "float64", 24, 20, lengths=lengths)
-    assert planned == [((8, 8, 4), (24, 16, 8))]  # for the gradient pass only (forward: exact)
+    # for the gradient pass; on MXNet's kernel for the forward pass too (packed.forward_segments)
+    forward_too = name == "mxnet" and cell == "lstm"
+    assert planned == [((8, 8, 4), (24, 16, 8))] * (2 if forward_too else 1)
     # once per unit (on MXNet where the graph is built, on TensorFlow where the function is traced)
     units = len(list(model.units()))
     if name == "tensorflow":  # the sizes traced scalars, the rows host ints (packed.Plan.coarse)
         assert len(seen) == units and all(len(sizes) == 3 and rows == (24, 16, 8) for sizes, rows in seen)
     else:
         assert seen == [((8, 8, 4), (24, 16, 8))] * units
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell", ["lstm", "gru-reset-after", "rnn-tanh"])
+def test_mxnet_padded_forward_runs_to_ends(monkeypatch, cell, dtype):
+    """MXNet's padded forward pass runs in its cached graph, each unit in coarse segments past each
+    sequence's end (packed.run_to_ends; an LSTM's padded steps frozen): test_coarse_segments' batch
+    plus two sequences of length 0 (which run in no segment), shuffled, its padding filled with
+    large values; outputs and final states (and the gradients) against the per-sequence reference."""
+    impl = load_backend("mxnet")
+    impl._graphs.blocks.clear()
+    seen, original = [], packed.run_to_ends
+    monkeypatch.setattr(packed, "run_to_ends", lambda ops, model, p, coarse, *rest: seen.append(
+        coarse) or original(ops, model, p, coarse, *rest))
+    model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **CELL_VARIANTS[cell])
+    lengths = np.array([20] * 4 + [12] * 8 + [5] * 12 + [0] * 2)[np.random.default_rng(0).permutation(26)]
+    params, inputs = make_case(model, seed=1, steps=20, batch=26, dtype=dtype)
+    inputs[valid_steps(20, lengths)[:, :, 0] == 0] = 1e4  # read by no valid step
+    state = random_state(model, 26, seed=2, dtype=dtype)
+    ys, finals = multirnn.forward(model, params, inputs, state, backend="mxnet", lengths=lengths)
+    want_ys, want_finals = multirnn.forward(model, params, inputs, state, lengths=lengths)
+    assert_close(ys, want_ys, dtype, "outputs")
+    np.testing.assert_array_equal(ys[valid_steps(20, lengths)[:, :, 0] == 0], 0.0)
+    for got, want in zip(flat_arrays(model, finals), flat_arrays(model, want_finals)):
+        assert_close(got, want, dtype, "final state")
+    assert seen == [((8, 8, 4), (24, 16, 8))] * 4  # built once per unit, with the graph
+    (block,) = impl._graphs.blocks.values()
+    assert block.frozen
+
+
+def test_freeze_margin():
+    """packed.freeze_margin worked by hand: an LSTM with H = 2 whose forget gate reads h through
+    W_hf = [[1, -2], [3, 0]] (|column sums| 4 and 2) with bias [0.5, -5], its input gate 0, and an
+    h_0 as large as 3: the forget gate's pre-activation reaches 3·4 + 0.5 = 12.5 and 3·2 + 5 = 11,
+    so the margin is 2·12.5 + 1000."""
+    model = multirnn.RecurrentSpec(1, 2, cell="lstm")
+    params = {name: np.zeros(shape) for name, shape in model.param_shapes().items()}
+    params["W_hf"] = np.array([[1.0, -2.0], [3.0, 0.0]])
+    params["b_xf"], params["b_hf"] = np.array([0.25, -2.0]), np.array([0.25, -3.0])
+    state = [(np.array([[0.5, -3.0]]), np.zeros((1, 2)))]
+    assert packed.freeze_margin(model, params, state) == 2 * 12.5 + 1000
+    assert packed.freeze_margin(multirnn.RecurrentSpec(1, 2, cell="gru"), {}, []) == 0.0
+    projected = multirnn.RecurrentSpec(1, 2, cell="lstm", proj_size=1)  # its h has no bound
+    assert packed.freeze_margin(projected, {}, []) == float("inf")
+    params["W_hi"] = np.full((2, 2), np.inf)
+    assert packed.freeze_margin(model, params, state) == float("inf")
 
 
 def test_tensorflow_coarse_segments_in_a_relaxed_trace(monkeypatch):
@@ -264,8 +324,8 @@ def test_tensorflow_coarse_segments_in_a_relaxed_trace(monkeypatch):
     impl = load_backend("tensorflow")
     impl._compiled.clear()
     shapes, original = [], packed.run_past_ends
-    monkeypatch.setattr(packed, "run_past_ends", lambda ops, runner, coarse, xs, state: shapes.append(
-        (tuple(xs.shape), coarse[1])) or original(ops, runner, coarse, xs, state))
+    monkeypatch.setattr(packed, "run_past_ends", lambda ops, runner, coarse, xs, state, finals=False: (
+        shapes.append((tuple(xs.shape), coarse[1])) or original(ops, runner, coarse, xs, state, finals)))
     model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, cell="lstm")
     for steps, batch in ((20, 24), (22, 26), (21, 28)):
         params, inputs = make_case(model, seed=steps, steps=steps, batch=batch)
