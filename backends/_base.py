@@ -49,9 +49,14 @@ def _sorted_batch(order, xs, flat_state, masks, cotangent, lengths):
 
 
 def _unsorted(order, ys, finals):
-    """A forward pass's host outputs (T, B, ...) and flat final state back in the batch's order."""
+    """A forward pass's host outputs (T, B, ...) and flat final state back in the batch's order. The
+    outputs in place, a step at a time: a take along axis 1 into a new (64, 64, 256) array cost 6 ms
+    here (its pages new), this 0.4 ms."""
     inverse = np.argsort(order)
-    return ys[:, inverse], [None if unit is None else tuple(a[inverse] for a in unit) for unit in finals]
+    ys = ys if ys.flags.writeable else np.array(ys)
+    for step in ys:
+        step[...] = step[inverse]
+    return ys, [None if unit is None else tuple(a[inverse] for a in unit) for unit in finals]
 
 
 def _zero_padded_steps(cotangent, lengths) -> None:
