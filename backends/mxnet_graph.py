@@ -158,8 +158,7 @@ class SymbolOps(AbstractBackend):
             return _Sym(mx.sym.reshape(mx.sym.concat(*flat, dim=1), shape=shape), shape)
         # without a shape, axis 1 is a 2-D weight's last axis (the recurrence's gate concatenations)
         last = axis == -1 or axis == (1 if xs[0].shape is None else len(xs[0].shape) - 1)
-        widths = {x.shape[-1] for x in xs if x.shape is not None}
-        if not last or len(parts) == 1 or len(widths) > 1:
+        if not last or len(parts) == 1:
             return _Sym(mx.sym.concat(*parts, dim=axis), shape)
         # The recurrence joins along the last axis (axis=1 of 2-D weights, -1 of outputs) parts of one
         # width. MXNet's concat there is ~8x slower than stacking them on a new axis before the last

@@ -94,8 +94,12 @@ def measure_suite(module, args) -> list[dict]:
     rows = []
     for backend in available(args.backends):
         calls = module.calls(backend)
+        groups = getattr(module, "GROUPS", (tuple(calls),))
+        ungrouped = set(calls) - {name for group in groups for name in group}
+        if ungrouped:  # it would go untimed without a word
+            raise ValueError(f"{module.__name__}.GROUPS names no group for {sorted(ungrouped)}")
         seconds = {}
-        for group in getattr(module, "GROUPS", (tuple(calls),)):
+        for group in groups:  # a group's names a backend lacks (torch's own LSTM elsewhere) skipped
             seconds.update(time_interleaved({name: calls[name] for name in group if name in calls},
                                             args.warmup, args.repeats))
         rows.append(module.row(backend, seconds))

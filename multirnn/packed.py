@@ -103,10 +103,7 @@ def run_unit(ops, kernel, plan: Plan, xs, state: tuple):
             carry = tuple(p[0] for p in parts)
         ys, carry = _run_segment(ops, kernel, piece, carry, size, running, batch, width)
         outputs.append(ys)
-    finished.append(carry)
-    final = tuple(ops.concat([unit[i] for unit in reversed(finished)], axis=0) if len(finished) > 1
-                  else finished[0][i] for i in range(len(state)))
-    return _stack_steps(ops, outputs, tail, batch, width, state[0]), final
+    return _stack_steps(ops, outputs, tail, batch, width, state[0]), _join_rows(ops, finished + [carry])
 
 
 def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum: int = 8,
@@ -170,21 +167,20 @@ def run_past_ends(ops, runner, coarse: tuple, xs, state: tuple, finals: bool = F
     sizes, rows = coarse
     batch, width = ops.size(xs, 1), state[0].shape[1]
     pieces, tail = _split_steps(ops, xs, sizes)
-    carry, previous, outputs, dropped = tuple(state), batch, [], []  # the carry's rows: the segment
-    # before's; dropped: the rows each cut leaves behind, last rows first
+    carry, previous, outputs, finished = tuple(state), batch, [], []  # the carry's rows: the segment
+    # before's; finished (with ``finals``): the rows each cut leaves behind, with their carry
     for piece, size, count in zip(pieces, sizes, rows):
         if finals and not _known(count, previous):
-            dropped.append(tuple(ops.split_sizes(a, (count, previous - count), 0)[1] for a in carry))
-        carry = tuple(_first(ops, a, count, previous, 0) for a in carry)
+            parts = [ops.split_sizes(a, (count, previous - count), 0) for a in carry]
+            finished.append(tuple(p[1] for p in parts))
+            carry = tuple(p[0] for p in parts)
+        else:
+            carry = tuple(_first(ops, a, count, previous, 0) for a in carry)
         ys, carry = _run_segment(ops, runner, piece, carry, size, count, batch, width)
         outputs.append(ys)
         previous = count
     ys = _stack_steps(ops, outputs, tail, batch, width, state[0])
-    if not finals:
-        return ys
-    parts = [carry] + dropped[::-1]
-    return ys, tuple(ops.concat([p[i] for p in parts], axis=0) if len(parts) > 1 else carry[i]
-                     for i in range(len(state)))
+    return (ys, _join_rows(ops, finished + [carry])) if finals else ys
 
 
 def run_to_ends(ops, model, p: dict, coarse: tuple, xs, state: tuple, lengths, valid, margin):
@@ -192,11 +188,12 @@ def run_to_ends(ops, model, p: dict, coarse: tuple, xs, state: tuple, lengths, v
     segment on exactly the sequences of positive length), each sequence running past its end, with
     the exact outputs (zero at padded steps) and final state of each: (ys, final). ``xs`` sorted
     longest first and zero at padded steps; an LSTM's ``valid`` (T, B, 1), 1 at valid steps and 0
-    at padded ones, and ``margin`` (``freeze_margin``) a (1, 1) array. A sequence's h (all of a GRU's or tanh RNN's state) is its
-    output at its last valid step (``last_valid``); an LSTM's c is not an output, so its padded
-    steps are frozen: one more input column, 1 at padded steps, drives the input gate to 0 and the
-    forget gate to 1 exactly (``frozen_gates``), and c = 1·c + 0·g stays what the last valid step
-    left (sequences of length 0 keep h_0 and c_0: they run in no segment)."""
+    at padded ones, and ``margin`` (``freeze_margin``) a (1, 1) array. A sequence's h (all of a
+    GRU's or tanh RNN's state) is its output at its last valid step (``last_valid``); an LSTM's c
+    is not an output, so its padded steps are frozen: one more input column, 1 at padded steps,
+    drives the input gate to 0 and the forget gate to 1 exactly (``frozen_gates``), and c = 1·c +
+    0·g stays what the last valid step left (sequences of length 0 keep h_0 and c_0: they run in no
+    segment)."""
     lstm = model.cell == "lstm"
     kernel = ops.fused_kernel(model, [frozen_gates(ops, model, p, margin) if lstm else p])
     if lstm:
@@ -248,6 +245,13 @@ def frozen_gates(ops, model, p: dict, margin):
     zero = ops.zeros((1, width), p["W_xi"])
     rows = {"i": zero - margin, "f": zero + margin, "c": zero, "o": zero}
     return dict(p, **{f"W_x{g}": ops.concat([p[f"W_x{g}"], row], axis=0) for g, row in rows.items()})
+
+
+def _join_rows(ops, finished: list) -> tuple:
+    """A final state from the carries of the groups of rows in the order they finished (the last
+    rows of the sorted batch first): each state array joined first rows first."""
+    return tuple(ops.concat([unit[i] for unit in reversed(finished)], axis=0) if len(finished) > 1
+                 else finished[0][i] for i in range(len(finished[0])))
 
 
 def _split_steps(ops, xs, sizes: tuple):
