@@ -78,6 +78,7 @@ class AbstractBackend:
     has_fused_kernel = False
     hoist_input_projection = True
     shrinking_scan = False  # scan takes a carry whose batch changes from step to step
+    static_segments = False  # padded batches in coarse segments of static shape (JAX; see ``static``)
     is_reference = False
 
     matmul = _lacks("matmul")
@@ -116,6 +117,9 @@ class AbstractBackend:
 
     def asindex(self, a):
         return self.asarray(a)
+
+    def static(self, value):
+        return value
 
     def size(self, x, axis):
         return x.shape[axis]
@@ -172,16 +176,17 @@ class AbstractBackend:
         with self.precision(xs.dtype):
             run = self._once("forward", model,
                              lambda: self.compile(functools.partial(self._run, model)))
-            order = None
+            order, margin = None, None
             if lengths is not None and self._plans(lengths):  # sorted longest first on the host, as
                 # gradients sorts (NumPy takes, not gathers in the graph), the outputs unsorted after;
-                # the padded steps' inputs are read by no valid step: zeros, which MXNet's graph needs
-                # to run past each sequence's end (multirnn.packed.run_to_ends)
+                # the padded steps' inputs are read by no valid step: zeros, which running past each
+                # sequence's end needs (multirnn.packed.run_to_ends)
                 order = np.argsort(-lengths, kind="stable")
                 xs, flat_state, masks, _, lengths = _sorted_batch(order, xs, flat_state, masks, None, lengths)
                 _zero_padded_steps(xs, lengths)
+                margin = self._freeze_margin(model, params, flat_state, masks, xs.dtype)
             ys, finals = run(*self._to_framework(params, xs, flat_state, masks),
-                             self._padding(model, xs, lengths, step_mask))
+                             self._padding(model, xs, lengths, step_mask, freeze=margin))
             ys, finals = self.to_numpy(ys), tree_map(self.to_numpy, finals)
             return (ys, finals) if order is None else _unsorted(order, ys, finals)
 
@@ -200,7 +205,7 @@ class AbstractBackend:
                 _zero_padded_steps(cotangent, lengths)
             _, grads = grad(*self._to_framework(params, xs, flat_state, masks),
                             self._padding(model, xs, lengths, step_mask, gradient=True),
-                            self.asarray(cotangent.astype(xs.dtype, copy=False)))
+                            self.host_arg(cotangent.astype(xs.dtype, copy=False)))
             return {name: self.to_numpy(value) for name, value in grads.items()}
 
     def step(self, model, params, x_t, flat_state, masks=None):
@@ -235,11 +240,26 @@ class AbstractBackend:
                              f"built or traced, got shape {tuple(xs.shape)}")
         return [self.asarray(m) for m in dropout_masks(model, steps, batch, dropout_seed, self.dtype_of(xs))]
 
+    def runs_forward_to_ends(self, model, dtype, masks) -> bool:
+        return False
+
+    def _freeze_margin(self, model, params, flat_state, masks, dtype):
+        """packed.freeze_margin of a sorted padded forward pass that runs past each sequence's end
+        (multirnn.packed.run_to_ends), else None: where the backend runs it so
+        (``runs_forward_to_ends``), not with relu (a padded step may overflow, and inf·0 is no zero)
+        nor a learned initial state (the margin reads h_0 from ``flat_state``), and with a margin
+        below packed.FREEZE_LIMIT (else absurd weights)."""
+        if (model.nonlinearity == "relu" or model.learn_initial_state
+                or not self.runs_forward_to_ends(model, np.dtype(dtype), masks)):
+            return None
+        margin = packed.freeze_margin(model, params, flat_state)
+        return margin if margin < packed.FREEZE_LIMIT else None
+
     def _plans(self, lengths) -> bool:
         """Whether ``_padding`` makes a multirnn.packed plan of host ``lengths``: where this backend has
-        a fused kernel or a shrinking scan, and a step to run (with none, the masked scan's outputs
+        a fused kernel, a shrinking scan or static segments, and a step to run (with none, the masked scan's outputs
         still hang on the params, zero gradients; a plan's zeros not)."""
-        return (self.has_fused_kernel or self.shrinking_scan) and lengths.max() > 0
+        return (self.has_fused_kernel or self.shrinking_scan or self.static_segments) and lengths.max() > 0
 
     def padding_of(self, model, xs, lengths):
         """recurrence.Padding of framework ``lengths`` (ints (batch,)) for time-major ``xs``: eager
@@ -259,22 +279,26 @@ class AbstractBackend:
 
     # ---- NumPy -> framework ----
 
-    def _to_framework(self, params, xs, flat_state, masks=None):
-        """numpy -> framework arrays for the arguments of run_recurrence."""
-        return ({k: self.asarray(v) for k, v in params.items()}, self.asarray(xs),
-                [None if unit is None else tuple(self.asarray(a) for a in unit) for unit in flat_state],
-                None if masks is None else [self.asarray(m) for m in masks])
+    def host_arg(self, a):
+        return self.asarray(a)
 
-    def _padding(self, model, xs, lengths, step_mask=None, gradient=False):
+    def _to_framework(self, params, xs, flat_state, masks=None):
+        """numpy -> the arguments of run_recurrence, as ``compile``'s function takes them (host_arg)."""
+        return ({k: self.host_arg(v) for k, v in params.items()}, self.host_arg(xs),
+                [None if unit is None else tuple(self.host_arg(a) for a in unit) for unit in flat_state],
+                None if masks is None else [self.host_arg(m) for m in masks])
+
+    def _padding(self, model, xs, lengths, step_mask=None, gradient=False, freeze=None):
         """numpy lengths or a time-major (T, B) step mask (or neither) -> recurrence.Padding of
-        framework arrays (or None); lengths with the multirnn.packed plan where this backend has a
-        fused kernel or a shrinking scan, and for a ``gradient`` pass (``gradients``: only the valid
-        steps are read) its coarse segments. A mask's Padding has no lengths: see Padding."""
+        framework arrays (or None); lengths with the multirnn.packed plan where ``_plans``, and for a
+        ``gradient`` pass (``gradients``: only the valid steps are read) its coarse segments, for a
+        forward pass given a ``freeze`` margin (``_freeze_margin``) its forward segments, run past
+        each sequence's end (recurrence.runs_to_ends). A mask's Padding has no lengths: see Padding."""
         dtype = self.dtype_of(xs) if not isinstance(xs, np.ndarray) else xs.dtype
         if step_mask is not None:
             factor = masking.output_factor(model, step_mask.astype(np.int64))[:, :, None]
-            return recurrence.Padding(None, self.asarray(step_mask[:, :, None]),
-                                      self.asarray(factor.astype(dtype)))
+            return recurrence.Padding(None, self.host_arg(step_mask[:, :, None]),
+                                      self.host_arg(factor.astype(dtype)))
         if lengths is None:
             return None
         keep = valid_steps(xs.shape[0], lengths)
@@ -282,23 +306,32 @@ class AbstractBackend:
         if self._plans(lengths):
             steps, batch = xs.shape[:2]
             order, inverse, ordered, sizes, active, running = packed.make_plan(lengths, steps)
-            traced = not self.has_fused_kernel  # TensorFlow: host ints retrace for each new value
-            coarse = packed.coarse_segments(sizes, active, steps, batch, row_quantum=packed.quarter_rows(
-                batch) if traced else None) if gradient else None
-            if coarse == ((steps,), (batch,)):
-                coarse = None  # one whole-batch call
-            if traced:  # segment sizes go in as framework scalars; rows stay host ints, in quarters of
-                # the batch (a few traces): a segment of unknown batch costs each elementwise op's
-                # gradient a broadcast reduction (BroadcastGradientArgs, Sum, Reshape per step),
-                # measured in one process 1.08-1.09x the full batch at 2 threads, 0.98-1.00x with host rows
+            traced = not self.has_fused_kernel  # TensorFlow, JAX: host ints retrace for each new value
+            row_quantum = packed.quarter_rows(batch) if traced else None
+            coarse = None
+            if gradient:
+                coarse = packed.coarse_segments(sizes, active, steps, batch, row_quantum=row_quantum)
+                if coarse == ((steps,), (batch,)):
+                    coarse = None  # one whole-batch call
+            elif freeze is not None:  # even as one whole-batch segment: exact, and no masked steps
+                coarse = packed.forward_segments(sizes, active, steps, batch, row_quantum=row_quantum)
+            if traced:  # rows stay host ints, in quarters of the batch (a few traces): a segment of
+                # unknown batch costs each elementwise op's gradient a broadcast reduction
+                # (BroadcastGradientArgs, Sum, Reshape per step), measured in one process 1.08-1.09x
+                # the full batch at 2 threads, 0.98-1.00x with host rows. Segment sizes go in as
+                # framework scalars (TensorFlow's while loop runs any length), or static (JAX's scan
+                # has a static length: a trace per pattern, 7 patterns in 500 batches of lengths
+                # 32..64 at T=B=64, 20 for 1..64)
                 sizes, active = (), ()
                 if coarse is not None:
-                    coarse = (tuple(self.asarray(np.int32(n)) for n in coarse[0]), coarse[1])
+                    coarse = self.static(coarse) if self.static_segments else (
+                        tuple(self.host_arg(np.int32(n)) for n in coarse[0]), coarse[1])
             # sorted already (gradients sorts on the host): no order to gather by
             index = lambda a: None if order == inverse == list(range(batch)) else self.asindex(  # noqa: E731
                 np.asarray(a, np.int64))
-            plan = packed.Plan(index(order), index(inverse), self.asarray(np.asarray(ordered, np.int64)),
-                               sizes, active, self.asarray(np.asarray(running, np.int32))
+            plan = packed.Plan(index(order), index(inverse), self.host_arg(np.asarray(ordered, np.int64)),
+                               sizes, active, self.host_arg(np.asarray(running, np.int32))
                                if self.shrinking_scan else None, coarse)
-        return recurrence.Padding(self.asarray(np.asarray(lengths, np.int64)), self.asarray(keep),
-                                  self.asarray(keep.astype(dtype)), plan)
+        margin = None if plan is None or freeze is None else self.host_arg(np.full((1, 1), freeze, dtype))
+        return recurrence.Padding(self.host_arg(np.asarray(lengths, np.int64)), self.host_arg(keep),
+                                  self.host_arg(keep.astype(dtype)), plan, freeze=margin)

@@ -33,9 +33,15 @@ def precision(dtype):
     return _enable_x64() if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
+@jax.tree_util.register_static
+class _Static(tuple):
+    """A tuple jax.jit takes as static (part of the key it traces for), not as traced leaves."""
+
+
 class Backend(AbstractBackend):
     name = "jax"
     version = jax.__version__
+    static_segments = True  # a trace per segment pattern (lax.scan has a static length)
     # Project inputs inside the scan: differentiating a scan over the hoisted (T, B, G·H) projection
     # made XLA:CPU 1.1-1.7x slower than Flax's cells (measured; README, "Performance").
     hoist_input_projection = False
@@ -48,6 +54,13 @@ class Backend(AbstractBackend):
 
     def compile(self, fn):
         return jax.jit(fn)
+
+    def host_arg(self, a):
+        return a  # jit's dispatch puts NumPy on the device in C++: 2 ms a call less than jnp.asarray
+        # for an LSTM's arrays (measured at T=B=64, H=256, where a forward pass costs 28 ms)
+
+    def static(self, value):
+        return _Static(value)
 
     def value_and_grad(self, fn, seeded=False):
         if not seeded:
@@ -92,6 +105,13 @@ class Backend(AbstractBackend):
 
     def mask_padded(self, x, lengths):
         return jnp.where(jnp.arange(x.shape[0])[:, None, None] < lengths[:, None], x, 0)
+
+    def last_valid(self, x, lengths):
+        last = jnp.maximum(lengths, 1) - 1  # a sequence of length 0 reads step 0 (run_to_ends replaces it)
+        return jnp.take_along_axis(x, last[None, :, None], axis=0)[0]
+
+    def runs_forward_to_ends(self, model, dtype, masks) -> bool:
+        return True  # three scans in coarse segments: 0.86x the masked scan's forward (measured)
 
     def reverse_padded(self, x, lengths):
         t = jnp.arange(x.shape[0])[:, None]

@@ -14,14 +14,13 @@ if "bool" not in vars(np):  # not hasattr(): numpy 1.26 warns on that lookup
     np.bool = bool
 import mxnet as mx  # noqa: E402
 
-from multirnn import packed, recurrence  # noqa: E402
+from multirnn import recurrence  # noqa: E402
 from multirnn.params import init_params  # noqa: E402
 
 from ._base import AbstractBackend, tree_leaves, tree_map  # noqa: E402
 from .mxnet_graph import GraphCache, fused_kernel, fused_kernel_accepts, take  # noqa: E402
 
 
-FREEZE_LIMIT = 1e30  # a larger packed.freeze_margin (absurd weights) runs the exact segments instead
 
 
 class Backend(AbstractBackend):
@@ -61,30 +60,18 @@ class Backend(AbstractBackend):
             plan = recurrence.schedule(self, model, padding, use_kernel)
             return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels,
                                     padding._replace(plan=plan))
-        if masks is None and padding is not None and self._runs_to_ends(model, padding, use_kernel):
-            # a padded forward pass: in a cached graph too, each sequence running past its end in
-            # coarse segments (a few shapes, few kernel calls), its outputs and final state exact
-            # (multirnn.packed.run_to_ends); an LSTM needs a finite margin to freeze its padded steps
-            margin = packed.freeze_margin(model, params, flat_state, self.to_numpy)
-            if margin < FREEZE_LIMIT:
-                plan, (steps, batch) = padding.plan, xs.shape[:2]
-                plan = plan._replace(coarse=packed.forward_segments(plan.sizes, plan.active, steps, batch))
-                padding = padding._replace(plan=plan, freeze=mx.nd.full((1, 1), margin, dtype=xs.dtype))
-                return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels, padding)
+        if padding is not None and recurrence.runs_to_ends(padding):
+            # a padded forward pass (AbstractBackend.forward: runs_forward_to_ends): in a cached graph
+            # too, each sequence running past its end in coarse segments (a few shapes, few kernel
+            # calls), its outputs and final state exact (multirnn.packed.run_to_ends)
+            return self._graphs.run(model, params, xs, flat_state, self.use_fused_kernels, padding)
         # dropout and the rest of padded batches take the eager NDArray path (not graph-compiled)
         return super().run_recurrence(model, params, xs, flat_state, masks, padding)
 
-    @staticmethod
-    def _runs_to_ends(model, padding, use_kernel) -> bool:
-        """Whether a padded forward pass may run past each sequence's end (packed.run_to_ends): in the
-        fused kernel, on a batch that AbstractBackend.forward sorted on the host with zeros at its
-        padded steps (the native block's batch runs the exact segments), not under autograd (its
-        frozen gates are exact, their gradients not proven), and not with relu (a padded step may
-        overflow, and inf·0 is no zero)."""
-        plan = padding.plan
-        return (use_kernel and not padding.outputs_only and padding.lengths is not None
-                and isinstance(plan, packed.Plan) and plan.order is None and bool(plan.sizes)
-                and model.nonlinearity != "relu" and not mx.autograd.is_recording())
+    def runs_forward_to_ends(self, model, dtype, masks) -> bool:
+        """In the fused kernel only (its segments are few kernel calls), and without dropout (the
+        graph takes no masks)."""
+        return masks is None and recurrence.fused_path(self, model, dtype)
 
     def fused_kernel(self, model, units):
         return fused_kernel(mx.nd, model, [recurrence.kernel_weights(self, model, p) for p in units])

@@ -21,6 +21,8 @@ class BackendProtocol(Protocol):
     has_fused_kernel: bool  # whether fused_layer exists (torch, MXNet)
     hoist_input_projection: bool  # X·W for the whole sequence before the loop (False: per step)
     shrinking_scan: bool  # scan's step may compute a prefix of the batch (recurrence.shrinking_step)
+    static_segments: bool  # a padded batch runs in multirnn.packed's coarse segments of static shape,
+    # one trace per segment pattern (JAX: its scans have static lengths); see ``static``
     is_reference: bool  # forward/gradients/step are the NumPy oracle, not the recurrence (numpy only)
 
     # ---- array operations the recurrence and the LM head need ----
@@ -100,6 +102,21 @@ class BackendProtocol(Protocol):
 
     def asindex(self, a) -> Array:
         """A framework integer array of NumPy token indices, in the type its gathers take."""
+
+    def runs_forward_to_ends(self, model, dtype, masks) -> bool:
+        """Whether a padded forward pass on a batch sorted on the host may run past each sequence's
+        end in coarse segments, its outputs and final states exact (multirnn.packed.run_to_ends;
+        AbstractBackend.forward decides the rest: relu, the freeze margin); ``dtype`` NumPy's,
+        ``masks`` the dropout masks or None."""
+
+    def host_arg(self, a) -> Array:
+        """A NumPy argument of ``compile``'s function (forward, gradients, step) as it takes it: the
+        framework's array (``asarray``), or NumPy itself where the compiled call puts it on the
+        device faster (JAX)."""
+
+    def static(self, value: tuple) -> tuple:
+        """A host tuple (a plan's coarse segments) as ``compile``'s function takes it as static, part
+        of what it traces for, not a traced leaf (JAX: a pytree node without leaves); else itself."""
 
     def to_numpy(self, x: Array):
         """A NumPy array of a framework array (detached from any autodiff)."""

@@ -141,10 +141,11 @@ def coarse_segments(sizes: tuple, active: tuple, steps: int, batch: int, quantum
     return best
 
 
-def forward_segments(sizes: tuple, active: tuple, steps: int, batch: int) -> tuple[tuple, tuple]:
+def forward_segments(sizes: tuple, active: tuple, steps: int, batch: int,
+                     row_quantum: int | None = None) -> tuple[tuple, tuple]:
     """``coarse_segments`` for a forward pass (``run_to_ends``): no segment runs a sequence of length
     0 (``active[0]`` counts those of positive length), so they keep h_0 and c_0."""
-    seg_sizes, rows = coarse_segments(sizes, active, steps, batch)
+    seg_sizes, rows = coarse_segments(sizes, active, steps, batch, row_quantum=row_quantum)
     return seg_sizes, tuple(min(count, active[0]) for count in rows)
 
 
@@ -183,7 +184,7 @@ def run_past_ends(ops, runner, coarse: tuple, xs, state: tuple, finals: bool = F
     return (ys, _join_rows(ops, finished + [carry])) if finals else ys
 
 
-def run_to_ends(ops, model, p: dict, coarse: tuple, xs, state: tuple, lengths, valid, margin):
+def run_to_ends(ops, model, runner_of, p: dict, coarse: tuple, xs, state: tuple, lengths, valid, margin):
     """A forward pass of one direction of one layer in coarse segments (``coarse_segments``, its first
     segment on exactly the sequences of positive length), each sequence running past its end, with
     the exact outputs (zero at padded steps) and final state of each: (ys, final). ``xs`` sorted
@@ -193,12 +194,13 @@ def run_to_ends(ops, model, p: dict, coarse: tuple, xs, state: tuple, lengths, v
     is not an output, so its padded steps are frozen: one more input column, 1 at padded steps,
     drives the input gate to 0 and the forget gate to 1 exactly (``frozen_gates``), and c = 1·c +
     0·g stays what the last valid step left (sequences of length 0 keep h_0 and c_0: they run in no
-    segment)."""
+    segment). ``runner_of(p)`` is ``run_past_ends``' runner for unit parameters ``p`` (a kernel call
+    or a scan)."""
     lstm = model.cell == "lstm"
-    kernel = ops.fused_kernel(model, [frozen_gates(ops, model, p, margin) if lstm else p])
+    runner = runner_of(frozen_gates(ops, model, p, margin) if lstm else p)
     if lstm:
         xs = ops.concat([xs, 1.0 - valid], axis=-1)
-    ys, carry = run_past_ends(ops, kernel, coarse, xs, state, finals=True)
+    ys, carry = run_past_ends(ops, runner, coarse, xs, state, finals=True)
     ys = ops.mask_padded(ys, lengths)
     running, batch = coarse[1][0], ops.size(xs, 1)
     h = ops.last_valid(ys, lengths)
@@ -208,6 +210,7 @@ def run_to_ends(ops, model, p: dict, coarse: tuple, xs, state: tuple, lengths, v
     return ys, (h,) + carry[1:]
 
 
+FREEZE_LIMIT = 1e30  # a larger margin (absurd weights): the forward pass runs exactly, not past ends
 FREEZE_SLACK = 1000.0  # sigmoid(x) is exactly 1 for x >= 1000 and exactly 0 for x <= -1000, in
 # float32 and float64 alike (exp(-1000) underflows to 0, exp(1000) overflows to inf)
 

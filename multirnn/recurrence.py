@@ -50,8 +50,8 @@ class Padding(NamedTuple):
     # inside a trace, never passed in: None (not False) keeps it out of jax.jit's traced leaves.
     outputs_only: bool | None = None
     # A forward pass that runs past each sequence's end in a plan's coarse segments, with exact
-    # outputs and final states (packed.run_to_ends; MXNet's graph): packed.freeze_margin as a (1, 1)
-    # framework array (an LSTM's) or 0.0 (nothing to freeze); None elsewhere.
+    # outputs and final states (packed.run_to_ends; MXNet's graph, JAX): packed.freeze_margin as a
+    # (1, 1) framework array (0 where nothing freezes: the GRU and tanh RNN); None elsewhere.
     freeze: Any = None
 
 
@@ -326,9 +326,11 @@ def run_unit(ops: Ops, model: RecurrentSpec, p: dict, direction: str, layer_in: 
             ys, final = ops.fused_kernel(model, [p])(seq, [state])[0], None
         else:
             ys, final = run_direction(ops, model, p, seq, state)[0], None
-    elif runs_to_ends(padding):  # a forward pass in the fused kernel (schedule)
-        ys, final = packed.run_to_ends(ops, model, p, padding.plan.coarse, seq, state, padding.lengths,
-                                       padding.valid, padding.freeze)
+    elif runs_to_ends(padding):  # a forward pass past each sequence's end (schedule)
+        runner_of = ((lambda q: ops.fused_kernel(model, [q])) if use_kernel
+                     else (lambda q: scan_runner(ops, model, q)))
+        ys, final = packed.run_to_ends(ops, model, runner_of, p, padding.plan.coarse, seq, state,
+                                       padding.lengths, padding.valid, padding.freeze)
     elif padding.plan is not None and padding.plan.coarse is not None:  # a gradient pass (schedule)
         runner = ops.fused_kernel(model, [p]) if use_kernel else scan_runner(ops, model, p)
         ys, final = packed.run_past_ends(ops, runner, padding.plan.coarse, seq, state), None

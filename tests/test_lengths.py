@@ -154,7 +154,7 @@ def test_padded_kernel_calls(monkeypatch, name):
 
     backend = load_backend(name)
     if name == "mxnet":
-        monkeypatch.setattr("multirnn.backends.mxnet_backend.FREEZE_LIMIT", 0.0)
+        monkeypatch.setattr(packed, "FREEZE_LIMIT", 0.0)
     calls, original = [], backend.fused_kernel
 
     def counting(model, units):
@@ -237,12 +237,13 @@ def test_coarse_segments():
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("cell", ["lstm", "gru-reset-before"])
-@pytest.mark.parametrize("name", ["torch", "mxnet", "tensorflow"])
+@pytest.mark.parametrize("name", ["torch", "mxnet", "tensorflow", "jax"])
 def test_gradient_pass_in_coarse_segments(monkeypatch, name, cell, bidirectional):
     """A padded gradient pass big enough to cut (test_coarse_segments' batch, shuffled): the batch is
     sorted on the host and each unit runs three kernel calls, or three scans for the cell no kernel
     computes (on MXNet inside its cached graph; on TensorFlow inside one trace, the sizes traced
-    scalars); every gradient against the per-sequence NumPy reference."""
+    scalars; on JAX inside one trace, the sizes static); every gradient against the per-sequence
+    NumPy reference."""
     impl = load_backend(name)
     impl._compiled.clear()  # TensorFlow: a function traced before would not run the segments again
     seen, original = [], packed.run_past_ends
@@ -258,8 +259,9 @@ def test_gradient_pass_in_coarse_segments(monkeypatch, name, cell, bidirectional
     model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=bidirectional, **CELL_VARIANTS[cell])
     lengths = np.array([20] * 4 + [12] * 8 + [5] * 12)[np.random.default_rng(0).permutation(24)]
     check_padded_against_reference(model, name, "float64", 24, 20, lengths=lengths)
-    # for the gradient pass; on MXNet's kernel for the forward pass too (packed.forward_segments)
-    forward_too = name == "mxnet" and cell == "lstm"
+    # for the gradient pass; for the forward pass too where it runs to ends (packed.forward_segments:
+    # on MXNet's kernel, on JAX)
+    forward_too = (name == "mxnet" and cell == "lstm") or name == "jax"
     assert planned == [((8, 8, 4), (24, 16, 8))] * (2 if forward_too else 1)
     # once per unit (on MXNet where the graph is built, on TensorFlow where the function is traced)
     units = len(list(model.units()))
@@ -270,33 +272,53 @@ def test_gradient_pass_in_coarse_segments(monkeypatch, name, cell, bidirectional
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell", ["lstm", "gru-reset-after", "rnn-tanh"])
-def test_mxnet_padded_forward_runs_to_ends(monkeypatch, cell, dtype):
-    """MXNet's padded forward pass runs in its cached graph, each unit in coarse segments past each
-    sequence's end (packed.run_to_ends; an LSTM's padded steps frozen): test_coarse_segments' batch
-    plus two sequences of length 0 (which run in no segment), shuffled, its padding filled with
-    large values; outputs (exact zeros at padded steps) and final states against the per-sequence
-    reference."""
-    impl = load_backend("mxnet")
-    impl._graphs.blocks.clear()
+@pytest.mark.parametrize("cell", ["lstm", "gru-reset-after", "gru-reset-before", "rnn-tanh"])
+@pytest.mark.parametrize("name", ["mxnet", "jax"])
+def test_padded_forward_runs_to_ends(monkeypatch, name, cell, dtype):
+    """A padded forward pass runs each unit in coarse segments past each sequence's end
+    (packed.run_to_ends; an LSTM's padded steps frozen): on MXNet in its cached graph, where its
+    kernel computes the cell (not d2l's reset-before GRU: the exact eager segments), on JAX in three
+    scans of one trace. test_coarse_segments' batch plus two sequences of length 0 (which run in no
+    segment), shuffled, its padding filled with large values; outputs (exact zeros at padded steps)
+    and final states against the per-sequence reference, twice (the second call traces nothing)."""
+    impl = load_backend(name)
+    impl._compiled.clear()
+    if name == "mxnet":
+        impl._graphs.blocks.clear()
     seen, original = [], packed.run_to_ends
-    monkeypatch.setattr(packed, "run_to_ends", lambda ops, model, p, coarse, *rest: seen.append(
-        coarse) or original(ops, model, p, coarse, *rest))
+    monkeypatch.setattr(packed, "run_to_ends", lambda ops, model, runner_of, p, coarse, *rest: seen.append(
+        coarse) or original(ops, model, runner_of, p, coarse, *rest))
     model = multirnn.RecurrentSpec(3, 4, num_layers=2, bidirectional=True, **CELL_VARIANTS[cell])
     lengths = np.array([20] * 4 + [12] * 8 + [5] * 12 + [0] * 2)[np.random.default_rng(0).permutation(26)]
     params, inputs = make_case(model, seed=1, steps=20, batch=26, dtype=dtype)
     padded = ~valid_steps(20, lengths)[:, :, 0]
     inputs[padded] = 1e4  # read by no valid step
     state = random_state(model, 26, seed=2, dtype=dtype)
-    ys, finals = multirnn.forward(model, params, inputs, state, backend="mxnet", lengths=lengths)
     want_ys, want_finals = multirnn.forward(model, params, inputs, state, lengths=lengths)
-    assert_close(ys, want_ys, dtype, "outputs")
-    np.testing.assert_array_equal(ys[padded], 0.0)
-    for got, want in zip(flat_arrays(model, finals), flat_arrays(model, want_finals)):
-        assert_close(got, want, dtype, "final state")
-    assert seen == [((8, 8, 4), (24, 16, 8))] * 4  # built once per unit, with the graph
-    (block,) = impl._graphs.blocks.values()
-    assert block.frozen
+    for _ in range(2):
+        ys, finals = multirnn.forward(model, params, inputs, state, backend=name, lengths=lengths)
+        assert_close(ys, want_ys, dtype, "outputs")
+        np.testing.assert_array_equal(ys[padded], 0.0)
+        for got, want in zip(flat_arrays(model, finals), flat_arrays(model, want_finals)):
+            assert_close(got, want, dtype, "final state")
+    refused = name == "mxnet" and cell == "gru-reset-before"
+    assert seen == ([] if refused else [((8, 8, 4), (24, 16, 8))] * 4)  # once per unit, where traced
+    if name == "mxnet" and not refused:
+        (block,) = impl._graphs.blocks.values()
+        assert block.frozen
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["mxnet", "jax"])
+def test_frozen_gates_saturate_exactly(name, dtype):
+    """Where a forward pass freezes an LSTM's padded steps (packed.run_to_ends), the backend's sigmoid
+    of ±FREEZE_SLACK and beyond is exactly 0 and 1 (compiled too, on JAX), so c = 1·c + 0·g exactly."""
+    impl = load_backend(name)
+    slack = packed.FREEZE_SLACK
+    x = np.array([-slack, -2 * slack, -1e29, slack, 2 * slack, 1e29], dtype)
+    with impl.precision(dtype):
+        got = impl.to_numpy(impl.compile(impl.sigmoid)(impl.asarray(x)))
+    np.testing.assert_array_equal(got, np.array([0, 0, 0, 1, 1, 1], dtype))
 
 
 def test_freeze_margin():
