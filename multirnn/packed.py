@@ -7,14 +7,14 @@ padded step is never computed, and a sequence's final state is the carry after i
 backward direction runs the same segments on each sequence reversed within its own length. The plan is
 made from host lengths (NumPy) for the eager fused-kernel backends (torch, MXNet). The same sort, with
 per-step ``running`` counts instead of segments, serves a scan whose batch shrinks step by step
-(TensorFlow, torch's generic path: recurrence.shrinking_step); the other traced backends run the
-masked scan of multirnn.recurrence. A gradient pass reads only the valid steps, so a sequence may run
-past its end: where a plan is made (torch, MXNet, TensorFlow) it runs at most three coarse segments
-(``coarse_segments``, ``run_past_ends``; on TensorFlow the sizes traced scalars, the rows host ints),
-on JAX the whole padded batch unmasked (recurrence.schedule). multirnn.gradients sorts such a batch
-on the host, so its plan has no order to gather by, and so does multirnn.forward where a plan is
-made. MXNet's forward pass runs the coarse segments past each sequence's end as well, exactly
-(``run_to_ends``): a sequence's h is its output at its last valid step, and an LSTM's padded steps
+(TensorFlow, torch's generic path: recurrence.shrinking_step); traced callers (the native layers)
+run the masked scan of multirnn.recurrence. A gradient pass reads only the valid steps, so a
+sequence may run past its end: it runs at most three coarse segments (``coarse_segments``,
+``run_past_ends``; on TensorFlow the sizes traced scalars, the rows host ints; on JAX both static,
+a trace per pattern), or the whole padded batch unmasked where cutting saves nothing
+(recurrence.schedule). multirnn.gradients sorts such a batch on the host, so its plan has no order
+to gather by, and so does multirnn.forward where a plan is made. MXNet's and JAX's forward passes
+run the coarse segments past each sequence's end as well, exactly (``run_to_ends``): a sequence's h is its output at its last valid step, and an LSTM's padded steps
 are frozen (one more input column drives its input gate to exactly 0 and its forget gate to exactly
 1, so c stays what the last valid step left).
 
