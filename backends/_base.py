@@ -257,8 +257,8 @@ class AbstractBackend:
 
     def _plans(self, lengths) -> bool:
         """Whether ``_padding`` makes a multirnn.packed plan of host ``lengths``: where this backend has
-        a fused kernel, a shrinking scan or static segments, and a step to run (with none, the masked scan's outputs
-        still hang on the params, zero gradients; a plan's zeros not)."""
+        a fused kernel, a shrinking scan or static segments, and a step to run (with none, the masked
+        scan's outputs still hang on the params, zero gradients; a plan's zeros not)."""
         return (self.has_fused_kernel or self.shrinking_scan or self.static_segments) and lengths.max() > 0
 
     def padding_of(self, model, xs, lengths):

@@ -14,9 +14,10 @@ sequence may run past its end: it runs at most three coarse segments (``coarse_s
 a trace per pattern), or the whole padded batch unmasked where cutting saves nothing
 (recurrence.schedule). multirnn.gradients sorts such a batch on the host, so its plan has no order
 to gather by, and so does multirnn.forward where a plan is made. MXNet's and JAX's forward passes
-run the coarse segments past each sequence's end as well, exactly (``run_to_ends``): a sequence's h is its output at its last valid step, and an LSTM's padded steps
-are frozen (one more input column drives its input gate to exactly 0 and its forget gate to exactly
-1, so c stays what the last valid step left).
+run the coarse segments past each sequence's end as well, exactly (``run_to_ends``): a sequence's h
+is its output at its last valid step, and an LSTM's padded steps are frozen (one more input column
+drives its input gate to exactly 0 and its forget gate to exactly 1, so c stays what the last valid
+step left).
 
 Measured on torch's oneDNN LSTM (T=64, B=64, lengths 32..64), a gradient pass: 0.82-0.90x (1 thread)
 and 0.76-0.97x (2 threads) the full-length batch in coarse segments, 0.87-0.96x and 1.04-1.18x in
@@ -215,27 +216,25 @@ FREEZE_SLACK = 1000.0  # sigmoid(x) is exactly 1 for x >= 1000 and exactly 0 for
 # float32 and float64 alike (exp(-1000) underflows to 0, exp(1000) overflows to inf)
 
 
-def freeze_margin(model, params: dict, state: list, to_numpy=None) -> float:
+def freeze_margin(model, params: dict, state: list) -> float:
     """The pre-activation ``frozen_gates`` adds at an LSTM's padded steps (host NumPy ``params`` and
     initial ``state``): twice the largest |b_ih + b_hh + h·W_hh| an input or forget gate can reach,
     plus FREEZE_SLACK, so either gate's pre-activation is beyond ±FREEZE_SLACK whatever h is. The
     padded steps' inputs are zero and |h| < 1 after a step (h = o·tanh(c)); h_0 may be larger.
-    0.0 for the GRU and tanh RNN (nothing to freeze); inf where the weights are not finite.
-    ``to_numpy`` reads a framework array on the host (default: they are NumPy)."""
+    0.0 for the GRU and tanh RNN (nothing to freeze); inf where the weights are not finite."""
     import numpy as np  # local: multirnn imports no NumPy at load time
 
     if model.cell != "lstm":
         return 0.0
     if model.proj_size:  # a projected h has no bound
         return float("inf")
-    host = to_numpy or np.asarray
-    scale = max([1.0] + [float(np.max(np.abs(host(unit[0])))) for unit in state if unit is not None])
+    scale = max([1.0] + [float(np.max(np.abs(unit[0]))) for unit in state if unit is not None])
     bound = 0.0
     for _, _, prefix, _ in model.units():
         for gate in "if":
-            reach = scale * np.abs(host(params[f"{prefix}W_h{gate}"])).sum(axis=0)
+            reach = scale * np.abs(params[f"{prefix}W_h{gate}"]).sum(axis=0)
             if model.bias:
-                reach = reach + np.abs(host(params[f"{prefix}b_x{gate}"]) + host(params[f"{prefix}b_h{gate}"]))
+                reach = reach + np.abs(params[f"{prefix}b_x{gate}"] + params[f"{prefix}b_h{gate}"])
             bound = max(bound, float(np.max(reach)))
     return 2.0 * bound + FREEZE_SLACK if np.isfinite(bound) else float("inf")
 
